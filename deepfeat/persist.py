@@ -1,0 +1,239 @@
+"""Model files: a joblib pickle plus a JSON sidecar that says what it is and checks that it is intact.
+
+``save_model(model, "svm.joblib")`` writes ``svm.joblib`` and ``svm.joblib.json``. The sidecar holds the sha256
+of the joblib file, the versions of deepfeat, scikit-learn, torch, timm, numpy, joblib and Python that wrote it,
+the creation time, the class names and the backbone/weights/layer the model extracts with. ``load_model`` refuses
+a file whose sidecar is missing, whose bytes do not match the recorded sha256, or that was written by another
+deepfeat or scikit-learn major.minor version (unpickling across those versions can silently change predictions).
+
+.. warning::
+   A joblib file is a pickle: **loading one runs code chosen by whoever wrote it**. The sha256 check catches a
+   damaged file or a sidecar that belongs to another model; it is not a security boundary, because anyone who can
+   replace the model file can replace its sidecar too. Load only model files you made yourself or received from
+   someone you trust, over a channel you trust.
+
+Nothing CUDA-bound is pickled: :class:`~deepfeat.extract.FeatureExtractor` drops its torch model when pickled and
+rebuilds it lazily on first use (``device="auto"`` picks what the loading machine has), so a model trained on a GPU
+machine loads and predicts on a CPU-only one.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+import warnings
+from importlib.metadata import PackageNotFoundError, version as _dist_version
+from pathlib import Path
+
+from deepfeat.errors import ModelFileError
+
+SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = 1
+#: Packages whose major.minor must match between the writing and the loading environment (else refuse).
+STRICT_PACKAGES = ("deepfeat", "scikit-learn")
+#: Packages recorded and compared; a major.minor difference only warns.
+RECORDED_PACKAGES = ("deepfeat", "scikit-learn", "torch", "timm", "numpy", "joblib")
+
+
+def sidecar_path(path) -> Path:
+    """The sidecar of model file ``path``: the same name with ``.json`` appended (``m.joblib.json``)."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def _package_version(name: str) -> str | None:
+    if name == "deepfeat":
+        import deepfeat
+
+        return deepfeat.__version__
+    try:
+        return _dist_version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _major_minor(ver: str | None) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", ver or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _jsonable(value):
+    """Class labels (numpy ints, strings) and weights ids (paths) as plain JSON values."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def describe_model(model) -> dict:
+    """What a sidecar records about ``model`` itself (class, labels, extractor identity)."""
+    info = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    classes = getattr(model, "classes_", None)
+    info["classes"] = None if classes is None else [_jsonable(c) for c in classes]
+    for key in ("backbone", "weights", "layer"):
+        info[key] = _jsonable(getattr(model, key, None))
+    return info
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model, path) -> Path:
+    """Write ``model`` to ``path`` with joblib and a JSON sidecar ``path + ".json"``.
+
+    Parameters
+    ----------
+    model : estimator
+        Usually a fitted :class:`~deepfeat.pipeline.DeepFeatureClassifier`; any picklable scikit-learn estimator
+        works.
+    path : str or path-like
+        The model file (conventionally ``*.joblib``). Parent folders are created. Both files are written
+        atomically (temporary file + rename), the sidecar last.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from sklearn.dummy import DummyClassifier
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.joblib"
+    >>> _ = save_model(DummyClassifier().fit([[0], [1]], [0, 1]), p)
+    >>> sorted(x.name for x in p.parent.iterdir())
+    ['m.joblib', 'm.joblib.json']
+    >>> load_model(p).predict([[0]]).tolist()
+    [0]
+    """
+    import joblib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: joblib.dump(model, tmp))
+    sidecar = {
+        "deepfeat_model_format": SIDECAR_FORMAT,
+        "file": path.name,
+        "sha256": _sha256(path),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {name: _package_version(name) for name in RECORDED_PACKAGES},
+        "python": platform.python_version(),
+        "warning": "joblib files execute code when loaded: load only files from a trusted source",
+        **describe_model(model),
+    }
+
+    def write_sidecar(tmp):
+        Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+
+    _atomic_write(sidecar_path(path), write_sidecar)
+    return path
+
+
+def read_sidecar(path) -> dict:
+    """The sidecar of model file ``path`` as a dict; :class:`ModelFileError` when missing or unreadable."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise ModelFileError(
+            f"model file {path} has no sidecar {side.name}: deepfeat cannot check that the file is intact and "
+            f"which versions wrote it, so it refuses to load it. Save models with deepfeat.save_model (or "
+            f"'deepfeat fit'); if you trust this file, load it with joblib.load yourself."
+        )
+    try:
+        info = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"sidecar {side} of model file {path} is not readable JSON: {exc}") from exc
+    if not isinstance(info, dict) or "sha256" not in info or "versions" not in info:
+        raise ModelFileError(f"sidecar {side} is not a deepfeat model sidecar (no 'sha256' / 'versions' entries)")
+    return info
+
+
+def _check_versions(path: Path, recorded: dict, allow_version_mismatch: bool) -> None:
+    for name in RECORDED_PACKAGES:
+        saved, here = recorded.get(name), _package_version(name)
+        if _major_minor(saved) == _major_minor(here):
+            continue
+        msg = (f"model file {path} was saved with {name} {saved}, but this environment has {name} {here}")
+        if name in STRICT_PACKAGES and not allow_version_mismatch:
+            raise ModelFileError(
+                f"{msg}; unpickled models can predict differently across {name} versions, so deepfeat refuses "
+                f"to load it. Install {name}=={saved}, retrain the model, or pass allow_version_mismatch=True "
+                f"(CLI: --allow-version-mismatch) to load it anyway."
+            )
+        warnings.warn(f"{msg}; loading anyway", UserWarning, stacklevel=3)
+
+
+def load_model(path, *, allow_version_mismatch: bool = False, device: str | None = None):
+    """Load a model written by :func:`save_model`, after checking its sidecar.
+
+    .. warning::
+       Loading a joblib file executes code stored in it. Load only files you trust; the checks below detect
+       damage and version drift, not malice.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model file; its sidecar ``path + ".json"`` must sit beside it.
+    allow_version_mismatch : bool, default=False
+        Load even when the file was written by another deepfeat or scikit-learn major.minor version (a warning
+        is still issued). Differences in torch, timm, numpy or joblib always only warn.
+    device : str, optional
+        Override the device the model's feature extractor will run on (``"cpu"``, ``"cuda"``, ``"auto"``), e.g.
+        for a model saved with ``device="cuda"`` and loaded on a CPU-only machine. ``None`` keeps the saved one.
+
+    Returns
+    -------
+    estimator
+        The unpickled model. Torch parts are rebuilt lazily on first use on the loading machine.
+
+    Raises
+    ------
+    ModelFileError
+        When the file or its sidecar is missing, the sha256 does not match (the message gives the expected and
+        the found hash), or the versions differ as described above.
+    """
+    import joblib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist; create one with 'deepfeat fit'")
+    info = read_sidecar(path)
+    found = _sha256(path)
+    if found != info["sha256"]:
+        raise ModelFileError(
+            f"model file {path} does not match its sidecar {sidecar_path(path).name}: sha256 expected "
+            f"{info['sha256']}, found {found}. The file was modified or damaged after saving (or the sidecar "
+            f"belongs to another model); deepfeat refuses to load it."
+        )
+    _check_versions(path, info["versions"], allow_version_mismatch)
+    model = joblib.load(path)
+    if device is not None:
+        if "device" not in model.get_params():
+            raise ModelFileError(f"model in {path} ({type(model).__name__}) has no 'device' to override")
+        model.set_params(device=device)
+        extractor = getattr(model, "extractor_", None)
+        if extractor is not None:
+            extractor.set_params(device=device)
+    return model
