@@ -1,0 +1,125 @@
+"""The command line end to end on tiny inputs: exit codes, messages, and the files each command writes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from deepfeat import FeatureSet, load_features
+from deepfeat.cli import main
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Two classes of 12 tiny images that differ in colour, so features separate them."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for label, base in (("blast", (150, 60, 160)), ("normal", (200, 150, 140))):
+        (root / label).mkdir()
+        for i in range(12):
+            pixels = np.clip(rng.normal(base, 25, size=(40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{label}_{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def feature_file(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    y = np.repeat(["a", "b", "c"], 20)
+    X = rng.normal(size=(60, 30)) + (np.arange(60)[:, None] // 20) * 0.8
+    path = tmp_path_factory.mktemp("fs") / "syn.features"
+    FeatureSet(X, y, meta={"backbone": "synthetic"}).save(path)
+    return path
+
+
+def test_help_and_version(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("extract", "cv", "fit", "predict", "finetune", "demo", "run"):
+        assert command in out
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("deepfeat ")
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "bogus")
+    assert code == 2 and "No such command" in err
+
+
+def test_extract_writes_a_featureset_in_input_order(tmp_path, capsys, image_folder):
+    out = tmp_path / "f.features"
+    code, stdout, err = run(capsys, "extract", str(image_folder), "-o", str(out), "--model", "resnet10t",
+                            "--weights", "none", "--batch-size", "5", "--workers", "0", "--quiet")
+    assert code == 0, err
+    assert "24 images" in stdout
+    fs = load_features(out)
+    assert fs.X.shape[0] == 24 and fs.meta["backbone"] == "resnet10t" and fs.meta["weights"] == "none"
+    assert list(fs.paths) == sorted(fs.paths) and set(fs.y) == {"blast", "normal"}
+
+
+def test_extract_reports_missing_folder(tmp_path, capsys):
+    code, _, err = run(capsys, "extract", str(tmp_path / "nope"), "-o", str(tmp_path / "x.features"),
+                       "--weights", "none", "--quiet")
+    assert code == 2 and "nope" in err and err.startswith("error:")
+
+
+def test_cv_writes_every_report_file(tmp_path, capsys, feature_file):
+    out = tmp_path / "report"
+    code, stdout, err = run(capsys, "cv", str(feature_file), "-o", str(out), "--classifier", "knn",
+                            "--classifier", "nb", "--n-features", "5", "--folds", "3", "--quiet")
+    assert code == 0, err
+    for name in ("results.csv", "per_fold.csv", "per_class.csv", "predictions.csv", "config.json", "report.md",
+                 "report.html"):
+        assert (out / name).is_file(), name
+    assert "knn" in stdout and "report.html" in stdout
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) >= 4  # 2 classifiers x {none, mrmr} (+ baselines)
+
+
+def test_cv_rejects_a_file_that_is_not_a_featureset(tmp_path, capsys):
+    bad = tmp_path / "bad.features"
+    bad.write_bytes(b"garbage")
+    code, _, err = run(capsys, "cv", str(bad), "-o", str(tmp_path / "r"), "--quiet")
+    assert code == 2 and "bad.features" in err
+
+
+def test_fit_then_predict_lists_a_corrupt_image(tmp_path, capsys, image_folder):
+    features = tmp_path / "f.features"
+    assert run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "resnet10t", "--weights",
+               "none", "--workers", "0", "--quiet")[0] == 0
+    model = tmp_path / "m.joblib"
+    code, stdout, err = run(capsys, "fit", str(features), "-o", str(model), "--classifier", "knn")
+    assert code == 0, err
+    new = tmp_path / "new"
+    new.mkdir()
+    for path in sorted(image_folder.rglob("*.png"))[::6]:
+        (new / path.name).write_bytes(path.read_bytes())
+    (new / "broken.png").write_bytes(b"\x89PNG not really")
+    preds = tmp_path / "p.csv"
+    code, stdout, err = run(capsys, "predict", str(model), str(new), "-o", str(preds))
+    assert code == 0, err
+    table = pd.read_csv(preds)
+    assert len(table) == 5 and "broken.png" in err
+    ok = table[table["path"].str.endswith(".png") & ~table["path"].str.endswith("broken.png")]
+    assert set(ok["label"]) <= {"blast", "normal"}
+    assert (ok["path"].str.contains("blast") == (ok["label"] == "blast")).mean() >= 0.75
+
+
+def test_predict_refuses_a_tampered_model(tmp_path, capsys, feature_file, image_folder):
+    features = tmp_path / "f.features"
+    run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "resnet10t", "--weights", "none",
+        "--workers", "0", "--quiet")
+    model = tmp_path / "m.joblib"
+    run(capsys, "fit", str(features), "-o", str(model), "--classifier", "nb")
+    with open(model, "ab") as fh:
+        fh.write(b"tampered")
+    code, _, err = run(capsys, "predict", str(model), str(image_folder), "-o", str(tmp_path / "p.csv"))
+    assert code == 2 and "sha256" in err.lower()
