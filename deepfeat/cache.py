@@ -1,0 +1,217 @@
+"""Content-addressed on-disk cache of per-image feature vectors.
+
+Layout under ``root`` (default ``$DEEPFEAT_CACHE_DIR``, else ``~/.cache/deepfeat``)::
+
+    features/<model_key[:32]>/config.json                what the model key stands for (informational)
+    features/<model_key[:32]>/<sha[:2]>/<sha>.f32        one entry per image (sha = sha256 of the image bytes)
+
+The model key is the sha256 of a canonical JSON of (cache format version, backbone, weights identity, layer,
+preprocessing config, precision), so an entry's effective key is the sha256-derived pair (model key, image
+sha256). One file per image keeps writes independent: an interrupted run leaves every finished entry usable,
+and two processes filling one cache at once can at worst both write the same entry.
+
+Entry format (little-endian, readable with numpy alone)::
+
+    8 bytes   magic b"DFCACHE1"
+    8 bytes   uint64 d (number of float32 values)
+    4*d bytes float32 values
+    8 bytes   blake2b(digest_size=8) of everything before it
+
+Writes go to a temporary file in the same folder, are fsync'ed and then ``os.replace``'d into place, so a reader
+sees either no entry or a complete one. A reader that finds a damaged entry (bad magic, length, checksum or
+dimension) treats it as missing, so it gets recomputed and overwritten; the first such entry is warned about.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CACHE_FORMAT_VERSION", "FeatureCache", "default_cache_root", "model_key"]
+
+CACHE_FORMAT_VERSION = 1
+_MAGIC = b"DFCACHE1"
+_HEADER = struct.Struct("<8sQ")
+_DIGEST = 8
+
+
+def default_cache_root() -> Path:
+    """``$DEEPFEAT_CACHE_DIR`` when set, else ``~/.cache/deepfeat``."""
+    env = os.environ.get("DEEPFEAT_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepfeat"
+
+
+def model_key(*, backbone: str, weights_id: str, layer: str, preprocessing: dict, precision: str = "fp32") -> str:
+    """sha256 hex naming one way of turning images into features (everything but the image itself)."""
+    config = {"cache_format": CACHE_FORMAT_VERSION, "backbone": backbone, "weights": weights_id,
+              "layer": layer, "preprocessing": preprocessing, "precision": precision}
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=_DIGEST).digest()
+
+
+def _encode(row: np.ndarray) -> bytes:
+    row = np.ascontiguousarray(row, dtype="<f4").reshape(-1)
+    body = _HEADER.pack(_MAGIC, row.size) + row.tobytes()
+    return body + _digest(body)
+
+
+def _decode(data: bytes, dim: int | None) -> np.ndarray | None:
+    """The row stored in ``data``, or None when anything about it is wrong."""
+    if len(data) < _HEADER.size + _DIGEST:
+        return None
+    magic, d = _HEADER.unpack_from(data)
+    if magic != _MAGIC or len(data) != _HEADER.size + 4 * d + _DIGEST or (dim is not None and d != dim):
+        return None
+    if _digest(data[:-_DIGEST]) != data[-_DIGEST:]:
+        return None
+    return np.frombuffer(data, dtype="<f4", count=d, offset=_HEADER.size).astype(np.float32)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FeatureCache:
+    """Per-image feature vectors on disk, keyed by (model key, image sha256).
+
+    Parameters
+    ----------
+    root : path-like, optional
+        Cache root; features live in ``root/features``. Default :func:`default_cache_root`.
+
+    Attributes
+    ----------
+    n_corrupt : int
+        Damaged entries met by :meth:`get_many` so far (each was treated as missing).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> cache = FeatureCache(tempfile.mkdtemp())
+    >>> key = model_key(backbone="toy", weights_id="none", layer="logits", preprocessing={})
+    >>> cache.put_many(key, ["ab" * 32], np.ones((1, 3)))
+    >>> cache.get_many(key, ["ab" * 32, "cd" * 32])[1] is None
+    True
+    """
+
+    def __init__(self, root=None):
+        self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        self.n_corrupt = 0
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.root)!r})"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    def _model_dir(self, key: str) -> Path:
+        return self.features_dir / key[:32]
+
+    def entry_path(self, key: str, image_sha256: str) -> Path:
+        """Where the entry for ``image_sha256`` under model ``key`` lives (whether or not it exists)."""
+        sha = str(image_sha256).lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ValueError(f"image_sha256 must be a 64-character hex sha256; got {image_sha256!r}")
+        return self._model_dir(key) / sha[:2] / f"{sha}.f32"
+
+    def write_note(self, key: str, name: str, obj: dict, *, overwrite: bool = False) -> None:
+        """Store a small JSON note (e.g. ``config.json``: what ``key`` stands for) beside the key's entries."""
+        path = self._model_dir(key) / name
+        if overwrite or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, json.dumps({"model_key": key, **obj}, indent=1, sort_keys=True,
+                                           default=str).encode())
+
+    def read_note(self, key: str, name: str) -> dict | None:
+        """A note written by :meth:`write_note`, or None when absent or unreadable."""
+        try:
+            note = json.loads((self._model_dir(key) / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return note if isinstance(note, dict) and note.get("model_key") == key else None
+
+    def get_many(self, key: str, image_sha256s, *, dim: int | None = None) -> list:
+        """One float32 vector or None (absent or damaged) per image sha256, in the order given.
+
+        Parameters
+        ----------
+        key : str
+            From :func:`model_key`.
+        image_sha256s : iterable of str
+        dim : int, optional
+            Expected vector length; an entry of another length counts as damaged.
+        """
+        out = []
+        for sha in image_sha256s:
+            path = self.entry_path(key, sha)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            row = _decode(data, dim)
+            if row is None:
+                self.n_corrupt += 1
+                if self.n_corrupt == 1:
+                    warnings.warn(f"feature cache entry {path} is damaged; it will be recomputed "
+                                  "(further damaged entries are counted, not warned about)", RuntimeWarning,
+                                  stacklevel=2)
+            out.append(row)
+        return out
+
+    def put_many(self, key: str, image_sha256s, rows) -> None:
+        """Store ``rows[i]`` (1-D float vectors) for ``image_sha256s[i]``, each write atomic."""
+        rows = np.asarray(rows, dtype=np.float32)
+        shas = list(image_sha256s)
+        if rows.ndim != 2 or rows.shape[0] != len(shas):
+            raise ValueError(f"put_many: need one row per sha256 ({len(shas)}); got rows of shape {rows.shape}")
+        made: set[Path] = set()
+        for sha, row in zip(shas, rows):
+            path = self.entry_path(key, sha)
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            _atomic_write(path, _encode(row))
+
+    def info(self) -> list[dict]:
+        """One dict per model key present: its config (when recorded), entry count and bytes."""
+        result = []
+        if not self.features_dir.is_dir():
+            return result
+        for model_dir in sorted(p for p in self.features_dir.iterdir() if p.is_dir()):
+            entries = list(model_dir.glob("*/*.f32"))
+            config_path = model_dir / "config.json"
+            try:
+                config = json.loads(config_path.read_text()) if config_path.exists() else {}
+            except (OSError, json.JSONDecodeError):
+                config = {}
+            result.append({"dir": str(model_dir), "entries": len(entries),
+                           "bytes": sum(p.stat().st_size for p in entries), **config})
+        return result
+
+    def clear(self) -> int:
+        """Delete every cached feature; returns how many entries were removed."""
+        n = sum(1 for _ in self.features_dir.glob("*/*/*.f32")) if self.features_dir.is_dir() else 0
+        shutil.rmtree(self.features_dir, ignore_errors=True)
+        return n

@@ -1,0 +1,109 @@
+"""Where and how a network runs: device choice, numeric precision, model identity, one forward pass.
+
+Shared by extraction and fine-tuning. Every choice comes back with a one-line reason for the caller to show:
+``device="auto"`` says which device it took; ``device="cuda"`` without CUDA is an error, never a CPU fallback;
+reduced precision on the CPU is only chosen when the CPU does bf16 natively and a check on real inputs keeps
+features within cosine similarity 0.999 of fp32.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from deepfeat.errors import DeepfeatError
+
+__all__ = ["MIN_COSINE", "autocast", "check_precision", "forward_features_of", "model_sha256",
+           "resolve_device", "resolve_precision"]
+
+MIN_COSINE = 0.999
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device="auto") -> tuple[torch.device, str]:
+    """``(torch.device, reason)`` for 'auto', 'cpu', 'cuda' or 'cuda:N'; an error when CUDA is asked but absent."""
+    spec = str(device).strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0), f"device: auto -> cuda:0 ({torch.cuda.get_device_name(0)})"
+        return torch.device("cpu"), "device: auto -> cpu (CUDA is not available)"
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise DeepfeatError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r}.") \
+            from None
+    if dev.type == "cpu":
+        return dev, "device: cpu (requested)"
+    if dev.type != "cuda":
+        raise DeepfeatError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r}.")
+    if not torch.cuda.is_available():
+        raise DeepfeatError(
+            f"device={device!r} was requested but CUDA is not available (torch {torch.__version__}, built for "
+            f"CUDA {torch.version.cuda}; torch.cuda.is_available() is False). Use device='cpu' or 'auto'."
+        )
+    index = 0 if dev.index is None else dev.index
+    if index >= torch.cuda.device_count():
+        raise DeepfeatError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return torch.device("cuda", index), f"device: cuda:{index} ({torch.cuda.get_device_name(index)}) (requested)"
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str, bool]:
+    """``(precision, reason, needs_check)``; ``needs_check`` means: confirm with :func:`check_precision`."""
+    if requested not in ("auto", "fp32", "bf16", "fp16"):
+        raise DeepfeatError(f"The 'precision' parameter must be 'auto', 'fp32', 'bf16' or 'fp16'. Got {requested!r}.")
+    if device.type == "cuda":
+        if requested == "bf16" and not torch.cuda.is_bf16_supported():
+            raise DeepfeatError(f"precision='bf16' was requested but {device} does not support bf16; use fp16")
+        if requested != "auto":
+            return requested, f"precision: {requested} (requested)", False
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "precision: auto -> bf16 autocast (CUDA)", False
+        return "fp16", "precision: auto -> fp16 autocast (CUDA without bf16)", False
+    if requested != "auto":
+        return requested, f"precision: {requested} (requested)", False
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16", "precision: auto -> bf16 candidate (CPU has native bf16), checking", True
+    return "fp32", "precision: auto -> fp32 (this CPU has no native bf16, reduced precision would be slower)", False
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for ``precision`` ('fp32' disables it)."""
+    return torch.autocast(device.type, dtype=_DTYPES.get(precision, torch.float32), enabled=precision != "fp32")
+
+
+def forward_features_of(net, x: torch.Tensor, layer: str, precision: str, device: torch.device) -> np.ndarray:
+    """Features (n, d) float32 of batch ``x``: 'logits' = ``net(x)``, 'pooled' = pre-logits of ``forward_head``."""
+    with torch.inference_mode(), autocast(device, precision):
+        if layer == "logits":
+            out = net(x)
+        else:
+            out = net.forward_head(net.forward_features(x), pre_logits=True)
+    return out.float().flatten(1).cpu().numpy()
+
+
+def check_precision(forward, probe: torch.Tensor, candidate: str) -> tuple[str, str, float]:
+    """Run ``probe`` in fp32 and ``candidate``; keep the candidate only if every row's cosine >= MIN_COSINE.
+
+    ``forward(x, precision) -> ndarray`` runs the model. Returns ``(precision, reason, min_cosine)``.
+    """
+    ref = forward(probe, "fp32").astype(np.float64)
+    low = forward(probe, candidate).astype(np.float64)
+    num = (ref * low).sum(1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(low, axis=1)
+    cos = float(np.min(np.where(den > 0, num / np.where(den > 0, den, 1), 1.0 * (ref == low).all(1))))
+    if cos >= MIN_COSINE:
+        return candidate, (f"precision: auto -> {candidate} (native on this CPU; cosine to fp32 on "
+                           f"{len(probe)} images {cos:.5f} >= {MIN_COSINE})"), cos
+    return "fp32", (f"precision: auto -> fp32 ({candidate} cosine to fp32 on {len(probe)} images was {cos:.5f} "
+                    f"< {MIN_COSINE}; pass precision='{candidate}' to use it anyway)"), cos
+
+
+def model_sha256(net: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes): the identity of what actually runs."""
+    h = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

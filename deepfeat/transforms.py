@@ -1,0 +1,239 @@
+"""Image preprocessing (model data config -> PIL-to-tensor callable) and the Dataset shared by extraction and
+fine-tuning.
+
+Two preprocessing families:
+
+* timm models: exactly ``timm.data.create_transform(**data_config)`` in eval mode (resize the short side to
+  ``size / crop_pct``, centre crop, to tensor, normalise with the model's own mean/std).
+* Darknet models (``data_config["darknet"]`` true): darknet's own input, RGB / 255 with no mean/std, from the
+  largest centred square resized bilinearly to the network size; a 224x224 image reaches a 224x224 network
+  unchanged (the Darknet reference PNGs in ``../shared/reference/darknet`` were made this way).
+
+Unreadable images never crash a DataLoader worker: :class:`ImageDataset` returns an :class:`ImageFailure`
+marker in place of the tensor and :func:`collate_images` separates them from the batch, so the caller decides
+whether to raise (after caching every good image) or skip.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "AUGMENT_DEFAULTS", "DarknetResize", "ImageDataset", "ImageFailure", "build_transform",
+    "collate_images", "preprocessing_config",
+]
+
+# Cell images have no canonical orientation, so flips and quarter turns are label-preserving; stain varies
+# between labs, hence a small colour jitter (kept small: hue shifts change what a stain looks like).
+AUGMENT_DEFAULTS = {"hflip": 0.5, "vflip": 0.5, "rot90": True,
+                    "brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.02}
+
+_TIMM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def preprocessing_config(data_config: dict, *, crop_border: bool = False) -> dict:
+    """The JSON-ready description of the preprocessing: the data config (tuples as lists) plus ``crop_border``.
+
+    It is part of the feature-cache key and of a FeatureSet's ``meta["preprocessing"]``.
+    """
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(dict(data_config).items())}
+    out["crop_border"] = bool(crop_border)
+    return out
+
+
+class DarknetResize:
+    """Darknet's classifier input: largest centred square, bilinear resize to ``size`` (H, W), RGB / 255.
+
+    Parameters
+    ----------
+    size : tuple of int
+        (height, width) of the network input.
+    """
+
+    def __init__(self, size):
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = img.convert("RGB") if img.mode != "RGB" else img
+        w, h = img.size
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        if (w, h) != (s, s):
+            img = img.crop((left, top, left + s, top + s))
+        height, width = self.size
+        if img.size != (width, height):  # PIL sizes are (W, H); skip the resize so same-size input is untouched
+            img = img.resize((width, height), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+    def __repr__(self) -> str:
+        return f"DarknetResize(size={self.size}, centre square, bilinear, /255)"
+
+
+class _CropDarkBorder:
+    """Picklable wrapper (DataLoader workers may be spawned) around ``deepfeat.data.images.crop_dark_border``."""
+
+    def __call__(self, img):
+        from deepfeat.data.images import crop_dark_border
+
+        return crop_dark_border(img)
+
+    def __repr__(self) -> str:
+        return "CropDarkBorder()"
+
+
+class _ColourJitter:
+    def __init__(self, brightness, contrast, saturation, hue):
+        from torchvision.transforms import ColorJitter
+
+        self.jitter = ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+
+    def __call__(self, img):
+        return self.jitter(img)
+
+    def __repr__(self) -> str:
+        return repr(self.jitter)
+
+
+class _FlipRotate:
+    """Random flips and quarter turns on the preprocessed tensor (C, H, W); quarter turns only when H == W."""
+
+    def __init__(self, hflip: float, vflip: float, rot90: bool):
+        self.hflip, self.vflip, self.rot90 = float(hflip), float(vflip), bool(rot90)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if random.random() < self.hflip:
+            x = x.flip(-1)
+        if random.random() < self.vflip:
+            x = x.flip(-2)
+        if self.rot90:
+            k = random.randrange(4) if x.shape[-1] == x.shape[-2] else 2 * random.randrange(2)
+            if k:
+                x = torch.rot90(x, k, dims=(-2, -1))
+        return x.contiguous()
+
+    def __repr__(self) -> str:
+        return f"FlipRotate(hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90})"
+
+
+class _Compose:
+    def __init__(self, steps):
+        self.steps = list(steps)
+
+    def __call__(self, x):
+        for step in self.steps:
+            x = step(x)
+        return x
+
+    def __repr__(self) -> str:
+        return "Compose(\n" + "".join(f"    {s!r}\n" for s in self.steps) + ")"
+
+
+def _augment_options(augment) -> dict | None:
+    if augment is None or augment is True or augment == "cells":
+        return dict(AUGMENT_DEFAULTS)
+    if augment is False or augment == "none":
+        return None
+    if isinstance(augment, dict):
+        unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+        if unknown:
+            raise ValueError(f"augment: unknown option(s) {unknown}; known: {sorted(AUGMENT_DEFAULTS)}")
+        return {**AUGMENT_DEFAULTS, **augment}
+    raise ValueError(f"augment must be None, 'cells', 'none', True, False or a dict; got {augment!r}")
+
+
+def build_transform(data_config: dict, *, crop_border: bool = False, train: bool = False, augment=None):
+    """A callable PIL image -> float32 tensor (3, H, W) for a model's data config.
+
+    Parameters
+    ----------
+    data_config : dict
+        From ``deepfeat.backbones.resolve_data_config(model)``: timm keys ``input_size``, ``mean``, ``std``,
+        ``crop_pct``, ``interpolation``, ``crop_mode``, and ``darknet=True`` for darknet preprocessing.
+    crop_border : bool, default False
+        First remove the dark border of C-NMC-style images (``deepfeat.data.images.crop_dark_border``).
+    train : bool, default False
+        Add label-preserving augmentation after the eval preprocessing (geometry stays deterministic, so the
+        network sees the same framing as at extraction time).
+    augment : None, 'cells', 'none', bool or dict, default None
+        With ``train=True``: ``None``/'cells' = :data:`AUGMENT_DEFAULTS` (flips, quarter turns, small colour
+        jitter); 'none' = no augmentation; a dict overrides single options. Ignored when ``train=False``.
+
+    Returns
+    -------
+    callable
+    """
+    cfg = dict(data_config)
+    if "input_size" not in cfg:
+        raise ValueError(f"data_config needs 'input_size' (C, H, W); got keys {sorted(cfg)}")
+    steps: list[Any] = [_CropDarkBorder()] if crop_border else []
+    aug = _augment_options(augment) if train else None
+    if aug and any(aug[k] for k in ("brightness", "contrast", "saturation", "hue")):
+        steps.append(_ColourJitter(aug["brightness"], aug["contrast"], aug["saturation"], aug["hue"]))
+    if cfg.get("darknet"):
+        steps.append(DarknetResize(tuple(cfg["input_size"])[-2:]))
+    else:
+        from timm.data import create_transform
+
+        timm_cfg = {k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in _TIMM_KEYS if k in cfg}
+        steps.append(create_transform(**timm_cfg, is_training=False))
+    if aug:
+        steps.append(_FlipRotate(aug["hflip"], aug["vflip"], aug["rot90"]))
+    return steps[0] if len(steps) == 1 else _Compose(steps)
+
+
+class ImageFailure(NamedTuple):
+    """Stands in for the tensor of an image that could not be read (picklable, so it crosses worker processes)."""
+
+    path: str
+    reason: str
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images by path, preprocessed by ``transform``; item ``i`` is ``(tensor, i)``.
+
+    An unreadable image gives ``(ImageFailure(path, reason), i)`` instead of raising, so one bad file does not
+    kill a DataLoader worker; use :func:`collate_images` as the DataLoader's ``collate_fn``.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+    transform : callable
+        PIL RGB image -> tensor, e.g. from :func:`build_transform`.
+    """
+
+    def __init__(self, paths, transform):
+        self.paths = [str(p) for p in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from deepfeat.data.images import load_image
+        from deepfeat.errors import ImageReadError
+
+        path = self.paths[index]
+        try:
+            return self.transform(load_image(path)), index
+        except ImageReadError as exc:
+            return ImageFailure(path, exc.reason), index
+        except (OSError, ValueError, SyntaxError) as exc:  # Pillow's decoders raise these on bad data
+            return ImageFailure(path, f"{type(exc).__name__}: {exc}"), index
+
+
+def collate_images(batch):
+    """Collate ``(tensor | ImageFailure, index)`` items into ``(x or None, indices, failures)``.
+
+    ``x`` stacks the good tensors (None when none in the batch is readable), ``indices`` is a LongTensor of
+    their dataset indices in batch order, ``failures`` a list of ``(index, ImageFailure)``.
+    """
+    good = [(x, i) for x, i in batch if not isinstance(x, ImageFailure)]
+    failures = [(i, x) for x, i in batch if isinstance(x, ImageFailure)]
+    x = torch.stack([g[0] for g in good]) if good else None
+    indices = torch.as_tensor([g[1] for g in good], dtype=torch.long)
+    return x, indices, failures
