@@ -1,0 +1,176 @@
+"""Fine-tuning checkpoint files: atomic writes, reading, resuming checks, and the curves beside them.
+
+The format is documented in :mod:`deepfeat.finetune`. Files hold tensors and plain data only, so
+``torch.load(path, weights_only=True)`` reads them without executing code.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from deepfeat.errors import DeepfeatError, ModelFileError
+
+CHECKPOINT_FORMAT = 1
+# options that may differ between an interrupted run and its resumption: they do not change the result on the CPU
+RESUMABLE_CHANGES = {"epochs", "device", "workers"}
+
+
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves a half-written file."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a unique name beside the target (same file system, so the rename is atomic); plain open() keeps the umask
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sibling(out: Path, tag: str, suffix: str | None = None) -> Path:
+    """``NAME.<tag><suffix>`` beside ``NAME.pt`` (e.g. ``NAME.last.pt``, ``NAME.curves.csv``)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.{tag}{suffix if suffix is not None else (out.suffix or '.pt')}")
+
+
+def versions() -> dict:
+    import sklearn
+    import timm
+    import torch
+    import torchvision
+
+    from deepfeat import __version__
+
+    found = {"deepfeat": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+             "timm": timm.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+             "python": platform.python_version()}
+    return {k: str(v) for k, v in found.items()}  # torch's TorchVersion is a str subclass weights_only refuses
+
+
+def plain(obj):
+    """JSON-able copy (tuples -> lists, numpy scalars -> Python, paths -> str) so ``weights_only`` loading works."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or type(obj) in (int, float, bool, str):
+        return obj
+    if isinstance(obj, (int, float)):
+        return float(obj) if isinstance(obj, float) else int(obj)
+    return str(obj)  # str subclasses (torch's TorchVersion), paths, anything else
+
+
+def cpu_state(state: dict | None) -> dict | None:
+    # contiguous(): channels_last weights are saved in the standard layout
+    return None if state is None else {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def read_checkpoint(path) -> dict:
+    """Load a deepfeat fine-tuning checkpoint (tensors and plain data only; no code is executed)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged or foreign file
+        raise ModelFileError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("deepfeat_checkpoint") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path} is not a deepfeat fine-tuning checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def load_into(model, ckpt: dict, path) -> None:
+    """Put a checkpoint's weights into the end-to-end model made by ``training.attach_head``."""
+    try:
+        if ckpt["head"] == "keep1000":
+            model.backbone.load_state_dict(ckpt["state_dict"])
+            model.head.load_state_dict(ckpt["head_state_dict"])
+        else:
+            model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ModelFileError(f"checkpoint {path} does not fit architecture {ckpt['arch']!r}: {exc}") from exc
+
+
+def load_finetuned(path):
+    """The end-to-end classifier (backbone + task head) of a checkpoint, in eval mode, and its class names.
+
+    Feature extraction does not need this (``create_backbone(arch, weights=path)`` gives the backbone alone);
+    it is for predicting with the fine-tuned network itself.
+
+    Returns
+    -------
+    model : torch.nn.Module
+    class_names : list of str
+    """
+    from deepfeat.backbones import create_backbone
+    from deepfeat.training import attach_head
+
+    ckpt = read_checkpoint(path)
+    model = attach_head(create_backbone(ckpt["arch"], weights="none"), ckpt["head"], ckpt["num_classes"])
+    load_into(model, ckpt, path)
+    return model.eval(), list(ckpt["class_names"])
+
+
+def check_resumable(ckpt: dict, config: dict, backbone: str, path) -> None:
+    """Refuse to resume a run whose options differ in a way that changes the result."""
+    if "optimizer_state" not in ckpt:
+        raise DeepfeatError(f"{path} has no optimizer state (it is a best-model checkpoint); resume from its "
+                            f"'.last' file instead")
+    saved = ckpt.get("config", {})
+    diff = {k: (saved.get(k), v) for k, v in config.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    if ckpt["arch"] != backbone:
+        diff["backbone"] = (ckpt["arch"], backbone)
+    if diff:
+        said = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise DeepfeatError(f"cannot resume from {path}: options differ ({said}); use the original options")
+    if config["epochs"] <= ckpt["epoch"]:
+        warnings.warn(f"{path} already completed {ckpt['epoch']} of epochs={config['epochs']}; nothing to train",
+                      stacklevel=3)
+
+
+def check_same_data(ckpt: dict, train_sha: list, val_sha: list, path) -> None:
+    if list(ckpt["train_sha256"]) != list(train_sha) or list(ckpt["val_sha256"]) != list(val_sha):
+        raise DeepfeatError(f"cannot resume from {path}: the training / validation images differ from the "
+                            "interrupted run's (same source and seed needed)")
+
+
+def write_curves(curves, out: Path) -> dict:
+    """Per-epoch curves as ``NAME.curves.csv`` and a loss / accuracy plot ``NAME.curves.png``; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    csv_path, png_path = sibling(out, "curves", ".csv"), sibling(out, "curves", ".png")
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    curves.to_csv(tmp, index=False)
+    os.replace(tmp, csv_path)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, title in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
+        ax.plot(curves["epoch"], curves[f"train_{key}"], "o-", label="train")
+        if curves[f"val_{key}"].notna().any():
+            ax.plot(curves["epoch"], curves[f"val_{key}"], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(out.name)
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return {"curves_csv": csv_path, "curves_png": png_path}
