@@ -8,9 +8,9 @@ expressions matched against the file's base name with :func:`re.fullmatch`, whos
 tests check every manifest against its own examples.
 
 Where manifests are looked up, in order: an explicit ``.toml`` path; the folders in ``$DEEPFEAT_MANIFESTS``
-(``os.pathsep``-separated, for your own datasets); the package ``deepfeat.data_manifests`` when the installed
-distribution maps the top-level ``data_manifests/`` folder onto it; the ``data_manifests/`` folder beside the
-``deepfeat`` package in a source checkout or editable install. The top-level folder is the single source.
+(``os.pathsep``-separated, for your own datasets); ``deepfeat/data_manifests/`` inside an installed wheel (the
+build maps the top-level folder there); the top-level ``data_manifests/`` beside the ``deepfeat`` package in a
+source checkout or editable install. The top-level folder is the single source: nothing is copied by hand.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import re
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from deepfeat.errors import DeepfeatError
@@ -29,6 +28,9 @@ _KNOWN_KEYS = {
     "class_names", "class_aliases", "expected_counts", "subfolders", "default_subfolder", "label_rules",
     "group_rules", "examples",
 }
+# An installed wheel carries the top-level data_manifests/ as deepfeat/data_manifests/ (pyproject package-dir
+# mapping); a source checkout or editable install reads the top-level folder itself.
+_PACKAGED_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 _REPO_MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
 
 
@@ -96,12 +98,7 @@ class DatasetManifest:
 
 def _search_dirs() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("DEEPFEAT_MANIFESTS", "").split(os.pathsep) if p]
-    try:
-        packaged = resources.files("deepfeat.data_manifests")
-        dirs.append(Path(str(packaged)))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    dirs.append(_REPO_MANIFESTS)
+    dirs += [_PACKAGED_MANIFESTS, _REPO_MANIFESTS]
     seen, unique = set(), []
     for d in dirs:
         key = os.path.realpath(d)

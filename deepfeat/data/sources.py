@@ -240,7 +240,7 @@ def _apply_groups(source: ImageSource, groups, manifest: DatasetManifest | None)
             if len(found) != len(source):
                 raise DeepfeatError(f"groups has {len(found)} entries for {len(source)} images in {source.name}")
         source.groups = found
-    elif manifest is not None and manifest.group_rules:
+    elif manifest is not None and manifest.group_rules and source.groups is None:
         found = [manifest.group_of(n) for n in names]
         unmatched = [n for n, g in zip(names, found) if g is None]
         if len(unmatched) == len(names):
