@@ -372,3 +372,21 @@ def test_real_all_idb2_small(all_idb2_dir):
     assert check_counts(src, "all_idb2") == []
     with pytest.raises(DeepfeatError, match="do not match the file-name patterns of dataset manifest all_idb2"):
         open_source(all_idb2_dir, manifest="all_idb2")  # the re-encoding renamed the files
+
+
+def test_csv_groups_win_over_manifest_rules(tmp_path):
+    _img(tmp_path / "UID_5_1_1_all.bmp")
+    (tmp_path / "l.csv").write_text("path,label,group\nUID_5_1_1_all.bmp,ALL,mine\n")
+    with pytest.warns(UserWarning, match="class counts differ"):
+        src = open_source(tmp_path / "l.csv", manifest="c_nmc_2019")
+    assert src.groups == ["mine"]
+    with pytest.warns(UserWarning, match="class counts differ"):
+        assert open_source([tmp_path / "UID_5_1_1_all.bmp"], manifest="c_nmc_2019").groups == ["P5"]
+
+
+def test_manifests_inside_an_installed_wheel_are_found(tmp_path, monkeypatch):
+    # a wheel carries data_manifests/ as deepfeat/data_manifests/; simulate one without the checkout folder
+    (tmp_path / "wheel_only.toml").write_text('name="wheel_only"\ncitation="c"\nlicense="l"\nurl="u"\nclass_names=["a"]\n')
+    monkeypatch.setattr(manifests_mod, "_PACKAGED_MANIFESTS", tmp_path)
+    monkeypatch.setattr(manifests_mod, "_REPO_MANIFESTS", tmp_path / "absent")
+    assert list_manifests() == ["wheel_only"]
