@@ -390,3 +390,8 @@ def test_manifests_inside_an_installed_wheel_are_found(tmp_path, monkeypatch):
     monkeypatch.setattr(manifests_mod, "_PACKAGED_MANIFESTS", tmp_path)
     monkeypatch.setattr(manifests_mod, "_REPO_MANIFESTS", tmp_path / "absent")
     assert list_manifests() == ["wheel_only"]
+
+
+def test_manifest_name_as_spec_is_explained():
+    with pytest.raises(DeepfeatError, match=r"'taleqani_all' is the name of a dataset manifest, not a folder"):
+        open_source("taleqani_all")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from deepfeat.data.images import IMAGE_EXTENSIONS, is_image_file
-from deepfeat.data.manifests import DatasetManifest, check_counts, load_manifest
+from deepfeat.data.manifests import DatasetManifest, check_counts, list_manifests, load_manifest
 from deepfeat.errors import DeepfeatError
 
 
@@ -317,6 +317,11 @@ def open_source(
                 f"open_source(DATA_ROOT, manifest={path!r})"
             )
         if not os.path.exists(path):
+            if path in list_manifests():
+                raise DeepfeatError(
+                    f"{path!r} is the name of a dataset manifest, not a folder; pass the data root and the name: "
+                    f"open_source(DATA_ROOT, manifest={path!r}) (CLI: SOURCE --manifest {path})"
+                )
             raise DeepfeatError(f"{path} does not exist")
         if os.path.isdir(path):
             if m is not None and m.default_subfolder and os.path.isdir(os.path.join(path, m.default_subfolder)):
