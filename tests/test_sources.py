@@ -289,6 +289,7 @@ def test_taleqani_tree_with_manifest(tmp_path):
         src = open_source(tmp_path / "ALL", manifest="taleqani_all")
     assert src.root == str(tmp_path / "ALL" / "Original")  # the default sub-folder
     assert src.class_names == ["Benign", "Early Pre-B", "Pre-B", "Pro-B"] and src.groups is None
+    assert src.name == "taleqani_all"
     with pytest.warns(UserWarning):
         seg = open_source(tmp_path / "ALL" / "Segmented", manifest="taleqani_all")
     assert seg.labels == ["Benign", "Early Pre-B", "Pre-B", "Pro-B"]

@@ -123,9 +123,9 @@ def _from_folder(folder: str, manifest: DatasetManifest | None) -> ImageSource:
     entries = sorted(e for e in os.listdir(folder) if _visible(e))
     subdirs = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
     top_images = [e for e in entries if e not in subdirs and is_image_file(e)]
-    name = os.path.basename(os.path.normpath(folder)) or folder
+    name = manifest.name if manifest is not None else (os.path.basename(os.path.normpath(folder)) or folder)
     if manifest is not None and manifest.label_from == "file_name":
-        return _labelled_by_file_name(folder, manifest, name)
+        return _labelled_by_file_name(folder, manifest)
     per_class = {d: _walk_images(os.path.join(folder, d)) for d in subdirs}
     per_class = {d: files for d, files in per_class.items() if files}
     if top_images and per_class:
@@ -156,7 +156,7 @@ def _from_folder(folder: str, manifest: DatasetManifest | None) -> ImageSource:
     return ImageSource(paths, labels, None, name, folder)
 
 
-def _labelled_by_file_name(folder: str, manifest: DatasetManifest, name: str) -> ImageSource:
+def _labelled_by_file_name(folder: str, manifest: DatasetManifest) -> ImageSource:
     files = _walk_images(folder)
     if not files:
         raise _no_images(folder)
