@@ -149,14 +149,18 @@ class FinetuneConfig:
 
     @classmethod
     def from_toml(cls, path, *, table: str = "finetune") -> "FinetuneConfig":
-        """Read the ``[finetune]`` table of a TOML file (or the whole file when it has no such table)."""
+        """Read the ``[finetune]`` table of a TOML file (or the whole file when it has no such table).
+
+        The experiment keys ``enabled`` and ``in_fold`` of ``pipelines/*.toml`` are not training options and
+        are skipped.
+        """
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise DeepfeatError(f"cannot read fine-tuning config {path}: {exc}") from exc
-        values = data.get(table, data) if table else data
-        return cls.from_dict(dict(values), where=str(path))
+        values = dict(data.get(table, data) if table else data)
+        return cls.from_dict({k: v for k, v in values.items() if k not in ("enabled", "in_fold")}, where=str(path))
 
 
 @dataclass
@@ -282,7 +286,8 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
     progress : bool
         Progress bar per epoch with loss, accuracy and images/s.
     on_epoch_end : callable, optional
-        ``on_epoch_end(epochs_done, row)`` after each epoch's checkpoints and curves are written.
+        ``on_epoch_end(epochs_done, row, model)`` after each epoch's checkpoints and curves are written (``row``:
+        that epoch's curves; ``model``: the end-to-end network, in training mode: leave it so).
 
     Returns
     -------
@@ -422,7 +427,7 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
                        + (f" | val loss {va.loss:.4f} acc {va.accuracy:.3f}" if va else "")
                        + f" | lr {lr_now:.2g} | {tr.images_per_s:.1f} img/s")
         if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
+            on_epoch_end(epoch + 1, row, model)
     if not curves:
         raise DeepfeatError("no epoch was trained")
     final = read_checkpoint(out)
