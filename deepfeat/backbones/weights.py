@@ -31,7 +31,7 @@ import torch
 import timm
 
 from deepfeat.backbones import darknet as _darknet  # registers darknet19 / tiny_darknet with timm
-from deepfeat.backbones.darknet_io import load_darknet_weights
+from deepfeat.backbones.darknet_io import count_darknet_floats, load_darknet_weights, read_header
 from deepfeat.errors import DeepfeatError, WeightsUnavailableError
 
 __all__ = ["create_backbone", "canonical_name", "weights_cache_dir", "file_sha256", "map_lite_state_dict"]
@@ -358,7 +358,7 @@ def _load_file(name: str, weights, path: Path):
     suffix = path.suffix.lower()
     checkpoint = None
     if suffix == ".weights":
-        model = _new_model(name)
+        model = _new_model(name, _darknet_classes(name, path))
         load_darknet_weights(model, path)
         return model, _info(name, weights, "file", path)
     if suffix == ".safetensors":
@@ -381,6 +381,15 @@ def _load_file(name: str, weights, path: Path):
     model = _new_model(name, n_out)
     _load_strict(model, state, path, name)
     return model, _info(name, weights, "file", path, checkpoint)
+
+
+def _darknet_classes(name: str, path: Path) -> int | None:
+    """The class count a .weights file implies (it does not record one): its floats minus the backbone's, divided
+    by the classifier's per-class size. None when that does not divide (the loader then reports both counts)."""
+    body = _new_model(name, 0)
+    rest = read_header(path)["n_floats"] - count_darknet_floats(body)
+    per_class = body.num_features + 1  # a (C, 1, 1) kernel and a bias per class
+    return rest // per_class if rest > 0 and rest % per_class == 0 else None
 
 
 def _read_torch_file(name: str, path: Path):
@@ -419,7 +428,11 @@ def _checkpoint_metadata(name: str, ckpt: dict, path: Path) -> dict:
         raise DeepfeatError(f"{str(path)!r} is a deepfeat checkpoint of format {ckpt.get('deepfeat_checkpoint')!r}; "
                             "this deepfeat reads format 1: upgrade deepfeat")
     arch = ckpt.get("arch")
-    if arch != name:
+    try:
+        same = canonical_name(arch) == name  # "xception" and "legacy_xception" are one network
+    except DeepfeatError:
+        same = False
+    if not same:
         raise DeepfeatError(f"weights file {str(path)!r} is a fine-tuned {arch!r} checkpoint, not {name!r}; "
                             f"use --model {arch} with it, or pass weights made for {name!r}")
     if ckpt.get("head") not in ("keep1000", "replace") or not isinstance(ckpt.get("state_dict"), dict):
