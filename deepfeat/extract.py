@@ -37,6 +37,7 @@ from deepfeat.transforms import ImageDataset, build_transform, collate_images, p
 __all__ = ["FeatureExtractor", "UnreadableImagesError", "extract_features"]
 
 log = logging.getLogger("deepfeat.extract")
+_PRECISION_DECISIONS: dict[str, tuple[str, str]] = {}  # auto-check outcomes of this process, by model key
 _LAYERS = ("logits", "pooled")
 
 
@@ -155,7 +156,9 @@ class _Engine:
             # The check costs two forward passes; its outcome is remembered in the cache per model + input.
             memo_key = self._key("auto-check")
             memo = self.cache.read_note(memo_key, "precision.json") if self.cache else None
-            if memo and memo.get("candidate") == self.precision:
+            if memo_key in _PRECISION_DECISIONS:
+                self.precision, reason = _PRECISION_DECISIONS[memo_key]
+            elif memo and memo.get("candidate") == self.precision:
                 self.precision, reason = memo["precision"], memo["reason"] + " (remembered)"
             else:
                 probe = self._probe(paths)
@@ -164,6 +167,7 @@ class _Engine:
                 else:
                     candidate = self.precision
                     self.precision, reason, cos = check_precision(self.forward, probe, candidate)
+                    _PRECISION_DECISIONS[memo_key] = (self.precision, reason + " (remembered)")
                     if self.cache:
                         self.cache.write_note(memo_key, "precision.json", {
                             "candidate": candidate, "precision": self.precision, "reason": reason,
