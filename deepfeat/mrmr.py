@@ -27,7 +27,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from deepfeat._mrmr_stats import CorrelationRedundancy, f_statistic
+from deepfeat._mrmr_stats import (
+    CorrelationRedundancy,
+    MutualInformation,
+    equal_frequency_codes,
+    f_statistic,
+)
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["MRMRSelector"]
@@ -41,6 +46,11 @@ _PERFECT_TOL = 1e-9
 # Scores closer than this (relative) are ties and go to the lowest column index, like mrmr-selection's
 # argmax; it absorbs last-bit differences between our matrix products and its per-pair np.corrcoef.
 _TIE_RTOL = 1e-12
+# Above this many candidate columns the d x d correlation matrix is not precomputed (memory).
+_GRAM_MAX = 4096
+# miq divides by the mean MI with the picked set; a candidate independent of all of them (MI 0) would
+# divide by zero, so the mean counts as at least this much (its score then ranks it by relevance).
+_MI_FLOOR = 1e-12
 
 
 class MRMRSelector(SelectorMixin, BaseEstimator):
@@ -57,6 +67,11 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
     method : {"fcq", "fcd", "miq", "mid"}, default="fcq"
         Relevance/redundancy definition, see the module docstring. ``"fcq"`` gives the same picks, in
         the same order, as ``mrmr_classif`` of the mrmr-selection package with its defaults.
+    n_bins : int, default=256
+        For ``"miq"``/``"mid"`` only: each feature is discretised into at most ``n_bins`` equal-frequency
+        bins (MATLAB's ``fscmrmr`` uses up to 256 such bins); a feature with at most ``n_bins`` distinct
+        values gets one bin per value. Ties never straddle a bin edge (details in
+        ``deepfeat._mrmr_stats.equal_frequency_codes``). Mutual information is the plug-in estimate in nats.
 
     Attributes
     ----------
@@ -99,12 +114,14 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         "n_features": [Interval(Integral, 1, None, closed="left"), None],
         "threshold": [Interval(Real, None, None, closed="neither"), None],
         "method": [StrOptions({"fcq", "fcd", "miq", "mid"})],
+        "n_bins": [Interval(Integral, 2, 65536, closed="both")],
     }
 
-    def __init__(self, n_features=10, *, threshold=None, method="fcq"):
+    def __init__(self, n_features=10, *, threshold=None, method="fcq", n_bins=256):
         self.n_features = n_features
         self.threshold = threshold
         self.method = method
+        self.n_bins = n_bins
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -181,30 +198,22 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         )
 
     def _terms(self, X, y_codes, n_classes, n_select):
-        """(relevance, redundancy_of, combine) for the chosen method."""
+        """(relevance, redundancy_of, combine) for the chosen method.
+
+        ``redundancy_of(j, rows)`` gives the redundancy of the columns ``rows`` with column ``j``;
+        ``combine(relevance, mean_redundancy)`` gives the mRMR score.
+        """
         constant = np.ptp(X, axis=0) == 0
-        relevance = np.nan_to_num(f_statistic(X, y_codes, n_classes), nan=0.0, posinf=np.inf, neginf=0.0)
-        relevance[constant] = 0.0
-        candidates = np.flatnonzero(relevance > 0)
-        # One d x d product beats ~d/4 matrix-vector products; bounded so memory stays modest.
-        many = n_select is None or n_select > len(candidates) // 4
-        sub = CorrelationRedundancy(X[:, candidates], gram=many and len(candidates) <= 4096)
-        position = np.full(X.shape[1], -1)
-        position[candidates] = np.arange(len(candidates))
-
-        def redundancy_of(j):
-            red = np.full(X.shape[1], _CORR_FLOOR)
-            red[candidates] = np.maximum(sub(position[j]), _CORR_FLOOR)
-            return red
-
-        if self.method == "fcq":
-            def combine(rel, mean_red):
-                with np.errstate(invalid="ignore"):
-                    return rel / np.where(mean_red >= 1.0 - _PERFECT_TOL, np.inf, mean_red)
+        if self.method in ("fcq", "fcd"):
+            relevance = np.nan_to_num(f_statistic(X, y_codes, n_classes), nan=0.0, posinf=np.inf, neginf=0.0)
+            relevance[constant] = 0.0
+            redundancy_of = _correlation_redundancy(X, relevance, n_select)
         else:
-            def combine(rel, mean_red):
-                return rel - mean_red
-        return relevance, redundancy_of, combine
+            mi = MutualInformation(equal_frequency_codes(X, self.n_bins), self.n_bins, n_classes)
+            relevance = mi(y_codes, np.arange(X.shape[1]))
+            relevance[constant] = 0.0
+            redundancy_of = mi.with_column
+        return relevance, redundancy_of, _COMBINE[self.method]
 
     def _get_support_mask(self):
         check_is_fitted(self)
@@ -216,6 +225,38 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
         return tags
+
+
+def _correlation_redundancy(X, relevance, n_select):
+    """``redundancy_of(j, rows)`` = max(|Pearson r|, 0.001), computed among positive-relevance columns only."""
+    candidates = np.flatnonzero(relevance > 0)
+    # One d x d product beats ~d/4 matrix-vector products; bounded so that memory stays modest.
+    many = n_select is None or n_select > len(candidates) // 4
+    corr = CorrelationRedundancy(X[:, candidates], gram=many and len(candidates) <= _GRAM_MAX)
+    position = np.full(X.shape[1], -1)
+    position[candidates] = np.arange(len(candidates))
+
+    def redundancy_of(j, rows):
+        return np.maximum(corr(position[j])[position[rows]], _CORR_FLOOR)
+
+    return redundancy_of
+
+
+def _quotient(relevance, mean_redundancy):
+    # mrmr-selection: a mean redundancy of 1 (perfect copies of every pick) is an infinite denominator
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 and inf/inf only occur off the candidates
+        return relevance / np.where(mean_redundancy >= 1.0 - _PERFECT_TOL, np.inf, mean_redundancy)
+
+
+def _mi_quotient(relevance, mean_redundancy):
+    return relevance / np.maximum(mean_redundancy, _MI_FLOOR)
+
+
+def _difference(relevance, mean_redundancy):
+    return relevance - mean_redundancy
+
+
+_COMBINE = {"fcq": _quotient, "fcd": _difference, "miq": _mi_quotient, "mid": _difference}
 
 
 def _greedy_mrmr(relevance, redundancy_of, combine, *, n_select, threshold):
@@ -244,5 +285,6 @@ def _greedy_mrmr(relevance, redundancy_of, combine, *, n_select, threshold):
         scores[j] = score[j]
         available[j] = False
         if step + 1 < max_picks:
-            red_sum += redundancy_of(j)
+            rows = np.flatnonzero(available)
+            red_sum[rows] += redundancy_of(j, rows)
     return np.asarray(ranking, dtype=np.intp), scores

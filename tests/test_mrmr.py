@@ -171,3 +171,81 @@ def test_one_class_is_an_error():
     X, _ = make_data(50, 5, 2, seed=0)
     with pytest.raises(DeepfeatError, match=r"at least 2 classes in y; got 1 class \('a'\)"):
         MRMRSelector(n_features=2).fit(X, ["a"] * 50)
+
+
+# ---- mutual-information variants vs a slow, obviously-correct reference --------------------------------
+
+def slow_codes(x, n_bins):
+    """Equal-frequency codes of one column, straight from the documented rule."""
+    distinct = np.unique(x)
+    if len(distinct) <= n_bins:
+        return np.searchsorted(distinct, x)
+    xs = np.sort(x)
+    edges = [xs[(i * len(x)) // n_bins] for i in range(1, n_bins)]
+    return np.array([sum(e <= v for e in edges) for v in x])
+
+
+def slow_mrmr(X, y, k, method, n_bins):
+    from sklearn.metrics import mutual_info_score
+
+    codes = [slow_codes(X[:, j], n_bins) for j in range(X.shape[1])]
+    relevance = [mutual_info_score(y, c) for c in codes]
+    candidates = [j for j in range(X.shape[1]) if relevance[j] > 1e-12]
+    picked, scores = [], []
+    while candidates and len(picked) < k:
+        best_j, best_score = None, -np.inf
+        for j in candidates:  # ascending index: a later one must be better by more than rounding
+            if picked:
+                redundancy = np.mean([mutual_info_score(codes[s], codes[j]) for s in picked])
+                score = relevance[j] - redundancy if method == "mid" else relevance[j] / max(redundancy, 1e-12)
+            else:
+                score = relevance[j]
+            if best_j is None or score > best_score + 1e-12 * abs(best_score):
+                best_j, best_score = j, score
+        picked.append(best_j)
+        scores.append(best_score)
+        candidates.remove(best_j)
+    return picked, scores, relevance
+
+
+def tied_data(n, d, n_classes, seed):
+    X, y = make_data(n, d, n_classes, seed=seed)
+    X[:, ::3] = np.round(X[:, ::3])  # heavy ties: bin edges repeat and merge
+    X[:, 1] = np.where(X[:, 1] > 0, 1.0, 0.0)  # binary
+    return X, y
+
+
+@pytest.mark.parametrize("n_bins", [2, 3, 5, 16, 256])
+def test_equal_frequency_codes_follow_the_documented_rule(n_bins):
+    from deepfeat._mrmr_stats import equal_frequency_codes
+
+    X, _ = tied_data(97, 9, 2, seed=4)
+    codes = equal_frequency_codes(X, n_bins)
+    assert codes.shape == (9, 97) and codes.dtype == np.uint8
+    for j in range(9):
+        np.testing.assert_array_equal(codes[j], slow_codes(X[:, j], n_bins))
+
+
+@pytest.mark.parametrize("method", ["miq", "mid"])
+@pytest.mark.parametrize("n, d, n_classes, n_bins, seed", [(150, 14, 3, 6, 0), (60, 25, 2, 10, 1), (90, 12, 4, 256, 2)])
+def test_mi_variants_match_slow_reference(method, n, d, n_classes, n_bins, seed):
+    X, y = tied_data(n, d, n_classes, seed)
+    X[:, 5] = 2.5  # constant: MI 0, never picked
+    k = 8
+    picked, scores, relevance = slow_mrmr(X, y, k, method, n_bins)
+    selector = MRMRSelector(n_features=k, method=method, n_bins=n_bins).fit(X, y)
+    np.testing.assert_allclose(selector.relevance_, relevance, rtol=1e-10, atol=1e-12)
+    assert selector.ranking_.tolist() == picked
+    np.testing.assert_allclose(selector.scores_[selector.ranking_], scores, rtol=1e-10)
+    assert 5 not in picked
+
+
+def test_mi_threshold_and_float32():
+    X, y = make_data(200, 20, 3, seed=8, dtype=np.float32)
+    full = MRMRSelector(n_features=20, method="mid", n_bins=8).fit(X, y)
+    assert full.ranking_.tolist() == slow_mrmr(X, y, 20, "mid", 8)[0]
+    pick_scores = full.scores_[full.ranking_]
+    threshold = float(pick_scores[5])
+    expected = full.ranking_[: np.flatnonzero(pick_scores < threshold)[0]]
+    selector = MRMRSelector(n_features=None, threshold=threshold, method="mid", n_bins=8).fit(X, y)
+    np.testing.assert_array_equal(selector.ranking_, expected)
