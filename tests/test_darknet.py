@@ -2,7 +2,6 @@
 against vectors computed by the darknet C program (../shared/reference/darknet)."""
 from __future__ import annotations
 
-import configparser
 import hashlib
 
 import numpy as np

