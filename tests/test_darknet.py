@@ -101,6 +101,8 @@ def test_tiny_darknet_shapes_and_odd_input_sizes():
         # darknet's maxpool pads to ceil(n/2): 37 -> 19 -> 10 -> 5 -> 3
         assert model.forward_features(torch.randn(1, 3, 37, 37)).shape == (1, 128, 3, 3)
         assert model(torch.randn(1, 3, 37, 37)).shape == (1, 7)
+        stages = timm.create_model("tiny_darknet", features_only=True, out_indices=(0, -1))(torch.randn(1, 3, 32, 32))
+    assert [tuple(f.shape) for f in stages] == [(1, 16, 32, 32), (1, 128, 2, 2)]
 
 
 def test_darknet_bn_only_changes_inference_formula():
