@@ -1,0 +1,185 @@
+"""Honest in-fold fine-tuning: the network behind each fold's features never saw that fold's test images.
+
+The reference study fine-tuned DarkNet19 on the whole dataset and then cross-validated features of the same images,
+so every test image had been used to train the feature extractor. :func:`cross_validate_finetuned` removes that
+leak: for each cross-validation fold it fine-tunes on the fold's training images only (early stopping uses a
+70/30 split *inside* the training fold), extracts features of all images with that fold's network, and hands them
+to :func:`deepfeat.evaluate.cross_validate` through ``fold_features``, so folds, scaling, mRMR, classifiers,
+metrics and the honesty report are the same code as the ordinary cross-validation.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from deepfeat.checkpoints import read_checkpoint, sibling
+from deepfeat.errors import DeepfeatError
+from deepfeat.finetune import FinetuneConfig, finetune
+
+__all__ = ["cross_validate_finetuned"]
+
+
+class FoldFinetuner:
+    """``fold_features`` for :func:`deepfeat.evaluate.cross_validate`: fine-tune on ``train_idx``, extract all.
+
+    Picklable (plain attributes), so folds may run in joblib workers. A fold whose checkpoint in ``work_dir`` is
+    complete and was trained on the same images with the same options is reused, and an interrupted one resumes,
+    so an interrupted in-fold run picks up where it stopped (extraction goes through the feature cache).
+    """
+
+    def __init__(self, source, *, config: FinetuneConfig, backbone: str, weights, layer: str, work_dir,
+                 progress: bool = True):
+        self.source, self.config, self.backbone, self.weights = source, config, backbone, weights
+        self.layer, self.work_dir, self.progress = layer, Path(work_dir), progress
+
+    def __repr__(self) -> str:  # recorded in the CV config as the source of the fold features
+        return f"FoldFinetuner(backbone={self.backbone!r}, weights={str(self.weights)!r}, layer={self.layer!r})"
+
+    def checkpoint(self, fold_index: int) -> Path:
+        return self.work_dir / f"fold{fold_index:02d}.pt"
+
+    def _reusable(self, out: Path, train_sha: set) -> str:
+        """'done', 'resume' or 'new' for the fold checkpoint at ``out``."""
+        last = sibling(out, "last")
+        if not (out.is_file() and last.is_file()):
+            return "new"
+        ckpt = read_checkpoint(last)
+        same = (ckpt["arch"] == self.backbone and set(ckpt["train_sha256"]) | set(ckpt["val_sha256"]) == train_sha
+                and all(ckpt["config"].get(k) == v for k, v in self.config.to_dict().items()
+                        if k not in ("epochs", "device", "workers")))
+        if not same:
+            return "new"
+        return "done" if ckpt["epoch"] >= self.config.epochs else "resume"
+
+    def __call__(self, fold_index, train_idx, test_idx) -> np.ndarray:
+        from deepfeat.data.images import sha256_file
+        from deepfeat.extract import extract_features
+
+        cfg = self.config
+        out = self.checkpoint(fold_index)
+        train_src = self.source.subset(train_idx)
+        state = self._reusable(out, {sha256_file(p) for p in train_src.paths})
+        if state != "done":
+            finetune(train_src, backbone=self.backbone, weights=self.weights, out=out, config=cfg,
+                     resume=sibling(out, "last") if state == "resume" else None, progress=self.progress)
+        fs = extract_features(self.source, model=self.backbone, weights=str(out), layer=self.layer,
+                              batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
+                              image_size=cfg.image_size, progress=self.progress,
+                              **({} if cfg.workers is None else {"num_workers": cfg.workers}))
+        return fs.X
+
+
+def _feature_dim(backbone: str, weights, layer: str, head: str, n_classes: int) -> int:
+    """Width of the features the fold networks will give (loads the starting weights: fails fast if absent)."""
+    from deepfeat.backbones import create_backbone
+
+    net = create_backbone(backbone, weights=weights)
+    if layer == "pooled":
+        return int(net.num_features)
+    return int(net.num_classes) if head == "keep1000" else int(n_classes)
+
+
+def _fold_record(fold_index: int, path: Path, test_sha: set) -> dict:
+    from deepfeat.data.images import sha256_file
+
+    ckpt = read_checkpoint(path)
+    seen = test_sha & (set(ckpt["train_sha256"]) | set(ckpt["val_sha256"]))
+    m = ckpt["metrics"]
+    return {"fold_index": fold_index, "checkpoint": str(path), "checkpoint_sha256": sha256_file(path),
+            "best_epoch": int(ckpt["epoch"]), "n_train": len(ckpt["train_sha256"]),
+            "n_val": len(ckpt["val_sha256"]), "val_accuracy": m.get("accuracy"), "val_f1_macro": m.get("f1_macro"),
+            "test_images_with_identical_bytes_in_finetuning": len(seen)}
+
+
+def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, backbone: str = "darknet19",
+                             weights="imagenet", layer: str = "logits", classifiers=("svm", "knn", "ann", "nb"),
+                             selections=("none", "mrmr"), n_features=None, folds: int = 10, seed: int = 0,
+                             work_dir=None, progress: bool = True, **cv_options):
+    """Cross-validate with a backbone fine-tuned inside each training fold (no test image ever trains it).
+
+    Parameters
+    ----------
+    source : str, Path or ImageSource
+        Labelled images (folder of class sub-folders, CSV, or an ImageSource).
+    finetune : FinetuneConfig, optional
+        Training options for every fold (default: the study's settings). Its ``val_fraction`` split is made
+        inside each training fold; ``val_source`` is refused (it would put outside images in every fold).
+    backbone, weights, layer :
+        Starting network and weights; ``layer`` of the fine-tuned network to use as features ("logits": the
+        1000 outputs with ``head="keep1000"``, "pooled": pre-logits).
+    classifiers, selections, n_features, folds, seed, **cv_options :
+        As :func:`deepfeat.evaluate.cross_validate` (``repeats``, ``groups``, ``threshold``, ``mrmr_method``,
+        ``n_jobs``, ``class_weight``, ``baseline``...). ``repeats * folds`` fine-tunings are run.
+    work_dir : str or Path, optional
+        Where the fold checkpoints go (kept, and reused or resumed by a later call). Default: a temporary folder
+        removed at the end.
+    progress : bool
+
+    Returns
+    -------
+    CVResults
+        As ``cross_validate``; ``config["finetune"]`` records that fine-tuning was in-fold, its options, and per
+        fold the checkpoint hash, training / validation sizes and the fine-tuned network's validation accuracy.
+    """
+    from deepfeat.data.images import sha256_file
+    from deepfeat.data.sources import open_source
+    from deepfeat.evaluate import cross_validate, make_folds
+    from deepfeat.features import FeatureSet
+
+    config = finetune if finetune is not None else FinetuneConfig()
+    if not isinstance(config, FinetuneConfig):
+        raise DeepfeatError(f"finetune must be a FinetuneConfig; got {type(config).__name__}")
+    if config.val_source is not None:
+        raise DeepfeatError("in-fold fine-tuning takes its validation split from each training fold; "
+                            "val_source cannot be used here (set val_fraction instead)")
+    src = open_source(source)
+    if src.labels is None:
+        raise DeepfeatError(f"source {src.name} has no labels: in-fold fine-tuning needs labelled images")
+    sha = [sha256_file(p) for p in src.paths]
+    d = _feature_dim(backbone, weights, layer, config.head, len(src.class_names))
+    # The features are supplied per fold; this FeatureSet carries labels, groups, paths and hashes for the folds
+    # and the honesty checks. Its X is a zero placeholder of the right width, never used for scoring.
+    skeleton = FeatureSet(np.zeros((len(src), d), np.float32), y=src.labels, paths=src.paths, groups=src.groups,
+                          sha256=sha, meta={"backbone": backbone, "weights": str(weights), "layer": layer,
+                                            "features": f"fine-tuned inside each fold (placeholder X, {d} wide)"})
+    temp = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="deepfeat-infold-")) if temp else Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        fold_fn = FoldFinetuner(src, config=config, backbone=backbone, weights=weights, layer=layer,
+                                work_dir=work, progress=progress)
+        results = cross_validate(skeleton, classifiers=classifiers, selections=selections, n_features=n_features,
+                                 folds=folds, seed=seed, fold_features=fold_fn, progress=progress, **cv_options)
+        records = _records(results, fold_fn, sha, folds, seed, cv_options, skeleton, make_folds)
+    finally:
+        if temp:
+            shutil.rmtree(work, ignore_errors=True)
+    seen = sum(r["test_images_with_identical_bytes_in_finetuning"] for r in records)
+    text = (f"The backbone was fine-tuned inside each training fold ({len(records)} fine-tunings of {backbone}, "
+            f"early stopping on a {config.val_fraction:.0%} split of the training fold): no test image was used to "
+            "train or select the network that made its features.")
+    if seen:
+        text += (f" But {seen} test image(s) have byte-identical copies in their fold's fine-tuning data "
+                 "(duplicates across the CV split; see duplicates).")
+    results.honesty["finetune"] = {"in_fold": True, "warning": bool(seen), "text": text,
+                                   "test_images_with_identical_bytes_in_finetuning": seen}
+    if seen:
+        results.honesty["warnings"].append(text.split("But ")[1])
+    results.config["finetune"] = {"in_fold": True, "backbone": backbone, "weights": str(weights), "layer": layer,
+                                  "config": config.to_dict(), "work_dir": None if temp else str(work),
+                                  "checkpoints_kept": not temp, "folds": records}
+    return results
+
+
+def _records(results, fold_fn, sha, folds, seed, cv_options, skeleton, make_folds) -> list[dict]:
+    """Per-fold fine-tuning records, with the folds recomputed exactly as ``cross_validate`` made them."""
+    from deepfeat import honesty
+
+    group_ids, _ = honesty.resolve_groups(skeleton, cv_options.get("groups", "auto"))
+    _, y = np.unique(skeleton.y, return_inverse=True)
+    tasks = make_folds(y, group_ids, folds, cv_options.get("repeats", 1), seed)
+    return [_fold_record(r * folds + k, fold_fn.checkpoint(r * folds + k), {sha[i] for i in te})
+            for r, k, _, te in tasks]

@@ -1,0 +1,68 @@
+"""In-fold fine-tuning: each fold's network is trained on that fold's training images only (tiny model, 1 epoch)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepfeat.data.synthetic import make_synthetic_smears
+from deepfeat.errors import DeepfeatError
+from deepfeat.finetune import FinetuneConfig, read_checkpoint
+from deepfeat.infold import cross_validate_finetuned
+
+CFG = FinetuneConfig(epochs=1, batch_size=8, image_size=32, workers=0)
+CV = dict(backbone="test_efficientnet", weights="none", classifiers=["svm", "knn"], selections=["none", "mrmr"],
+          n_features=20, folds=3, baseline="majority", progress=False)
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cells")
+    return make_synthetic_smears(root / "imgs", n_per_class=9, classes=["blast", "lymphocyte"], size=32, seed=1)
+
+
+@pytest.fixture(scope="module")
+def run(cells, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    return work, cross_validate_finetuned(cells, finetune=CFG, work_dir=work, **CV)
+
+
+def test_each_fold_network_never_saw_its_test_images(run, cells):
+    work, res = run
+    info = res.config["finetune"]
+    assert info["in_fold"] is True and info["config"] == CFG.to_dict() and len(info["folds"]) == 3
+    assert "fine-tuned inside each training fold" in " ".join(res.honesty_lines())
+    preds = res.predictions.drop_duplicates("row")
+    sha = np.asarray(preds.sort_values("row")["sha256"])
+    for rec in info["folds"]:
+        ckpt = read_checkpoint(rec["checkpoint"])
+        test_rows = preds.loc[preds["fold"] == rec["fold_index"], "row"].to_numpy()
+        used = set(ckpt["train_sha256"]) | set(ckpt["val_sha256"])
+        assert not used & set(sha[test_rows])
+        n_used = len(ckpt["train_sha256"]) + len(ckpt["val_sha256"])
+        assert n_used + len(test_rows) == len(cells) and rec["n_train"] + rec["n_val"] == n_used
+        assert rec["test_images_with_identical_bytes_in_finetuning"] == 0
+    # three different networks made the features
+    states = [torch.load(r["checkpoint"], weights_only=True)["state_dict"] for r in info["folds"]]
+    key = next(k for k in states[0] if k.endswith("weight"))
+    assert not torch.equal(states[0][key], states[1][key])
+
+
+def test_results_are_those_of_the_shared_cv_code(run):
+    _, res = run
+    assert set(res.summary["config"]) == {"svm+none", "svm+mrmr", "knn+none", "knn+mrmr", "baseline-majority"}
+    assert res.config["parameters"]["fold_features"].startswith("FoldFinetuner(backbone='test_efficientnet'")
+    assert res.config["parameters"]["folds"] == 3
+
+
+def test_a_second_call_reuses_the_finished_fold_checkpoints(run, cells):
+    work, res = run
+    before = {p.name: p.stat().st_mtime_ns for p in work.glob("fold*.pt")}
+    again = cross_validate_finetuned(cells, finetune=CFG, work_dir=work, **CV)
+    assert {p.name: p.stat().st_mtime_ns for p in work.glob("fold*.pt")} == before
+    assert np.allclose(again.summary["accuracy_mean"], res.summary["accuracy_mean"])
+
+
+def test_val_source_is_refused(cells):
+    with pytest.raises(DeepfeatError, match="val_source cannot be used here"):
+        cross_validate_finetuned(cells, finetune=FinetuneConfig(val_source=cells.root), **CV)
