@@ -70,6 +70,7 @@ class GramSVC(ClassifierMixin, BaseEstimator):
         self.svc_.fit(rbf_kernel(X, X, gamma=self.gamma_), y, sample_weight=sample_weight)
         self.classes_ = self.svc_.classes_
         self.support_vectors_ = X[self.svc_.support_]
+        self.n_iter_ = self.svc_.n_iter_
         self._n_train = X.shape[0]
         return self
 
@@ -82,10 +83,12 @@ class GramSVC(ClassifierMixin, BaseEstimator):
         return K
 
     def decision_function(self, X):
-        return self.svc_.decision_function(self._gram(X))
+        K = self._gram(X)
+        return self.svc_.decision_function(K)
 
     def predict(self, X):
-        return self.svc_.predict(self._gram(X))
+        K = self._gram(X)
+        return self.svc_.predict(K)
 
 
 class KernelNaiveBayes(ClassifierMixin, BaseEstimator):
@@ -160,7 +163,8 @@ class KernelNaiveBayes(ClassifierMixin, BaseEstimator):
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X):
-        return self.classes_[np.argmax(self._joint_log_likelihood(X), axis=1)]
+        jll = self._joint_log_likelihood(X)
+        return self.classes_[np.argmax(jll, axis=1)]
 
 
 
@@ -175,11 +179,11 @@ class BalancedSampleWeight(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.estimator = estimator
 
     def fit(self, X, y, **fit_params):
+        X, y = validate_data(self, X, y, accept_sparse=True, ensure_all_finite=False)
+        check_classification_targets(y)
         self.estimator_ = clone(self.estimator)
         self.estimator_.fit(X, y, sample_weight=compute_sample_weight("balanced", y), **fit_params)
         self.classes_ = self.estimator_.classes_
-        if hasattr(self.estimator_, "n_features_in_"):
-            self.n_features_in_ = self.estimator_.n_features_in_
         return self
 
     def predict(self, X):
