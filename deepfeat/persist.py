@@ -2,7 +2,8 @@
 
 ``save_model(model, "svm.joblib")`` writes ``svm.joblib`` and ``svm.joblib.json``. The sidecar holds the sha256
 of the joblib file, the versions of deepfeat, scikit-learn, torch, timm, numpy, joblib and Python that wrote it,
-the creation time, the class names and the backbone/weights/layer the model extracts with. ``load_model`` refuses
+the creation time, the class names, the backbone/weights/layer the model extracts with, the sha256 of that
+backbone's parameters and the identity of the FeatureSet it was trained on (when known). ``load_model`` refuses
 a file whose sidecar is missing, whose bytes do not match the recorded sha256, or that was written by another
 deepfeat or scikit-learn major.minor version (unpickling across those versions can silently change predictions).
 
@@ -87,6 +88,10 @@ def describe_model(model) -> dict:
     info["classes"] = None if classes is None else [_jsonable(c) for c in classes]
     for key in ("backbone", "weights", "layer"):
         info[key] = _jsonable(getattr(model, key, None))
+    # Which network the training features came from, and which FeatureSet: provenance a reader can check.
+    identity = getattr(model, "extractor_identity_", None) or {}
+    info["backbone_sha256"] = identity.get("model_sha256")
+    info["training_features_sha256"] = (getattr(model, "training_features_", None) or {}).get("sha256")
     return info
 
 

@@ -63,8 +63,8 @@ def _image_paths(X) -> list[str] | None:
     ndim = getattr(X, "ndim", None)
     if ndim is None and isinstance(X, (list, tuple)):
         items = X
-    elif ndim == 1 and getattr(getattr(X, "dtype", None), "kind", "") in "OUS":
-        items = list(X)
+    elif ndim == 1 or (ndim == 2 and X.shape[1] == 1):  # a Series, or one column of paths (e.g. a DataFrame)
+        items = np.asarray(X, dtype=object).reshape(-1)
     else:
         return None  # a matrix, or something validate_data will reject with scikit-learn's message
     if len(items) and all(isinstance(p, (str, os.PathLike)) for p in items):
@@ -337,18 +337,18 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
 
     def _extract(self, paths):
         """Features of ``paths`` (NaN rows where unusable) and ``{row: reason}`` for every unusable image."""
-        if not hasattr(self, "extractor_"):  # fit() calls this before the classifier exists
-            raise DeepfeatError("internal: no extractor")
         expected = getattr(self, "extractor_identity_", None)
-        if hasattr(self, "pipeline_") and expected is not None:
+        if hasattr(self, "pipeline_") and expected is not None:  # fit() resets it to None before extracting
             found = _identity(self.extractor_)
             for key in ("model_sha256", "preprocessing"):
-                if expected.get(key) is not None and found[key] != expected[key]:
+                if expected.get(key) is not None and _canonical(found[key]) != _canonical(expected[key]):
+                    hint = ("random weights ('none') are not rebuilt identically: save them to a file and use "
+                            "weights=PATH" if str(self.weights).lower() == "none" else
+                            "supply the same weights file (weights=PATH) and settings, or retrain")
                     raise DeepfeatError(
                         f"the {self.backbone!r} backbone built here (weights={self.weights!r}) differs from the one "
                         f"this model was trained with ({key}: trained {_short(expected[key])}, here "
-                        f"{_short(found[key])}); its features would not match. Supply the same weights file "
-                        "(weights=PATH), or retrain. Random weights ('none') cannot be rebuilt identically.")
+                        f"{_short(found[key])}), so its features would not match; {hint}")
         with warnings.catch_warnings():
             # The extractor warns about NaN rows; they are reported below with their reasons instead.
             warnings.filterwarnings("ignore", message=".*unreadable image", category=RuntimeWarning)
@@ -357,6 +357,11 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         for i in np.flatnonzero(~np.isfinite(F).all(axis=1)) if F.shape[1] else range(len(paths)):
             failures[int(i)] = _unusable_reason(paths[i])
         return F, failures
+
+
+def _canonical(value) -> str:
+    """JSON text of ``value``: a preprocessing dict read back from a FeatureSet file compares equal to a fresh one."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _short(value) -> str:

@@ -20,7 +20,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfeat.errors import DeepfeatError, ImageReadError
 from deepfeat.extract import extract_features
-from deepfeat.features import FeatureSet
+from deepfeat.features import FeatureSet, load_features
 from deepfeat.mrmr import MRMRSelector
 from deepfeat.persist import load_model, read_sidecar, save_model
 from deepfeat.pipeline import DeepFeatureClassifier
@@ -108,6 +108,16 @@ def test_predict_proba_absent_when_classifier_has_none(images, tiny, classifier)
     np.testing.assert_array_equal(table["label"], clf.predict(paths[:3]))
 
 
+def test_paths_as_series_or_one_column_frame(fitted, images):
+    import pandas as pd
+
+    paths = images[0][:4]
+    expected = fitted.predict(paths)
+    np.testing.assert_array_equal(fitted.predict(pd.Series(paths)), expected)
+    np.testing.assert_array_equal(fitted.predict(pd.DataFrame({"path": paths})), expected)
+    np.testing.assert_array_equal(fitted.predict(np.asarray(paths)), expected)
+
+
 def test_single_path_is_refused(fitted, images):
     with pytest.raises(DeepfeatError, match="got the single path .*Wrap it in a list"):
         fitted.predict(images[0][0])
@@ -158,6 +168,7 @@ def test_save_model_records_extractor_and_loads_on_cpu(tmp_path, fitted, images,
     info = read_sidecar(path)
     assert (info["backbone"], info["weights"], info["layer"]) == ("test_efficientnet", tiny["weights"], "logits")
     assert info["classes"] == ["blast", "normal"]
+    assert info["backbone_sha256"] == fitted.extractor_identity_["model_sha256"] and len(info["backbone_sha256"]) == 64
     loaded = load_model(path, device="cpu")
     assert loaded.device == "cpu" and loaded.extractor_.device == "cpu"
     np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))
@@ -179,8 +190,23 @@ def test_random_weights_cannot_predict_images_after_unpickling(images):
     clf = DeepFeatureClassifier(**TINY, classifier="knn").fit(paths, labels)
     clf.predict(paths[:2])  # same process, same network: fine
     loaded = pickle.loads(pickle.dumps(clf))
-    with pytest.raises(DeepfeatError, match=r"differs from the one this model was trained with \(model_sha256"):
+    with pytest.raises(DeepfeatError, match=r"differs from the one this model was trained with \(model_sha256.*"
+                                            r"random weights \('none'\) are not rebuilt identically"):
         loaded.predict(paths[:2])
+
+
+def test_changed_weights_file_is_refused(tmp_path, images, tiny):
+    import timm
+
+    paths, labels, _ = images
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(open(tiny["weights"], "rb").read())
+    clf = DeepFeatureClassifier(**{**tiny, "weights": str(weights)}, classifier="knn").fit(paths, labels)
+    blob = pickle.dumps(clf)
+    torch.manual_seed(1)
+    torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), weights)
+    with pytest.raises(DeepfeatError, match="differs from the one this model was trained with.*same weights file"):
+        pickle.loads(blob).predict(paths[:2])
 
 
 def _featureset(fitted, paths, labels):
@@ -191,9 +217,9 @@ def _featureset(fitted, paths, labels):
     return FeatureSet(fs.X, labels, fs.paths, None, fs.sha256, fs.meta)
 
 
-def test_from_featureset_predicts_images_like_a_path_fit(fitted, images, tiny):
+def test_from_featureset_predicts_images_like_a_path_fit(tmp_path, fitted, images, tiny):
     paths, labels, _ = images
-    fs = _featureset(fitted, paths, labels)
+    fs = load_features(_featureset(fitted, paths, labels).save(tmp_path / "f.npz"))  # as 'deepfeat fit' reads it
     model = DeepFeatureClassifier.from_featureset(fs, classifier="svm-calibrated", batch_size=8, progress=False,
                                                   cache=tiny["cache"])
     assert (model.backbone, model.weights, model.layer) == ("test_efficientnet", tiny["weights"], "logits")
