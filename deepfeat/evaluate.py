@@ -112,7 +112,7 @@ def _fit_score(est, Xtr, ytr, Xte) -> dict:
             "fit_time": t1 - t0, "predict_time": time.perf_counter() - t1}
 
 
-def _run_fold(task, X, y, estimators, selections, selector, hist, fold_features, tick=None) -> dict:
+def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold_features, tick=None) -> dict:
     """One fold: scale + select once, then fit and score every classifier and baseline on the same split."""
     r, k, tr, te, fold_index = task
     if fold_features is not None:
@@ -140,14 +140,15 @@ def _run_fold(task, X, y, estimators, selections, selector, hist, fold_features,
                 out["results"][(name, s)] = _fit_score(clone(est), a, y[tr], b)
                 if tick:
                     tick()
-        out["results"][(BASELINE_MAJORITY, "baseline")] = _fit_score(
-            DummyClassifier(strategy="prior"), Xtr[:, :1], y[tr], Xte[:, :1])
+        if majority:
+            out["results"][(BASELINE_MAJORITY, "baseline")] = _fit_score(
+                DummyClassifier(strategy="prior"), Xtr[:, :1], y[tr], Xte[:, :1])
         if hist is not None:
             hs = StandardScaler().fit(hist[tr])
             out["results"][(BASELINE_HISTOGRAM, "baseline")] = _fit_score(
                 SVC(kernel="rbf", C=1.0, gamma="scale"), hs.transform(hist[tr]), y[tr], hs.transform(hist[te]))
     if tick:
-        tick(1 + (hist is not None))
+        tick(majority + (hist is not None))
     return out
 
 
@@ -214,12 +215,12 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
     if baseline is None:
         notes.append("no baseline was requested (baseline=None)")
 
-    n_configs = len(estimators) * len(selections) + 1 + (hist is not None)
+    n_configs = len(estimators) * len(selections) + (baseline is not None) + (hist is not None)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(tasks) * n_configs, desc="cv folds x configs", disable=not progress, leave=False)
     t0 = time.perf_counter()
-    args = (features.X, y, estimators, selections, selector, hist, fold_features)
+    args = (features.X, y, estimators, selections, selector, baseline is not None, hist, fold_features)
     if n_jobs == 1:
         fold_out = [_run_fold(t, *args, tick=lambda n=1: bar.update(n)) for t in tasks]
     else:
