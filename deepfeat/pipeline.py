@@ -3,8 +3,8 @@
 Two kinds of input are accepted wherever ``X`` appears (``fit``, ``predict``, ``predict_proba``,
 ``decision_function``, ``score``):
 
-* **image paths** -- a list/tuple/1-D array/Series of ``str`` or path-like: features are extracted with the
-  estimator's backbone through the on-disk feature cache, then classified;
+* **image paths** -- a list/tuple/1-D array/Series (or one-column DataFrame) of ``str`` or path-like: features are
+  extracted with the estimator's backbone through the on-disk feature cache, then classified;
 * **a 2-D numeric array** (or DataFrame) -- taken as features *already extracted with this estimator's backbone,
   weights and layer* (e.g. ``FeatureSet.X``): extraction is skipped. This is what lets a model trained from a
   FeatureSet (:meth:`DeepFeatureClassifier.from_featureset`, ``deepfeat fit``) predict on new images later, and it is
@@ -22,7 +22,8 @@ and buffers and its preprocessing (from the extractor when fitted on paths, from
 from a FeatureSet). Predicting on paths with a backbone that differs (weights "imagenet" resolved to another file on
 another machine, an edited weights file, or ``weights="none"``, whose random network is rebuilt differently after
 unpickling) raises instead of silently classifying features of another network. Numeric precision (fp32/bf16, set
-per machine by ``precision="auto"``) is not part of the identity: it changes features by < 0.1% (cosine).
+per machine by the extractor's ``precision="auto"``) is not part of the identity: bf16 features stay within cosine
+0.999 of fp32 where deepfeat checks it, so predictions can differ only for images at a decision boundary.
 """
 from __future__ import annotations
 
@@ -199,7 +200,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         """
         meta = _extractor_params(features)
         for key, value in meta.items():
-            if key in params and params[key] != value and str(params[key]) != str(value):
+            if params.get(key) is not None and str(params[key]) != str(value):
                 raise DeepfeatError(f"from_featureset: {key}={params[key]!r} contradicts the FeatureSet, whose "
                                     f"features were extracted with {key}={value!r}")
         return cls(**{**params, **meta}).fit_features(features, y)
@@ -208,7 +209,9 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         """Fit on ``features.X`` (labels ``y`` or ``features.y``), after checking that the FeatureSet was
         extracted with this estimator's backbone, weights, layer and preprocessing."""
         for key, value in _extractor_params(features).items():
-            if str(getattr(self, key)) != str(value):
+            # image_size=None means "the backbone's own"; a real mismatch is caught at predict time by the
+            # preprocessing identity check.
+            if str(getattr(self, key)) != str(value) and not (key == "image_size" and self.image_size is None):
                 raise DeepfeatError(f"FeatureSet was extracted with {key}={value!r} but this classifier has "
                                     f"{key}={getattr(self, key)!r}; use DeepFeatureClassifier.from_featureset(fs)")
         y = features.y if y is None else y
@@ -234,12 +237,8 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
                                 f"{self.selector!r} set the number of features on the selector itself")
         self.extractor_ = self._make_extractor()
         self.extractor_identity_ = None
-        paths = _image_paths(X)
-        if paths is None:
-            F = X
-        else:
-            F, failures = self._extract(paths)
-            _raise_failures(paths, failures)
+        F, from_paths = self._matrix(X)
+        if from_paths:
             self.extractor_identity_ = _identity(self.extractor_)
         F, y = validate_data(self, F, y)
         check_classification_targets(y)
@@ -327,13 +326,16 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
     def _features(self, X):
         """The checked feature matrix for ``X`` (paths are extracted with the fitted extractor)."""
         check_is_fitted(self)
+        return validate_data(self, self._matrix(X)[0], reset=False)
+
+    def _matrix(self, X):
+        """``(X, False)`` for a feature matrix; ``(features, True)`` for image paths (unreadable ones raise)."""
         paths = _image_paths(X)
         if paths is None:
-            F = X
-        else:
-            F, failures = self._extract(paths)
-            _raise_failures(paths, failures)
-        return validate_data(self, F, reset=False)
+            return X, False
+        F, failures = self._extract(paths)
+        _raise_failures(paths, failures)
+        return F, True
 
     def _extract(self, paths):
         """Features of ``paths`` (NaN rows where unusable) and ``{row: reason}`` for every unusable image."""

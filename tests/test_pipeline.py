@@ -239,6 +239,13 @@ def test_from_featureset_refuses_incomplete_or_contradicting_meta(fitted, images
         DeepFeatureClassifier.from_featureset(fs, backbone="resnet50")
     with pytest.raises(DeepfeatError, match="extracted with layer='logits' but this classifier has layer='pooled'"):
         DeepFeatureClassifier(**{**tiny, "layer": "pooled"}).fit_features(fs)
+    with pytest.raises(DeepfeatError, match="extracted with image_size=64 but this classifier has image_size=32"):
+        DeepFeatureClassifier(**{**tiny, "image_size": 32}).fit_features(fs)
+    # image_size=None (the backbone's own, 160 px here) is accepted at fit; predicting on images then refuses
+    # because the preprocessing differs from the one the training features had.
+    clf = DeepFeatureClassifier(**{**tiny, "image_size": None}).fit_features(fs)
+    with pytest.raises(DeepfeatError, match=r"differs from the one this model was trained with \(preprocessing"):
+        clf.predict(paths[:1])
     with pytest.raises(DeepfeatError, match="the FeatureSet has no labels"):
         DeepFeatureClassifier.from_featureset(FeatureSet(fs.X, meta=fs.meta))
 
