@@ -32,7 +32,7 @@ from deepfeat.cache import FeatureCache, model_key
 from deepfeat.errors import DeepfeatError, ImageReadError
 from deepfeat.features import FeatureSet
 from deepfeat.runtime import check_precision, forward_features_of, model_sha256, resolve_device, resolve_precision
-from deepfeat.transforms import ImageDataset, build_transform, collate_images, preprocessing_config
+from deepfeat.transforms import ImageDataset, ImageFailure, build_transform, collate_images, preprocessing_config
 
 __all__ = ["FeatureExtractor", "UnreadableImagesError", "extract_features"]
 
@@ -177,8 +177,6 @@ class _Engine:
 
     def _probe(self, paths, n=8):
         """Up to ``n`` preprocessed images (the first readable ones) for the precision check."""
-        from deepfeat.transforms import ImageFailure
-
         dataset, batch = ImageDataset(paths[: 4 * n], self.transform), []
         for i in range(len(dataset)):
             x, _ = dataset[i]
@@ -212,6 +210,9 @@ class _Engine:
                                       "precision": self.precision})
         failures += self._compute(todo, [paths[by_sha[s][0]] for s in todo], by_sha, rows, key)
         failures.sort()
+        if len({r.shape for r in rows if r is not None}) > 1:
+            raise DeepfeatError(f"the feature cache {self.cache.root} holds vectors of different lengths for one "
+                                "model; clear it (FeatureCache(root).clear()) and extract again")
         if failures and on_error == "raise":
             raise UnreadableImagesError([(paths[i], reason) for i, reason in failures])
         return rows, failures, hits, len(paths) - hits - len(failures), shas
@@ -230,7 +231,7 @@ class _Engine:
                    file=sys.stderr)
         with bar:
             for x, idx, bad in loader:
-                failures += [(by_sha[todo[j]][0], f.reason) for j, f in bad]
+                failures += [(i, f.reason) for j, f in bad for i in by_sha[todo[j]]]
                 if x is not None:
                     out = self.forward(x, self.precision)
                     done = [todo[j] for j in idx.tolist()]
@@ -289,7 +290,8 @@ def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet
         An ``ImageSource`` (labels and groups are kept), anything ``deepfeat.data.sources.open_source``
         accepts, or a list of image paths (unlabelled).
     model : str or torch.nn.Module, default 'tf_efficientnet_lite0'
-        A backbone name for ``deepfeat.backbones.create_backbone`` or a built model (e.g. just fine-tuned).
+        A backbone name for ``deepfeat.backbones.create_backbone`` or a built model (e.g. just fine-tuned; it is
+        put in eval mode and moved to the device and memory format in place).
     weights : str, default 'imagenet'
         'imagenet', a weights file / fine-tune checkpoint, or 'none' (random). Ignored for a built model.
     layer : {'logits', 'pooled'}, default 'logits'

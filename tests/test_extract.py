@@ -187,8 +187,10 @@ def test_unreadable_images_are_listed_after_the_good_ones_are_cached(images, tmp
     empty, text = tmp_path / "imgs" / "empty.png", tmp_path / "imgs" / "notes.jpg"
     empty.write_bytes(b"")
     text.write_text("not an image")
-    mixed = images[:3] + [str(empty)] + images[3:] + [str(text), str(tmp_path / "missing.png")]
-    with pytest.raises(UnreadableImagesError, match=r"3 image\(s\) could not be read") as info:
+    copy = tmp_path / "imgs" / "notes_copy.jpg"  # same bytes: computed once, listed twice
+    copy.write_text("not an image")
+    mixed = images[:3] + [str(empty)] + images[3:] + [str(text), str(copy), str(tmp_path / "missing.png")]
+    with pytest.raises(UnreadableImagesError, match=r"4 image\(s\) could not be read") as info:
         extract_features(mixed, model=TinyNet(), batch_size=4, **FAST)
     assert isinstance(info.value, ImageReadError)
     message = str(info.value)
@@ -197,7 +199,7 @@ def test_unreadable_images_are_listed_after_the_good_ones_are_cached(images, tmp
     net = TinyNet()
     fs = extract_features(mixed, model=net, batch_size=4, on_error="skip", **FAST)
     assert net.images_seen == 0 and fs.meta["cache_hits"] == 11  # the good ones were cached before raising
-    assert list(fs.paths) == images and [s["path"] for s in fs.meta["skipped"]] == mixed[3:4] + mixed[-2:]
+    assert list(fs.paths) == images and [s["path"] for s in fs.meta["skipped"]] == mixed[3:4] + mixed[-3:]
 
 
 def test_cuda_requested_without_cuda_is_an_error(images, monkeypatch):
@@ -346,3 +348,15 @@ def test_dataset_reports_unreadable_files_instead_of_crashing(images, tmp_path):
     assert isinstance(item[0], ImageFailure) and item[0].path == str(bad) and item[1] == 1
     x, idx, failures = collate_images([dataset[0], dataset[1]])
     assert x.shape == (1, 3, 16, 16) and idx.tolist() == [0] and failures[0][0] == 1
+
+
+@pytest.mark.realdata
+def test_tiny_darknet_features_reproduce_the_darknet_program(darknet_ref):
+    """End to end (decode, darknet preprocessing, batch, cache): the logits darknet itself computed."""
+    paths = [str(darknet_ref / f"{n}_224.png") for n in ("dog", "eagle", "cell")]
+    fs = extract_features(paths, model="tiny_darknet", weights=str(darknet_ref / "tiny.weights"),
+                          **{**FAST, "image_size": None})
+    assert fs.meta["preprocessing"]["darknet"] is True and fs.meta["input_size"] == [3, 224, 224]
+    expected = np.load(darknet_ref / "tiny_224_avgpool.npy")
+    np.testing.assert_allclose(fs.X, expected, atol=3e-2)  # README tolerance for a PyTorch-BN port
+    assert [list(np.argsort(-r)[:4]) for r in fs.X] == [list(np.argsort(-r)[:4]) for r in expected]
