@@ -25,7 +25,7 @@ import json
 import os
 import platform
 import re
-import tempfile
+import uuid
 import warnings
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 from pathlib import Path
@@ -96,8 +96,9 @@ def describe_model(model) -> dict:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """``write(tmp)`` then rename onto ``path``: a reader never sees half a file. The temporary name is unique;
+    it is created by ``write`` itself (not mkstemp, whose 0600 mode would stick to the model file)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

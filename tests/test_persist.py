@@ -3,6 +3,7 @@ test_pipeline.py)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -35,6 +36,9 @@ def test_save_writes_sidecar_and_round_trips(tmp_path, fitted):
     assert info["class"] == "sklearn.pipeline.Pipeline"
     assert "execute code" in info["warning"]
     np.testing.assert_array_equal(load_model(path).predict(X), model.predict(X))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_tampered_file_is_refused_with_both_hashes(tmp_path, fitted):
