@@ -16,6 +16,8 @@ import numpy as np
 
 # numpy's 1-D float reductions use pairwise summation with blocks of this many elements (PW_BLOCKSIZE).
 _PAIRWISE_BLOCK = 128
+# Columns discretised together; bounds the temporaries of equal_frequency_codes.
+_CODES_BLOCK = 128
 
 
 def _column_sums(a):
@@ -52,7 +54,13 @@ def f_statistic(X, y_codes, n_classes):
     (float32 input stays float32 in the sums, as in scikit-learn), so the relevance values, and therefore the
     picks, match mrmr-selection's. Columns where the F-test is undefined (0/0) come back as NaN.
     """
-    groups = [X[y_codes == k] for k in range(n_classes)]
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 (constant column, no within-class df): NaN
+        return _f_oneway([X[y_codes == k] for k in range(n_classes)])
+
+
+def _f_oneway(groups):
+    """``sklearn.feature_selection.f_oneway`` with its column sums replaced by :func:`_column_sums`."""
+    n_classes = len(groups)
     counts = np.array([g.shape[0] for g in groups])
     n_samples = np.sum(counts)
     ss_alldata = sum(_column_sums(g * g) for g in groups)
@@ -66,8 +74,7 @@ def f_statistic(X, y_codes, n_classes):
     sswn = sstot - ssbn
     msb = ssbn / float(n_classes - 1)
     msw = sswn / float(n_samples - n_classes)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(msb / msw, dtype=np.float64)
+    return np.asarray(msb / msw, dtype=np.float64)
 
 
 class CorrelationRedundancy:
@@ -108,49 +115,75 @@ def equal_frequency_codes(X, n_bins):
     sorts in :class:`MutualInformation` run over contiguous memory.
     """
     n, d = X.shape
+    codes = np.empty((d, n), dtype=np.uint8 if n_bins <= 256 else np.uint32)
+    # blocks of columns bound the int32/int64 temporaries to a few MB whatever d is
+    for start in range(0, d, _CODES_BLOCK):
+        stop = min(start + _CODES_BLOCK, d)
+        codes[start:stop] = _equal_frequency_codes_block(X[:, start:stop], n_bins).T
+    return codes
+
+
+def _equal_frequency_codes_block(X, n_bins):
+    n, d = X.shape
     order = np.argsort(X, axis=0, kind="stable")
     xs = np.take_along_axis(X, order, axis=0)
     is_start = np.ones((n, d), dtype=bool)
     is_start[1:] = xs[1:] != xs[:-1]
-    del xs
     dense = np.cumsum(is_start, axis=0, dtype=np.int32) - 1
     few_values = dense[-1] < n_bins
     # sorted position of the last copy of each value: where its tie group ends
     is_end = np.ones((n, d), dtype=bool)
     is_end[:-1] = is_start[1:]
-    del is_start
     end = np.where(is_end, np.arange(n, dtype=np.int32)[:, None], np.int32(n))
-    del is_end
     end = np.minimum.accumulate(end[::-1], axis=0)[::-1]
     edges = np.arange(1, n_bins, dtype=np.int64) * n // n_bins
-    binned = np.searchsorted(edges, end, side="right")
-    del end
-    sorted_codes = np.where(few_values, dense, binned)
-    del dense, binned
-    codes = np.empty((d, n), dtype=np.uint8 if n_bins <= 256 else np.uint32)
-    np.put_along_axis(codes.T, order, sorted_codes, axis=0)
+    sorted_codes = np.where(few_values, dense, np.searchsorted(edges, end, side="right"))
+    codes = np.empty((n, d), dtype=sorted_codes.dtype)
+    np.put_along_axis(codes, order, sorted_codes, axis=0)
     return codes
 
 
-def _sum_n_log_n_of_runs(sorted_keys):
+def _sum_n_log_n_of_runs(sorted_keys, n_log_n):
     """For each row of row-sorted keys, sum ``c * log(c)`` over the counts ``c`` of equal keys.
 
-    Only keys equal to their left neighbour matter (a count of 1 adds 0), and those are few: their flat
-    positions are grouped into runs of consecutive positions within a row; a run of t duplicates is a key
-    seen t + 1 times.
+    ``n_log_n[c]`` holds ``c * log(c)``. Each row is handled through whichever is sparser, so the cost
+    follows min(#distinct keys, #repeated keys) rather than n: continuous columns give few repeats (a count
+    of 1 adds 0, so only runs of repeats matter), heavily tied columns (e.g. ReLU zeros) give few runs.
     """
     m, n = sorted_keys.shape
+    starts = np.empty((m, n), dtype=bool)
+    starts[:, 0] = True
+    np.not_equal(sorted_keys[:, 1:], sorted_keys[:, :-1], out=starts[:, 1:])
+    runs_per_row = np.count_nonzero(starts, axis=1)
+    few_runs = runs_per_row <= n - runs_per_row
     out = np.zeros(m)
-    if n < 2:
-        return out
-    dup = np.flatnonzero(sorted_keys[:, 1:] == sorted_keys[:, :-1])
-    if dup.size == 0:
-        return out
-    row = dup // (n - 1)
-    new_run = np.ones(dup.size, dtype=bool)
-    new_run[1:] = (np.diff(dup) != 1) | (np.diff(row) != 0)
-    counts = np.bincount(np.cumsum(new_run) - 1) + 1.0
-    return np.bincount(row[new_run], weights=counts * np.log(counts), minlength=m)
+    if few_runs.any():
+        out[few_runs] = _from_run_starts(starts[few_runs], runs_per_row[few_runs], n_log_n)
+    if not few_runs.all():
+        out[~few_runs] = _from_repeats(starts[~few_runs], n_log_n)
+    return out
+
+
+def _from_run_starts(starts, runs_per_row, n_log_n):
+    m, n = starts.shape
+    lengths = np.diff(np.flatnonzero(starts), append=m * n)
+    offsets = np.zeros(m, dtype=np.intp)
+    np.cumsum(runs_per_row[:-1], out=offsets[1:])
+    return np.add.reduceat(n_log_n[lengths], offsets)
+
+
+def _from_repeats(starts, n_log_n):
+    # flat positions of keys equal to their left neighbour (never column 0, so a run of consecutive
+    # repeat positions never spans two rows); t repeats in a run = a key seen t + 1 times
+    m, n = starts.shape
+    repeat = np.flatnonzero(~starts)
+    if repeat.size == 0:
+        return np.zeros(m)
+    new_run = np.empty(repeat.size, dtype=bool)
+    new_run[0] = True
+    np.not_equal(np.diff(repeat), 1, out=new_run[1:])
+    counts = np.bincount(np.cumsum(new_run) - 1) + 1
+    return np.bincount(repeat[new_run] // n, weights=n_log_n[counts], minlength=m)
 
 
 class MutualInformation:
@@ -168,16 +201,18 @@ class MutualInformation:
         self._key_dtype = np.uint16 if key_max <= 2**16 else (np.uint32 if key_max <= 2**32 else np.uint64)
         self._scaled = codes.astype(self._key_dtype) * self._key_dtype(self._mult)  # (d, n) codes * M
         self._codes = codes
-        self._s_single = _sum_n_log_n_of_runs(np.sort(codes, axis=1))
+        counts = np.arange(self.n_samples + 1, dtype=np.float64)
+        self._n_log_n = counts * np.log(np.maximum(counts, 1.0))
+        self._s_single = _sum_n_log_n_of_runs(np.sort(codes, axis=1), self._n_log_n)
 
     def __call__(self, other, rows, s_other=None):
         """MI of each column in ``rows`` with the code vector ``other`` (length n, values < M)."""
         if s_other is None:
-            s_other = _sum_n_log_n_of_runs(np.sort(other)[None, :])[0]
+            s_other = _sum_n_log_n_of_runs(np.sort(other)[None, :], self._n_log_n)[0]
         keys = np.take(self._scaled, rows, axis=0)
         keys += other.astype(self._key_dtype)[None, :]
         keys.sort(axis=1)
-        s_joint = _sum_n_log_n_of_runs(keys)
+        s_joint = _sum_n_log_n_of_runs(keys, self._n_log_n)
         n = self.n_samples
         mi = np.log(n) + (s_joint - self._s_single[rows] - s_other) / n
         # exact zeros (e.g. a constant column) come out as +-1e-16 rounding noise

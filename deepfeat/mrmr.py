@@ -63,7 +63,10 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         and a warning says so (like ``SelectKBest``). Must be None when ``threshold`` is given.
     threshold : float or None, default=None
         Instead of a fixed number, keep picking while the best candidate's mRMR score is >= ``threshold``
-        (the reference study kept "521 features with weight above 0.25"). Requires ``n_features=None``.
+        (the reference study kept "521 features with weight above 0.25"); picking stops at the first step
+        whose best score is below it, so later picks are never kept even if they would score higher. The scale
+        is the method's: F / |r| for ``fcq`` (often in the tens to thousands), nats ratios or differences for
+        ``miq``/``mid``. Requires ``n_features=None``.
     method : {"fcq", "fcd", "miq", "mid"}, default="fcq"
         Relevance/redundancy definition, see the module docstring. ``"fcq"`` gives the same picks, in
         the same order, as ``mrmr_classif`` of the mrmr-selection package with its defaults.
@@ -262,9 +265,10 @@ _COMBINE = {"fcq": _quotient, "fcd": _difference, "miq": _mi_quotient, "mid": _d
 def _greedy_mrmr(relevance, redundancy_of, combine, *, n_select, threshold):
     """Greedy mRMR forward selection.
 
-    ``redundancy_of(j)`` returns the redundancy of every column with column ``j``; a running sum per
-    column turns the mean over the picked set into O(d) work per step. Only features with relevance > 0
-    are candidates. Ties (within ``_TIE_RTOL``) go to the lowest column index.
+    ``redundancy_of(j, rows)`` returns the redundancy of the still-available columns ``rows`` with the
+    column ``j`` just picked; a running sum per column turns the mean over the picked set into O(d) work per
+    step. Only features with relevance > 0 are candidates. Ties (within ``_TIE_RTOL``) go to the lowest
+    column index. Stops after ``n_select`` picks, or, with ``threshold``, when the best score drops below it.
     """
     d = relevance.shape[0]
     available = relevance > 0

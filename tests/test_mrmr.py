@@ -219,10 +219,10 @@ def tied_data(n, d, n_classes, seed):
 def test_equal_frequency_codes_follow_the_documented_rule(n_bins):
     from deepfeat._mrmr_stats import equal_frequency_codes
 
-    X, _ = tied_data(97, 9, 2, seed=4)
+    X, _ = tied_data(97, 300, 2, seed=4)  # 300 columns: more than one block of 128
     codes = equal_frequency_codes(X, n_bins)
-    assert codes.shape == (9, 97) and codes.dtype == np.uint8
-    for j in range(9):
+    assert codes.shape == (300, 97) and codes.dtype == np.uint8
+    for j in range(300):
         np.testing.assert_array_equal(codes[j], slow_codes(X[:, j], n_bins))
 
 
@@ -249,3 +249,11 @@ def test_mi_threshold_and_float32():
     expected = full.ranking_[: np.flatnonzero(pick_scores < threshold)[0]]
     selector = MRMRSelector(n_features=None, threshold=threshold, method="mid", n_bins=8).fit(X, y)
     np.testing.assert_array_equal(selector.ranking_, expected)
+
+
+def test_one_sample_per_class_gives_zero_relevance_without_numpy_warnings():
+    X, _ = make_data(30, 6, 2, seed=0)
+    with warnings.catch_warnings(), pytest.warns(UserWarning, match="Only 0 of the 6 features"):
+        warnings.simplefilter("error", RuntimeWarning)
+        selector = MRMRSelector(n_features=2).fit(X[:3], [0, 1, 2])  # no within-class variance: F undefined
+    assert (selector.relevance_ == 0).all() and selector.ranking_.size == 0
