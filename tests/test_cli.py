@@ -91,10 +91,28 @@ def test_cv_rejects_a_file_that_is_not_a_featureset(tmp_path, capsys):
     assert code == 2 and "bad.features" in err
 
 
-def test_fit_then_predict_lists_a_corrupt_image(tmp_path, capsys, image_folder):
+@pytest.fixture(scope="module")
+def lite0_features(tmp_path_factory, image_folder):
+    """Real ImageNet weights (shipped in a package): a model trained on them can be rebuilt at predict time."""
+    features = tmp_path_factory.mktemp("lite0") / "f.features"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["extract", str(image_folder), "-o", str(features), "--workers", "0", "--quiet"])
+    assert exit_info.value.code == 0
+    return features
+
+
+def test_fit_refuses_to_rebuild_random_weights_at_predict_time(tmp_path, capsys, image_folder):
     features = tmp_path / "f.features"
-    assert run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "resnet10t", "--weights",
-               "none", "--workers", "0", "--quiet")[0] == 0
+    run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "resnet10t", "--weights", "none",
+        "--workers", "0", "--quiet")
+    model = tmp_path / "m.joblib"
+    assert run(capsys, "fit", str(features), "-o", str(model), "--classifier", "knn")[0] == 0
+    code, _, err = run(capsys, "predict", str(model), str(image_folder), "-o", str(tmp_path / "p.csv"))
+    assert code == 2 and "random weights ('none') are not rebuilt identically" in err
+
+
+def test_fit_then_predict_lists_a_corrupt_image(tmp_path, capsys, image_folder, lite0_features):
+    features = lite0_features
     model = tmp_path / "m.joblib"
     code, stdout, err = run(capsys, "fit", str(features), "-o", str(model), "--classifier", "knn")
     assert code == 0, err
@@ -113,12 +131,9 @@ def test_fit_then_predict_lists_a_corrupt_image(tmp_path, capsys, image_folder):
     assert (ok["path"].str.contains("blast") == (ok["label"] == "blast")).mean() >= 0.75
 
 
-def test_predict_refuses_a_tampered_model(tmp_path, capsys, feature_file, image_folder):
-    features = tmp_path / "f.features"
-    run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "resnet10t", "--weights", "none",
-        "--workers", "0", "--quiet")
+def test_predict_refuses_a_tampered_model(tmp_path, capsys, image_folder, lite0_features):
     model = tmp_path / "m.joblib"
-    run(capsys, "fit", str(features), "-o", str(model), "--classifier", "nb")
+    assert run(capsys, "fit", str(lite0_features), "-o", str(model), "--classifier", "nb")[0] == 0
     with open(model, "ab") as fh:
         fh.write(b"tampered")
     code, _, err = run(capsys, "predict", str(model), str(image_folder), "-o", str(tmp_path / "p.csv"))
