@@ -2,21 +2,28 @@
 
 Defaults reproduce the reference study's MATLAB ``trainingOptions``: ``sgdm`` (momentum 0.9), initial learning
 rate 0.01, 30 epochs, mini-batch 128, L2 regularization 1e-4, piecewise schedule with drop factor 0.1 every
-10 epochs (MATLAB's default ``LearnRateDropPeriod``), gradient clipping by L2 norm (global norm 1.0 here), and
-a 70 % / 30 % train / validation split. The split is stratified by class and grouped: images of one subject
-(``source.groups``) and byte-identical images (same sha256) always land on the same side, so no subject or
-duplicate sits in both halves. The checkpoint kept as ``out`` is the one with the lowest validation loss
-(MATLAB's ``OutputNetwork="best-validation-loss"``); ``<out stem>.last<suffix>`` is the latest epoch, with the
-optimizer, schedule and RNG state needed to resume.
+10 epochs (MATLAB's default ``LearnRateDropPeriod``; the study gives no period), gradient clipping by L2 norm
+(here the global norm of all gradients, threshold 1.0), and a 70 % / 30 % train / validation split. Known
+differences from MATLAB: the L2 penalty (torch ``weight_decay``) applies to every parameter, biases included
+(MATLAB's ``BiasL2Factor`` is 0); samples are reshuffled every epoch (MATLAB ``Shuffle="every-epoch"``); the
+cell augmentation is on by default (``augment="none"`` turns it off; the study does not describe its own).
+
+The split is stratified by class and grouped: images of one subject (``source.groups``) and byte-identical
+images (same sha256) always land on the same side, so no subject or duplicate sits in both halves. The
+checkpoint kept as ``out`` is the one with the lowest validation loss (MATLAB's
+``OutputNetwork="best-validation-loss"``; ``monitor="val_accuracy"`` picks by accuracy); ``NAME.last.pt``
+beside it is the latest epoch, with the optimizer, schedule and RNG state needed to resume.
 
 Checkpoint format (``torch.load(path, weights_only=True)`` reads it): a dict with ``deepfeat_checkpoint`` (1),
 ``arch`` (timm name), ``head`` ("keep1000" | "replace"), ``num_classes``, ``class_names``, ``state_dict`` (the
 backbone network: for keep1000 the full 1000-output network, for replace the network with an n-class
 classifier), ``head_state_dict`` (keep1000: the ``Linear(1000, n)`` on top; else None), ``config`` (this run's
-:class:`FinetuneConfig`), ``train_sha256`` / ``val_sha256`` (sha256 of every training / validation image),
-``versions``, ``curves`` (one dict per epoch), ``metrics`` (the end-to-end network's validation accuracy, macro
-F1 and confusion matrix), ``epoch`` (epochs completed), ``init_weights`` (where training started), and in the
-``last`` file ``optimizer_state``, ``scheduler_state``, ``rng_state``.
+:class:`FinetuneConfig`), ``train_sha256`` / ``val_sha256`` (sha256 of every training / validation image, in
+split order), ``versions``, ``curves`` (one dict per epoch), ``metrics`` (the end-to-end network's validation
+accuracy, macro F1, per-class F1 and confusion matrix), ``epoch`` (epochs completed when it was written),
+``best`` (epoch and validation figures of the best epoch so far), ``init_weights`` (where training started:
+backbone, weights, their sha256), ``data_config``, ``split`` and ``source``; the ``last`` file adds
+``optimizer_state``, ``scheduler_state`` and ``rng_state``.
 """
 from __future__ import annotations
 

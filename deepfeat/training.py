@@ -4,8 +4,9 @@ Determinism (the guarantee the tests check): every random choice of an epoch is 
 ``(seed, epoch)`` (sample order, oversampling, dropout via ``torch.manual_seed``) or ``(seed, epoch, image index)``
 (augmentation, drawn in whichever worker decodes the image). So an epoch depends only on the weights and optimizer
 state it starts from, never on how many workers ran or whether the run was interrupted and resumed: on the CPU the
-same seed gives bit-identical weights, resumed or not. (CUDA kernels are not all deterministic; there the runs
-agree to rounding.)
+same seed and the same number of torch threads give bit-identical weights, resumed or not. (Another thread count
+changes the order of floating-point sums, and CUDA kernels are not all deterministic: there runs agree to
+rounding.)
 """
 from __future__ import annotations
 
@@ -104,9 +105,11 @@ class CellAugment:
     """Label-preserving augmentation for isolated blood cells, on PIL images.
 
     Cells have no canonical orientation, so flips and 90-degree rotations are exact symmetries (no
-    interpolation, no border fill); colour jitter is small (+-10 % brightness / contrast / saturation,
-    +-0.02 hue) because stain colour carries class information. The random draw comes from ``rng``, which
-    :class:`EpochDataset` sets per image.
+    interpolation, no border fill); colour jitter is small (the magnitudes of
+    ``deepfeat.transforms.AUGMENT_DEFAULTS``: +-10 % brightness / contrast / saturation, +-0.02 hue) because
+    stain colour carries class information. The random draw comes from ``rng``, which :class:`EpochDataset`
+    sets per image: unlike ``build_transform(train=True)``, whose draws depend on the worker processes' RNG,
+    the result depends only on (seed, epoch, image).
     """
 
     def __init__(self, ops):
@@ -117,11 +120,13 @@ class CellAugment:
         from PIL import Image
         from torchvision.transforms import functional as TF
 
+        from deepfeat.transforms import AUGMENT_DEFAULTS as A
+
         rng = self.rng
         if "flip" in self.ops:
-            if rng.random() < 0.5:
+            if rng.random() < A["hflip"]:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            if rng.random() < 0.5:
+            if rng.random() < A["vflip"]:
                 img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
         if "rot90" in self.ops:
             k = int(rng.integers(4))
@@ -129,8 +134,8 @@ class CellAugment:
                 img = img.transpose((None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
                                      Image.Transpose.ROTATE_270)[k])
         if "color" in self.ops:
-            b, c, s = rng.uniform(0.9, 1.1, size=3)
-            h = rng.uniform(-0.02, 0.02)
+            b, c, s = (rng.uniform(1 - A[k], 1 + A[k]) for k in ("brightness", "contrast", "saturation"))
+            h = rng.uniform(-A["hue"], A["hue"])
             img = TF.adjust_hue(TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(img, b), c), s), h)
         return img
 

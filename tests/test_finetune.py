@@ -29,6 +29,16 @@ ARCH = "test_efficientnet"
 FAST = dict(batch_size=8, image_size=32, workers=0, epochs=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread for the whole module (module fixtures included): tiny models gain nothing from more, spinning
+    OpenMP threads crawl on a busy 2-core machine, and bit-identical results need the same thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
     """24 synthetic 32-px cells, 2 classes, with one byte-identical duplicate pair; opened as a plain folder
@@ -145,6 +155,23 @@ def test_checkpoint_loads_anywhere_weights_are_accepted_and_gives_the_same_outpu
     assert ckpt["config"]["head"] == head and "torch" in ckpt["versions"]
 
 
+def test_darknet_classifier_can_be_replaced_and_round_trips(cells, tmp_path):
+    out = tmp_path / "tiny.pt"
+    seen = {}
+
+    def grab(epoch, row, model):
+        model.eval()
+        with torch.no_grad():
+            seen["out"] = model(_probe())
+        model.train()
+
+    finetune(cells, backbone="tiny_darknet", weights="none", out=out, head="replace", progress=False,
+             on_epoch_end=grab, **FAST)
+    with torch.no_grad():
+        again = create_backbone("tiny_darknet", weights=str(out))(_probe())
+    assert again.shape == (3, 2) and torch.equal(again, seen["out"])
+
+
 def test_report_curves_and_files(trained):
     _, result, _ = trained
     m = result.metrics
@@ -195,7 +222,8 @@ def test_resume_after_kill_ends_at_the_uninterrupted_weights(cells, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(_KILLED_RUN.format(arch=ARCH, opts=repr(opts))))
     out, marker = tmp_path / "killed.pt", tmp_path / "epoch1.txt"
-    proc = subprocess.Popen([sys.executable, str(script), cells.root, str(out), str(marker)],
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count as this process (see _one_thread)
+    proc = subprocess.Popen([sys.executable, str(script), cells.root, str(out), str(marker)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

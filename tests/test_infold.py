@@ -15,6 +15,16 @@ CV = dict(backbone="test_efficientnet", weights="none", classifiers=["svm", "knn
           n_features=20, folds=3, baseline="majority", progress=False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread for the whole module (module fixtures included): tiny models gain nothing from more, spinning
+    OpenMP threads crawl on a busy 2-core machine, and bit-identical results need the same thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
     root = tmp_path_factory.mktemp("cells")
