@@ -42,3 +42,18 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DEEPFEAT_CACHE_DIR", str(home / "deepfeat-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a whole test module (use with ``pytestmark = pytest.mark.usefixtures(...)``).
+
+    Tiny models gain nothing from more threads, spinning OpenMP threads crawl on a busy 2-core machine, and
+    bit-identical training results need the same thread count throughout a module.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,15 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARCH = "test_efficientnet"
 FAST = dict(batch_size=8, image_size=32, workers=0, epochs=1)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread for the whole module (module fixtures included): tiny models gain nothing from more, spinning
-    OpenMP threads crawl on a busy 2-core machine, and bit-identical results need the same thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest: speed and bit-identity
 
 
 @pytest.fixture(scope="module")
