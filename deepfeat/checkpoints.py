@@ -149,21 +149,22 @@ def check_same_data(ckpt: dict, train_sha: list, val_sha: list, path) -> None:
 
 def write_curves(curves, out: Path) -> dict:
     """Per-epoch curves as ``NAME.curves.csv`` and a loss / accuracy plot ``NAME.curves.png``; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # a bare Figure (no pyplot): no global backend switch, nothing left open in a notebook
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     csv_path, png_path = sibling(out, "curves", ".csv"), sibling(out, "curves", ".png")
     tmp = csv_path.with_name(f".{csv_path.name}.tmp")
     curves.to_csv(tmp, index=False)
     os.replace(tmp, csv_path)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, title in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
         ax.plot(curves["epoch"], curves[f"train_{key}"], "o-", label="train")
         if curves[f"val_{key}"].notna().any():
             ax.plot(curves["epoch"], curves[f"val_{key}"], "s-", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -171,6 +172,5 @@ def write_curves(curves, out: Path) -> dict:
     fig.tight_layout()
     tmp = png_path.with_name(f".{png_path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, png_path)
     return {"curves_csv": csv_path, "curves_png": png_path}

@@ -41,6 +41,7 @@ import numpy as np
 from deepfeat.checkpoints import (atomic_save, check_resumable, check_same_data, cpu_state, load_finetuned,
                                   load_into, plain, read_checkpoint, sibling, versions, write_curves)
 from deepfeat.errors import DeepfeatError
+from deepfeat.splits import split_train_val
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "load_finetuned", "read_checkpoint", "split_train_val"]
 
@@ -187,67 +188,17 @@ class FinetuneResult:
 
     def summary(self) -> str:
         m = self.metrics
-        lines = [f"fine-tuned on {self.n_train} images, validated on {self.n_val}; best epoch {self.best_epoch}",
-                 f"checkpoint: {self.checkpoint}"]
+        lines = [f"fine-tuned on {self.n_train} images, validated on {self.n_val}; best epoch {self.best_epoch} "
+                 f"({self.seconds:.0f} s)", f"checkpoint: {self.checkpoint} (latest epoch, resumable: "
+                 f"{self.last_checkpoint})"]
+        if self.files.get("curves_csv"):
+            lines.append(f"curves: {self.files['curves_csv']}, {self.files['curves_png']}")
         if m.get("accuracy") is not None:
             lines.append(f"end-to-end network on its validation split: accuracy {m['accuracy']:.4f}, "
                          f"macro F1 {m['f1_macro']:.4f}")
             lines.append("confusion (rows = true, columns = predicted; " + ", ".join(self.class_names) + "):")
             lines += ["  " + " ".join(f"{v:5d}" for v in row) for row in m["confusion"]]
         return "\n".join(lines)
-
-
-# --- split ------------------------------------------------------------------------------------------------------
-def split_train_val(labels, *, fraction: float, seed: int, groups=None, sha256=None) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, grouped train / validation split: indices (train, val).
-
-    Units are subjects (``groups``) when given, and byte-identical images are always joined into one unit, so
-    neither a subject nor a duplicate image is on both sides. Units are stratified by their majority label.
-    """
-    from sklearn.model_selection import train_test_split
-
-    labels = np.asarray(labels)
-    n = len(labels)
-    keys = [f"g:{g}" for g in groups] if groups is not None else [f"i:{i}" for i in range(n)]
-    # union subjects that share an image (a duplicate can join two subjects) with a tiny union-find
-    parent = {k: k for k in keys}
-
-    def find(k):
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    if sha256 is not None:
-        first = {}
-        for k, h in zip(keys, sha256):
-            if h in first:
-                parent[find(k)] = find(first[h])
-            else:
-                first[h] = k
-    unit = np.asarray([find(k) for k in keys])
-    names, unit_idx = np.unique(unit, return_inverse=True)
-    unit_label = []
-    for u in range(len(names)):
-        vals, counts = np.unique(labels[unit_idx == u], return_counts=True)
-        unit_label.append(vals[np.argmax(counts)])
-    unit_label = np.asarray(unit_label)
-    vals, counts = np.unique(unit_label, return_counts=True)
-    if (counts < 2).any():
-        few = [str(v) for v in vals[counts < 2]]
-        raise DeepfeatError(
-            f"cannot make a stratified validation split: class(es) {few} have fewer than 2 "
-            f"{'subjects' if groups is not None else 'distinct images'}; add images, give val_source, "
-            "or set val_fraction=0"
-        )
-    n_val = max(len(vals), int(round(fraction * len(names))))
-    if len(names) - n_val < len(vals):
-        raise DeepfeatError(f"val_fraction={fraction} leaves too few training units ({len(names)} in all)")
-    tr_u, va_u = train_test_split(np.arange(len(names)), test_size=n_val, stratify=unit_label, random_state=seed)
-    in_val = np.isin(unit_idx, va_u)
-    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
-
-
 
 
 # --- the run -----------------------------------------------------------------------------------------------------

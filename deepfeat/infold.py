@@ -126,7 +126,7 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
     """
     from deepfeat.data.images import sha256_file
     from deepfeat.data.sources import open_source
-    from deepfeat.evaluate import cross_validate, make_folds
+    from deepfeat.evaluate import cross_validate
     from deepfeat.features import FeatureSet
 
     config = finetune if finetune is not None else FinetuneConfig()
@@ -153,7 +153,7 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
                                 work_dir=work, progress=progress)
         results = cross_validate(skeleton, classifiers=classifiers, selections=selections, n_features=n_features,
                                  folds=folds, seed=seed, fold_features=fold_fn, progress=progress, **cv_options)
-        records = _records(results, fold_fn, sha, folds, seed, cv_options, skeleton, make_folds)
+        records = _records(results, fold_fn, sha, folds)
     finally:
         if temp:
             shutil.rmtree(work, ignore_errors=True)
@@ -174,12 +174,9 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
     return results
 
 
-def _records(results, fold_fn, sha, folds, seed, cv_options, skeleton, make_folds) -> list[dict]:
-    """Per-fold fine-tuning records, with the folds recomputed exactly as ``cross_validate`` made them."""
-    from deepfeat import honesty
-
-    group_ids, _ = honesty.resolve_groups(skeleton, cv_options.get("groups", "auto"))
-    _, y = np.unique(skeleton.y, return_inverse=True)
-    tasks = make_folds(y, group_ids, folds, cv_options.get("repeats", 1), seed)
-    return [_fold_record(r * folds + k, fold_fn.checkpoint(r * folds + k), {sha[i] for i in te})
-            for r, k, _, te in tasks]
+def _records(results, fold_fn, sha, folds) -> list[dict]:
+    """Per-fold fine-tuning records; each fold's test rows are read from the out-of-fold predictions."""
+    pred = results.predictions.drop_duplicates(["repeat", "fold", "row"])
+    return [_fold_record(int(r) * folds + int(k), fold_fn.checkpoint(int(r) * folds + int(k)),
+                         {sha[i] for i in part["row"]})
+            for (r, k), part in pred.groupby(["repeat", "fold"], sort=True)]
