@@ -33,9 +33,9 @@ order, not reproducible here. KNN presets use Euclidean distance unless stated. 
 lambda (alpha) = 0, L-BFGS, iteration limit 1000, no early stopping. ``nb-kernel`` is :class:`KernelNaiveBayes`
 (Gaussian kernel, Silverman bandwidth; MATLAB uses a normal kernel with its own width rule).
 
-``class_weight="balanced"``: set on estimators that take ``class_weight`` (SVC, GramSVC, KernelNaiveBayes, ...); estimators
-whose ``fit`` takes ``sample_weight`` (MLP, GaussianNB) are wrapped in :class:`BalancedSampleWeight`; KNN supports
-neither: a ``UserWarning`` says it is trained unweighted (never silently).
+``class_weight="balanced"``: set on estimators that take ``class_weight`` (SVC, GramSVC, KernelNaiveBayes, ...);
+estimators whose ``fit`` takes ``sample_weight`` (MLP, GaussianNB) are wrapped in :class:`BalancedSampleWeight`;
+KNN supports neither: a ``UserWarning`` says it is trained unweighted (never silently).
 """
 from __future__ import annotations
 

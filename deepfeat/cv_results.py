@@ -1,4 +1,4 @@
-"""Metrics and the :class:`CVResults` object built from the per-fold outputs of :func:`deepfeat.evaluate.cross_validate`.
+"""Metrics, and the :class:`CVResults` built from the per-fold outputs of :func:`deepfeat.evaluate.cross_validate`.
 
 Metrics per configuration (classifier x selection) are computed per fold, then summarised as mean and std over all
 folds of all repeats. ROC AUC is rank-based per class (one-vs-rest, macro over classes for > 2 classes), so it works
