@@ -33,15 +33,18 @@ SHARED = Path(os.environ.get("DEEPFEAT_SHARED", Path(__file__).resolve().parents
 
 
 def images(n: int, scratch: Path) -> tuple[list[str], str]:
+    """``n`` images spread over the real set (all of it for n=0), else synthetic ones."""
     real = SHARED / "data" / "all_idb2_small"
     if real.is_dir():
         paths = sorted(str(p) for p in real.rglob("*.jpg"))
+        n = n or len(paths)
         if len(paths) >= n:
             step = len(paths) // n
             return paths[::step][:n], f"{n} real images from {real} (~103 px JPEG)"
     from deepfeat.data.synthetic import make_synthetic_smears
 
-    src = make_synthetic_smears(scratch / "syn", n_per_class=-(-n // 4), size=128)
+    n = n or 64
+    src = make_synthetic_smears(scratch / f"syn{n}", n_per_class=-(-n // 4), size=128)
     return src.paths[:n], f"{n} synthetic 128 px smear images ({real} absent)"
 
 
@@ -64,6 +67,7 @@ def plain_loop(net, paths, transform, batch: int) -> tuple[float, np.ndarray]:
 
 def deepfeat_run(net, paths, **kw) -> tuple[float, np.ndarray, dict]:
     net = copy.deepcopy(net)
+    # warm-up; with precision 'auto' it also runs (and remembers) the bf16 check on the first 8 images
     extract_features(paths[:8], model=net, cache=False, progress=False, batch_size=8, num_workers=0,
                      **{k: v for k, v in kw.items() if k in ("precision", "channels_last")})  # warm-up
     t0 = time.perf_counter()
@@ -76,18 +80,19 @@ def bench_model(name: str, weights: str, paths: list[str], matrix: bool, workers
     transform = build_transform(resolve_data_config(net))
     print(f"\n== {name} (weights={weights}), {len(paths)} images, "
           f"input {tuple(resolve_data_config(net)['input_size'])}, torch threads {torch.get_num_threads()}")
-    b1, ref = plain_loop(net, paths, transform, 1)
-    b32, ref32 = plain_loop(net, paths, transform, 32)
-    print(f"  (a) plain loop, batch 1,  fp32 NCHW   : {b1:7.1f} img/s")
-    print(f"  (a) plain loop, batch 32, fp32 NCHW   : {b32:7.1f} img/s   cos to batch 1 {cosine(ref32, ref):.6f}")
+    b1, ref1 = plain_loop(net, paths[:8], transform, 1)  # per-image cost: 8 images are enough
+    b32, ref = plain_loop(net, paths, transform, 32)
+    print(f"  (a) plain loop, batch 1,  fp32 NCHW   : {b1:7.1f} img/s (8 images)")
+    print(f"  (a) plain loop, batch 32, fp32 NCHW   : {b32:7.1f} img/s   cos to batch 1 {cosine(ref[:8], ref1):.6f}")
     speed, X, meta = deepfeat_run(net, paths, batch_size=32)
     print(f"  (b) deepfeat defaults (batch 32, {meta['precision']}, channels_last, auto workers): {speed:7.1f} img/s"
-          f"   x{speed / b1:.2f} vs batch-1 loop, x{speed / b32:.2f} vs batch-32 loop,"
+          f"\n      = x{speed / b1:.2f} vs batch-1 loop, x{speed / b32:.2f} vs batch-32 loop,"
           f" cos {cosine(X, ref):.6f}")
     print(f"      precision choice: {meta['precision_reason']}")
     for w in workers:
-        speed, X, _ = deepfeat_run(net, paths, batch_size=32, num_workers=w, precision="fp32")
-        print(f"      workers={w}, fp32, channels_last: {speed:7.1f} img/s   x{speed / b32:.2f} vs batch-32 loop")
+        speed, X, _ = deepfeat_run(net, paths, batch_size=32, num_workers=w, precision=meta["precision"])
+        print(f"      same with num_workers={w} (decode in the main process): {speed:7.1f} img/s"
+              f"   x{speed / b32:.2f} vs batch-32 loop")
     if matrix:
         for cl in (False, True):
             for prec in ("fp32", "bf16"):
@@ -103,22 +108,29 @@ def bench_cache(name: str, weights: str, paths: list[str], scratch: Path) -> Non
         t0 = time.perf_counter()
         fs = extract_features(paths, model=name, weights=weights, cache=cache, progress=False)
         runs.append((time.perf_counter() - t0, fs.meta))
+    t0 = time.perf_counter()
+    create_backbone(name, weights)
+    build = time.perf_counter() - t0
     (t1, m1), (t2, m2) = runs
-    print(f"\n  (d) {name}: first run {t1:.2f} s ({m1['cache_misses']} computed), second run {t2:.2f} s "
-          f"({m2['cache_hits']} cache hits) = {100 * t2 / t1:.1f} % of the first")
+    print(f"  (d) {name}: first run {t1:.2f} s ({m1['cache_misses']} computed), second run {t2:.2f} s "
+          f"({m2['cache_hits']} cache hits) = {100 * t2 / t1:.1f} % of the first;"
+          f"\n      of the second run, {build:.2f} s is building the backbone (weights load), the rest hashing +"
+          f" cache reads")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=64, help="images per measurement")
+    parser.add_argument("--n", type=int, default=32, help="images per measurement")
+    parser.add_argument("--cache-n", type=int, default=0, help="images for (d); 0 = the whole real set")
     parser.add_argument("--models", default="tf_efficientnet_lite0:imagenet,darknet19:none,resnet50:none",
                         help="comma-separated name:weights")
     parser.add_argument("--matrix", default="tf_efficientnet_lite0,darknet19",
                         help="models for the channels_last x precision matrix")
-    parser.add_argument("--workers", default="0,1,2", help="worker counts to compare (first model only)")
+    parser.add_argument("--workers", default="0", help="worker counts to compare (first model only)")
     args = parser.parse_args(argv)
     print(f"deepfeat extraction benchmark: torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"python {sys.version.split()[0]}")
+          f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f} (timings are noisy when "
+          "other work shares the CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         paths, what = images(args.n, scratch)
@@ -131,7 +143,9 @@ def main(argv=None) -> None:
             except Exception as exc:  # e.g. weights unavailable offline: say so, go on with the others
                 print(f"\n== {name}: skipped ({type(exc).__name__}: {exc})")
         name, weights = models[0]
-        bench_cache(name, weights, paths, scratch)
+        cache_paths, what = images(args.cache_n, scratch)
+        print(f"\n(d) on {what}")
+        bench_cache(name, weights, cache_paths, scratch)
 
 
 if __name__ == "__main__":
