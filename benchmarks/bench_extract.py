@@ -36,7 +36,9 @@ def images(n: int, scratch: Path) -> tuple[list[str], str]:
     """``n`` images spread over the real set (all of it for n=0), else synthetic ones."""
     real = SHARED / "data" / "all_idb2_small"
     if real.is_dir():
-        paths = sorted(str(p) for p in real.rglob("*.jpg"))
+        from deepfeat.data.sources import open_source
+
+        paths = open_source(real).paths  # extensions in any letter case (the set has .jpg and .Jpg)
         n = n or len(paths)
         if len(paths) >= n:
             step = len(paths) // n
