@@ -94,7 +94,13 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
     Notes
     -----
     Features with relevance <= 0 (constant columns, among others) are never picked, as in mrmr-selection.
-    When fewer such features exist than ``n_features``, only those are picked and a warning says so.
+    When fewer than ``n_features`` features have positive relevance, only those are picked and a warning
+    says so. For ``miq`` a mean redundancy of 0 counts as 1e-12, so such candidates rank by relevance.
+
+    Cost: ``fcq``/``fcd`` standardise ``X`` once in float64 and get each pick's correlations from one
+    matrix-vector product, or from one d x d matrix product when many features are picked (O(n*d + d*d)
+    memory). ``miq``/``mid`` discretise once and get each pick's MI with all candidates from one row-wise
+    sort of combined bin codes (O(n*d) memory; no bins x bins table).
 
     Differences from ``mrmr_classif``, all in degenerate cases: a column whose values are all equal gets
     relevance 0 here, whereas scikit-learn's F-test may turn its rounding noise into a positive F; and a
