@@ -61,7 +61,7 @@ def extract(
                                                "folder of unlabelled images.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="FeatureSet file to write (.npz archive).")],
     model: Annotated[str, typer.Option(help="Backbone: darknet19, tiny_darknet, resnet50, tf_efficientnet_lite0 "
-                                            "or any timm name.")] = "tf_efficientnet_lite0",
+                                            "or any timm name.")] = "darknet19",
     weights: Annotated[str, typer.Option(help="'imagenet' (offline-first), a file (.pth/.pt/.safetensors/Darknet "
                                               ".weights/deepfeat fine-tune checkpoint) or 'none' (random).")]
     = "imagenet",
@@ -77,10 +77,13 @@ def extract(
     = None,
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the on-disk feature cache.")] = True,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default $DEEPFEAT_CACHE_DIR "
+                                                           "or ~/.cache/deepfeat).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(min=8, help="Override the network input size.")] = None,
     crop_border: Annotated[bool, typer.Option(help="Crop the dark border of C-NMC-style images first.")] = False,
-    on_error: Annotated[OnError, typer.Option(help="raise: stop after caching the good images and list the bad "
-                                                   "ones; skip: leave unreadable images out (listed).")]
-    = OnError.raise_,
+    strict: Annotated[bool, typer.Option(help="Stop with an error when any image is unreadable (after caching "
+                                              "the readable ones). Default: leave them out and list them.")]
+    = False,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
@@ -92,16 +95,23 @@ def extract(
 
         src = open_source(source, manifest=manifest)
     fs = extract_features(src, model=model, weights=weights, layer=layer.value, batch_size=batch_size,
-                          device=device, num_workers=workers, cache=cache, precision=precision,
-                          crop_border=crop_border, on_error=on_error.value, progress=progress)
+                          device=device, num_workers=workers, cache=(cache_dir or True) if cache else False,
+                          precision=precision, crop_border=crop_border, image_size=image_size,
+                          on_error="raise" if strict else "skip", progress=progress)
     fs.save(output)
-    counts = ", ".join(f"{k}: {v}" for k, v in fs.class_counts().items()) or "unlabelled"
-    typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features ({counts})")
-    skipped = fs.meta.get("skipped") or []
+    meta = fs.meta
+    skipped = meta.get("skipped") or []
+    typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features, cache hits "
+               f"{meta.get('cache_hits', 0)}/{meta.get('n_input', len(fs))}, skipped {len(skipped)}, "
+               f"{meta.get('seconds', 0):.1f} s")
     if skipped:
-        _echo_err(f"{len(skipped)} unreadable image(s) were left out:")
+        import pandas as pd
+
+        failed_csv = output.with_name(output.name + ".failed.csv")
+        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(failed_csv, index=False)
+        _echo_err(f"{len(skipped)} unreadable image(s) were left out (listed in {failed_csv}):")
         for item in skipped:
-            _echo_err(f"  {item}")
+            _echo_err(f"  {item['path']}: {item['reason']}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -344,9 +344,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
             found = _identity(self.extractor_)
             for key in ("model_sha256", "preprocessing"):
                 if expected.get(key) is not None and _canonical(found[key]) != _canonical(expected[key]):
-                    hint = ("random weights ('none') are not rebuilt identically: save them to a file and use "
-                            "weights=PATH" if str(self.weights).lower() == "none" else
-                            "supply the same weights file (weights=PATH) and settings, or retrain")
+                    hint = "supply the same weights file (weights=PATH) and settings, or retrain"
                     raise DeepfeatError(
                         f"the {self.backbone!r} backbone built here (weights={self.weights!r}) differs from the one "
                         f"this model was trained with ({key}: trained {_short(expected[key])}, here "

@@ -59,10 +59,35 @@ def test_extract_writes_a_featureset_in_input_order(tmp_path, capsys, image_fold
     code, stdout, err = run(capsys, "extract", str(image_folder), "-o", str(out), "--model", "resnet10t",
                             "--weights", "none", "--batch-size", "5", "--workers", "0", "--quiet")
     assert code == 0, err
-    assert "24 images" in stdout
+    assert "24 images x 1000 features, cache hits 0/24, skipped 0" in stdout
     fs = load_features(out)
     assert fs.X.shape[0] == 24 and fs.meta["backbone"] == "resnet10t" and fs.meta["weights"] == "none"
     assert list(fs.paths) == sorted(fs.paths) and set(fs.y) == {"blast", "normal"}
+
+
+def test_extract_lists_bad_images_and_strict_stops(tmp_path, capsys, image_folder):
+    folder = tmp_path / "imgs"
+    for path in sorted(image_folder.rglob("*.png"))[:4]:
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
+    (folder / "blast" / "zero.JPG").write_bytes(b"")
+    out = tmp_path / "f.features"
+    args = ["extract", str(folder), "-o", str(out), "--model", "resnet10t", "--weights", "none", "--workers", "0",
+            "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    code, stdout, err = run(capsys, *args)
+    assert code == 0 and "4 images" in stdout and "skipped 1" in stdout and "zero.JPG" in err
+    failed = pd.read_csv(tmp_path / "f.features.failed.csv")
+    assert list(failed.columns) == ["path", "reason"] and failed["path"].str.endswith("zero.JPG").all()
+    assert any((tmp_path / "cache").rglob("*.f32")), "--cache-dir is used"
+    code, stdout, err = run(capsys, *args, "--strict")
+    assert code == 2 and "zero.JPG" in err and "could not be read" in err
+    code, stdout, _ = run(capsys, *args)
+    assert "cache hits 4/5" in stdout
+
+
+def test_extract_default_darknet19_explains_how_to_get_weights(tmp_path, capsys, image_folder):
+    code, _, err = run(capsys, "extract", str(image_folder), "-o", str(tmp_path / "x.features"), "--quiet")
+    assert code == 2 and "darknet19.weights" in err and "--weights" in err
 
 
 def test_extract_reports_missing_folder(tmp_path, capsys):
@@ -96,19 +121,10 @@ def lite0_features(tmp_path_factory, image_folder):
     """Real ImageNet weights (shipped in a package): a model trained on them can be rebuilt at predict time."""
     features = tmp_path_factory.mktemp("lite0") / "f.features"
     with pytest.raises(SystemExit) as exit_info:
-        main(["extract", str(image_folder), "-o", str(features), "--workers", "0", "--quiet"])
+        main(["extract", str(image_folder), "-o", str(features), "--model", "tf_efficientnet_lite0", "--workers", "0",
+              "--quiet"])
     assert exit_info.value.code == 0
     return features
-
-
-def test_fit_refuses_to_rebuild_random_weights_at_predict_time(tmp_path, capsys, image_folder):
-    features = tmp_path / "f.features"
-    run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "resnet10t", "--weights", "none",
-        "--workers", "0", "--quiet")
-    model = tmp_path / "m.joblib"
-    assert run(capsys, "fit", str(features), "-o", str(model), "--classifier", "knn")[0] == 0
-    code, _, err = run(capsys, "predict", str(model), str(image_folder), "-o", str(tmp_path / "p.csv"))
-    assert code == 2 and "random weights ('none') are not rebuilt identically" in err
 
 
 def test_fit_then_predict_lists_a_corrupt_image(tmp_path, capsys, image_folder, lite0_features):

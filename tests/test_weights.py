@@ -255,3 +255,17 @@ def test_wrong_architecture_is_refused(tmp_path, source, darknet_ref):
         create_backbone("darknet19", darknet_ref / "tiny.weights")
     with pytest.raises(DeepfeatError, match="not a Darknet model"):
         create_backbone("resnet18", darknet_ref / "tiny.weights")
+
+
+def test_random_weights_are_seeded_and_leave_the_callers_rng_alone():
+    import torch
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = create_backbone("test_efficientnet", "none")
+    after = torch.rand(1)
+    b = create_backbone("test_efficientnet", "none")
+    assert torch.equal(before, after)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name

@@ -59,6 +59,9 @@ def _info(name, weights, source, path=None, checkpoint=None) -> dict:
             "weights_path": str(Path(path).resolve()) if path is not None else None, "checkpoint": checkpoint}
 
 
+RANDOM_WEIGHTS_SEED = 0
+
+
 def create_backbone(name: str, weights="imagenet", *, num_classes: int | None = None) -> torch.nn.Module:
     """Build a timm model (or ``darknet19`` / ``tiny_darknet``) by name and load its weights.
 
@@ -68,7 +71,9 @@ def create_backbone(name: str, weights="imagenet", *, num_classes: int | None = 
         Any timm model name (``resnet50``, ``vgg16``, ``tf_efficientnet_lite0``...), ``darknet19``,
         ``tiny_darknet``; ``xception`` means timm's ``legacy_xception``.
     weights : {"imagenet", "none"} or path-like, default="imagenet"
-        See the module docstring. ``None`` is refused: random weights must be asked for as ``"none"``.
+        See the module docstring. ``None`` is refused: random weights must be asked for as ``"none"``; they
+        are drawn with ``torch.manual_seed(RANDOM_WEIGHTS_SEED)`` (0) inside ``torch.random.fork_rng``, so every
+        process builds the same network and the caller's random state is untouched.
     num_classes : int, optional
         When given and different from the loaded classifier, the classifier is replaced by a freshly
         initialised one with this many outputs (``model.reset_classifier``), e.g. for fine-tuning.
@@ -101,7 +106,12 @@ def create_backbone(name: str, weights="imagenet", *, num_classes: int | None = 
         raise DeepfeatError(f"weights must be 'imagenet', 'none' or a file path; got {type(weights).__name__}")
     spec = str(weights)
     if spec.lower() == "none":
-        model, info = new_model(name), _info(name, weights, "none")
+        # Seeded, without touching the caller's RNG: the same "random" network in every process, so features
+        # made with it are reproducible, cacheable, and a saved classifier can rebuild its extractor.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = new_model(name)
+        info = _info(name, weights, "none")
     elif spec.lower() == "imagenet":
         model, info = _load_imagenet(name, weights)
     else:
