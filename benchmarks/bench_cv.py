@@ -45,9 +45,14 @@ def main(argv=None):
     opts = dict(selections=("none", "mrmr"), n_features=args.k, folds=10, seed=0, n_jobs=args.n_jobs,
                 baseline="majority", progress=False)
     print(f"FeatureSet {len(fs)} x {fs.n_features}, 4 classes; {os.cpu_count()} CPUs visible, n_jobs={args.n_jobs}")
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = cross_validate(fs, classifiers=classifiers, **opts)
-    shared, cpu = time.perf_counter() - t0, time.process_time() - c0
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread per fold worker, as joblib's loky workers get: with n_jobs=1 on a busy machine, multi-threaded
+    # BLAS spin-waits and inflates both wall and CPU time (measured: mRMR 13 s vs 0.7 s per fold)
+    with threadpool_limits(limits=1 if args.n_jobs == 1 else None):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = cross_validate(fs, classifiers=classifiers, **opts)
+        shared, cpu = time.perf_counter() - t0, time.process_time() - c0
     pf = res.per_fold
     print(res.table().to_string())
     print("\nper-fold mean times (s):")
@@ -55,7 +60,7 @@ def main(argv=None):
     print(f"\nshared mRMR (default cv): {shared:.1f} s  (target <= 60 s: {'met' if shared <= 60 else 'MISSED'}); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.n_jobs == 1:  # all work ran in this process: its CPU time does not depend on other load
-        print(f"CPU time {cpu:.1f} s -> {cpu / 2:.1f} s on 2 idle cores (folds are independent)")
+        print(f"CPU time (1 BLAS thread) {cpu:.1f} s -> {cpu / 2:.1f} s on 2 idle cores (folds are independent)")
     if not args.skip_unshared:
         t0 = time.perf_counter()
         for clf in classifiers:  # each classifier on its own: mRMR recomputed for each one, same folds

@@ -58,7 +58,7 @@ def accuracy_bars_png(summary) -> bytes:
         x = np.arange(len(classifiers)) + (i - (len(selections) - 1) / 2) * width
         ax.bar(x, 100 * rows["accuracy_mean"], width, yerr=100 * rows["accuracy_std"], capsize=3, label=label)
     for (_, row), style in zip(summary[summary["kind"] == "baseline"].iterrows(), ("--", ":", "-.")):
-        ax.axhline(100 * row["accuracy_mean"], color="grey", linestyle=style, label=f"baseline: {row['classifier']}")
+        ax.axhline(100 * row["accuracy_mean"], color="grey", linestyle=style, label=f"baseline: {row['classifier'].removeprefix('baseline-')}")
     ax.set_xticks(range(len(classifiers)), classifiers)
     ax.set_ylabel("accuracy % (mean +- std over folds)")
     ax.set_ylim(0, 100)
@@ -74,7 +74,8 @@ def mrmr_scores_png(mrmr) -> bytes:
     ax.bar(first["rank"] + 1, first["score"], width=1.0, color="tab:blue", alpha=0.6, label="first fold")
     mean = mrmr.groupby("rank")["score"].mean()
     ax.plot(mean.index + 1, mean.values, color="tab:red", lw=1.2, label="mean over folds")
-    ax.set_yscale("symlog", linthresh=1e-2)
+    positive = (mrmr["score"] > 0).all()  # fcq/miq scores are > 0; fcd/mid differences can be <= 0
+    ax.set_yscale("log") if positive else ax.set_yscale("symlog", linthresh=1e-2)
     ax.set_xlabel("pick order")
     ax.set_ylabel("mRMR score at pick time")
     ax.set_title("Feature weights: mRMR scores in pick order", fontsize=10)
