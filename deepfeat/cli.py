@@ -182,7 +182,9 @@ def fit(
     features: Annotated[Path, typer.Argument(help="FeatureSet file to train on.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file (.joblib) to write; a .json sidecar "
                                                                 "with its sha256 and versions is written beside.")],
-    classifier: Annotated[str, typer.Option(help="Preset name (see 'deepfeat cv --help').")] = "svm",
+    classifier: Annotated[str, typer.Option(help="Preset name (see 'deepfeat cv --help'). Default: svm with Platt "
+                                                 "probabilities, so 'predict' writes class probabilities.")]
+    = "svm-calibrated",
     select: Annotated[str, typer.Option(help="none or mrmr.")] = "none",
     n_features: Annotated[Optional[int], typer.Option(min=1)] = None,
     mrmr_threshold: Annotated[Optional[float], typer.Option()] = None,

@@ -42,18 +42,7 @@ def _label(clf, taken: set) -> str:
 
 
 def _check_inputs(features, selections, n_features, threshold, folds, baseline, repeats):
-    if features.y is None:
-        raise DeepfeatError("the FeatureSet has no labels (y); cross-validation needs labelled features")
-    counts = features.class_counts()
-    if len(counts) < 2:
-        raise DeepfeatError(f"cross-validation needs at least 2 classes; the FeatureSet has only {list(counts)} "
-                            f"({len(features)} rows)")
-    bad = features.nonfinite_rows()
-    if len(bad):
-        where = features.paths[bad[:5]] if features.paths is not None else bad[:5]
-        raise DeepfeatError(f"{len(bad)} of {len(features)} feature rows contain NaN or inf (first: "
-                            f"{', '.join(map(str, where))}); re-extract those images or drop them "
-                            "(FeatureSet.subset)")
+    counts = features.check_trainable("cross-validation")
     if not isinstance(folds, (int, np.integer)) or folds < 2:
         raise DeepfeatError(f"folds must be an int >= 2; got {folds!r}")
     if not isinstance(repeats, (int, np.integer)) or repeats < 1:

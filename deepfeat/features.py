@@ -148,6 +148,23 @@ class FeatureSet:
         """Indices of rows with NaN or inf in X."""
         return np.flatnonzero(~np.isfinite(self.X).all(axis=1))
 
+    def check_trainable(self, purpose: str = "training") -> dict:
+        """Raise a clear error unless the rows are labelled, finite and of >= 2 classes; return class counts."""
+        if self.y is None:
+            raise FeatureFileError(f"the FeatureSet has no labels (y); {purpose} needs labelled features "
+                                   "(extract from a folder of class folders or a CSV with a 'label' column)")
+        counts = self.class_counts()
+        if len(counts) < 2:
+            raise FeatureFileError(f"{purpose} needs at least 2 classes; the FeatureSet has only {list(counts)} "
+                                   f"({len(self)} rows)")
+        bad = self.nonfinite_rows()
+        if len(bad):
+            where = self.paths[bad[:5]] if self.paths is not None else bad[:5]
+            raise FeatureFileError(f"{len(bad)} of {len(self)} feature rows contain NaN or inf (first: "
+                                   f"{', '.join(map(str, where))}); re-extract those images or drop them "
+                                   "(FeatureSet.subset)")
+        return counts
+
     def to_frame(self):
         """A pandas DataFrame: feature columns plus ``label``, ``path``, ``group``, ``sha256`` when present."""
         import pandas as pd

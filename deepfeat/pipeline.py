@@ -214,9 +214,9 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
             if str(getattr(self, key)) != str(value) and not (key == "image_size" and self.image_size is None):
                 raise DeepfeatError(f"FeatureSet was extracted with {key}={value!r} but this classifier has "
                                     f"{key}={getattr(self, key)!r}; use DeepFeatureClassifier.from_featureset(fs)")
-        y = features.y if y is None else y
         if y is None:
-            raise DeepfeatError("the FeatureSet has no labels ('y'); extract from a labelled source or pass y")
+            features.check_trainable("training a classifier")
+            y = features.y
         self.fit(features.X, y)
         self.training_features_ = {"sha256": features.identity(), "n_samples": len(features),
                                    "meta": dict(features.meta)}

@@ -154,3 +154,26 @@ def test_predict_refuses_a_tampered_model(tmp_path, capsys, image_folder, lite0_
         fh.write(b"tampered")
     code, _, err = run(capsys, "predict", str(model), str(image_folder), "-o", str(tmp_path / "p.csv"))
     assert code == 2 and "sha256" in err.lower()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("one", "at least 2 classes"), ("nan", "1 of 30 feature rows contain NaN or inf"), ("none", "no labels")])
+def test_fit_and_cv_refuse_untrainable_featuresets(tmp_path, capsys, kind, message):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 8))
+    y = {"one": ["a"] * 30, "nan": ["a", "b"] * 15, "none": None}[kind]
+    if kind == "nan":
+        X[3, 2] = np.nan
+    path = tmp_path / f"{kind}.features"
+    FeatureSet(X, y, meta={"backbone": "tf_efficientnet_lite0", "weights": "imagenet", "layer": "logits"}).save(path)
+    for argv in (("fit", str(path), "-o", str(tmp_path / "m.joblib")), ("cv", str(path), "-o", str(tmp_path / "r"))):
+        code, _, err = run(capsys, *argv, "--quiet") if argv[0] == "cv" else run(capsys, *argv)
+        assert code == 2 and message in err, (argv[0], err)
+    assert not (tmp_path / "m.joblib").exists()
+
+
+def test_cv_too_small_class_names_the_folds_to_use(tmp_path, capsys):
+    path = tmp_path / "small.features"
+    FeatureSet(np.random.default_rng(0).normal(size=(30, 8)), ["a"] * 27 + ["b"] * 3).save(path)
+    code, _, err = run(capsys, "cv", str(path), "-o", str(tmp_path / "r"), "--quiet")
+    assert code == 2 and "Use --folds 3" in err
