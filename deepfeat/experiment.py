@@ -159,7 +159,8 @@ def run_demo(out_dir="deepfeat-demo", *, n_per_class: int = 40, folds: int = 10,
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    source = make_synthetic_smears(out_dir / "images", n_per_class=n_per_class, seed=0)
+    # 10 synthetic subjects per class: subject-grouped 10-fold cv can then put every class in every test fold.
+    source = make_synthetic_smears(out_dir / "images", n_per_class=n_per_class, seed=0, n_subjects=10)
     log(f"[demo] generated {len(source)} SYNTHETIC cell images in {out_dir / 'images'}")
     experiment = Experiment(
         name="demo", description="Offline demo on synthetic smear-like cells (not real data)",

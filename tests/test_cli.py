@@ -177,3 +177,16 @@ def test_cv_too_small_class_names_the_folds_to_use(tmp_path, capsys):
     FeatureSet(np.random.default_rng(0).normal(size=(30, 8)), ["a"] * 27 + ["b"] * 3).save(path)
     code, _, err = run(capsys, "cv", str(path), "-o", str(tmp_path / "r"), "--quiet")
     assert code == 2 and "Use --folds 3" in err
+
+
+def test_demo_runs_offline_end_to_end(tmp_path, capsys):
+    """The quick start's main job, made small: synthetic cells, real EfficientNet-Lite0 weights, cv, report."""
+    out = tmp_path / "demo"
+    code, stdout, err = run(capsys, "demo", "-o", str(out), "--n-per-class", "10", "--folds", "5", "--quiet")
+    assert code == 0, err
+    assert "SYNTHETIC" in stdout and (out / "report.html").is_file() and (out / "features.npz").is_file()
+    summary = pd.read_csv(out / "results.csv")
+    assert {"svm+none", "svm+mrmr", "baseline-majority"} <= set(summary["config"])
+    config = __import__("json").loads((out / "config.json").read_text())
+    assert config["experiment"]["name"] == "demo"
+    assert load_features(out / "features.npz").meta["weights_source"] == "package"
