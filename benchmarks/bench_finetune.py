@@ -18,7 +18,7 @@ package; nothing downloaded) on ``../shared/data/all_idb2_small`` (ALL-IDB2, 260
 
 Usage::
 
-    python benchmarks/bench_finetune.py [--part speed|holdout|all] [--n 48] [--epochs 6]
+    python benchmarks/bench_finetune.py [--part speed|holdout|all] [--n 48] [--rounds 3] [--epochs 15]
 """
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best is reported")
     ap.add_argument("--models", default="darknet19,tf_efficientnet_lite0")
-    ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs of the held-out comparison")
+    ap.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs of the held-out comparison")
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores "

@@ -253,6 +253,14 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
     Returns
     -------
     FinetuneResult
+
+    Examples
+    --------
+    >>> from deepfeat.data.synthetic import make_synthetic_smears
+    >>> cells = make_synthetic_smears("cells", n_per_class=20, size=64)            # doctest: +SKIP
+    >>> res = finetune(cells, backbone="tf_efficientnet_lite0", out="lite0.pt",
+    ...                epochs=3, batch_size=16)                                    # doctest: +SKIP
+    >>> print(res.summary())                                                       # doctest: +SKIP
     """
     import pandas as pd
     import torch
