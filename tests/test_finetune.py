@@ -302,4 +302,4 @@ def test_unreadable_training_image_is_named(cells, tmp_path):
             (broken / lab / f"{i}.png").write_bytes(Path(cells.paths[i if lab == "a" else -1 - i]).read_bytes())
     (broken / "a" / "9.png").write_bytes(b"not a png")
     with pytest.raises(ImageReadError, match=r"9\.png.*fix or remove unreadable images"):
-        finetune(broken, backbone=ARCH, weights="none", out=tmp_path / "x.pt", val_fraction=0, **FAST)
+        finetune(broken, backbone=ARCH, weights="none", out=tmp_path / "x.pt", **FAST)
