@@ -5,15 +5,14 @@ The format is documented in :mod:`deepfeat.finetune`. Files hold tensors and pla
 """
 from __future__ import annotations
 
-import os
 import platform
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from deepfeat.errors import DeepfeatError, ModelFileError
+from deepfeat.fileio import atomic_write
 
 CHECKPOINT_FORMAT = 1
 # options that may differ between an interrupted run and its resumption: they do not change the result on the CPU
@@ -24,16 +23,7 @@ def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves a half-written file."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique name beside the target (same file system, so the rename is atomic); plain open() keeps the umask
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def sibling(out: Path, tag: str, suffix: str | None = None) -> Path:
@@ -154,9 +144,7 @@ def write_curves(curves, out: Path) -> dict:
     from matplotlib.ticker import MaxNLocator
 
     csv_path, png_path = sibling(out, "curves", ".csv"), sibling(out, "curves", ".png")
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    curves.to_csv(tmp, index=False)
-    os.replace(tmp, csv_path)
+    atomic_write(csv_path, lambda tmp: curves.to_csv(tmp, index=False), fsync=False)
     fig = Figure(figsize=(9, 3.4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, title in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
@@ -170,7 +158,5 @@ def write_curves(curves, out: Path) -> dict:
         ax.legend()
     fig.suptitle(out.name)
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, png_path)
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), fsync=False)
     return {"curves_csv": csv_path, "curves_png": png_path}

@@ -20,8 +20,6 @@ meta_json     str ()                          JSON: backbone, weights id + sha25
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from deepfeat.errors import FeatureFileError
+from deepfeat.fileio import atomic_write
 
 FORMAT_VERSION = 1
 _OPTIONAL_ROW_FIELDS = ("y", "paths", "groups", "sha256")
@@ -191,7 +190,6 @@ class FeatureSet:
     def save(self, path) -> Path:
         """Write the FeatureSet atomically to ``path`` (an ``.npz`` archive; the suffix is kept as given)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.meta)
         meta.setdefault("deepfeat_format", FORMAT_VERSION)
         arrays = {"X": self.X, "feature_names": self.feature_names,
@@ -200,16 +198,12 @@ class FeatureSet:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, write)
         return path
 
 

@@ -25,12 +25,12 @@ import json
 import os
 import platform
 import re
-import uuid
 import warnings
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 from pathlib import Path
 
 from deepfeat.errors import ModelFileError
+from deepfeat.fileio import atomic_write
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
@@ -95,18 +95,6 @@ def describe_model(model) -> dict:
     return info
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` then rename onto ``path``: a reader never sees half a file. The temporary name is unique;
-    it is created by ``write`` itself (not mkstemp, whose 0600 mode would stick to the model file)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model, path) -> Path:
     """Write ``model`` to ``path`` with joblib and a JSON sidecar ``path + ".json"``.
 
@@ -139,7 +127,7 @@ def save_model(model, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: joblib.dump(model, tmp))
+    atomic_write(path, lambda tmp: joblib.dump(model, tmp))
     sidecar = {
         "deepfeat_model_format": SIDECAR_FORMAT,
         "file": path.name,
@@ -154,7 +142,7 @@ def save_model(model, path) -> Path:
     def write_sidecar(tmp):
         Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
-    _atomic_write(sidecar_path(path), write_sidecar)
+    atomic_write(sidecar_path(path), write_sidecar)
     return path
 
 

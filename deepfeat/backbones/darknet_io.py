@@ -10,13 +10,13 @@ A model is compatible when it has a ``darknet_layers()`` method yielding ``(conv
 """
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from deepfeat.fileio import atomic_write
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["read_header", "load_darknet_weights", "save_darknet_weights", "count_darknet_floats"]
@@ -141,13 +141,10 @@ def save_darknet_weights(model, path, header_version: tuple[int, int, int] = (0,
     head += struct.pack("<Q", seen) if _wide_seen(major, minor) else struct.pack("<i", seen)
     parts = [t.detach().to("cpu", torch.float32).reshape(-1).numpy().astype("<f4")
              for conv, bn in _layers(model) for t in _layer_tensors(conv, bn)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")  # same folder, so the rename is atomic
-    try:
+    def write(tmp):
         with tmp.open("wb") as f:
             f.write(head)
             f.writelines(part.tobytes() for part in parts)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)
     return path
