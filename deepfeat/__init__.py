@@ -30,6 +30,8 @@ _LAZY = {
     "write_report": "deepfeat.report",
     "finetune": "deepfeat.finetune",
     "FinetuneConfig": "deepfeat.finetune",
+    "cross_validate_finetuned": "deepfeat.infold",
+    "load_finetuned": "deepfeat.checkpoints",
     "save_model": "deepfeat.persist",
     "load_model": "deepfeat.persist",
 }

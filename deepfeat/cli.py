@@ -279,7 +279,12 @@ def finetune_cmd(
     device: Annotated[Optional[str], typer.Option()] = None,
     workers: Annotated[Optional[int], typer.Option(min=0)] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Checkpoint to resume from.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16 (autocast).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(min=8)] = None,
+    crop_border: Annotated[Optional[bool], typer.Option("--crop-border/--no-crop-border")] = None,
+    monitor: Annotated[Optional[str], typer.Option(help="val_loss (default) or val_accuracy: which epoch is "
+                                                        "kept as the best checkpoint.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="The NAME.last.pt of an interrupted run.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Fine-tune a backbone on labelled images (defaults: the reference study's settings)."""
@@ -292,14 +297,15 @@ def finetune_cmd(
         epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
         lr_drop_factor=lr_drop_factor, lr_drop_every=lr_drop_every, schedule=schedule, grad_clip=grad_clip,
         batch_size=batch_size, val_fraction=val_fraction, val_source=val_source, augment=augment, balance=balance,
-        freeze_backbone_epochs=freeze_backbone_epochs, head=head, device=device, workers=workers, seed=seed)}
+        freeze_backbone_epochs=freeze_backbone_epochs, head=head, device=device, workers=workers, seed=seed,
+        precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor)}
     try:
         cfg = FinetuneConfig(**options)
     except TypeError as exc:
         raise DeepfeatError(f"fine-tune options: {exc}") from exc
     result = finetune(source, backbone=model, weights=weights, out=output, config=cfg, resume=resume,
                       progress=progress)
-    typer.echo(result.summary() if hasattr(result, "summary") else str(result))
+    typer.echo(result.summary())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -190,3 +190,39 @@ def test_demo_runs_offline_end_to_end(tmp_path, capsys):
     config = __import__("json").loads((out / "config.json").read_text())
     assert config["experiment"]["name"] == "demo"
     assert load_features(out / "features.npz").meta["weights_source"] == "package"
+
+
+def test_finetune_extract_cv_reports_the_finetuning_overlap(tmp_path, capsys, image_folder):
+    """The study's leak made visible: a backbone fine-tuned on the CV images is counted in the report."""
+    ckpt = tmp_path / "ft.pt"
+    code, stdout, err = run(capsys, "finetune", str(image_folder), "-o", str(ckpt), "--model", "test_efficientnet",
+                            "--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "32",
+                            "--workers", "0", "--quiet")
+    assert code == 0, err
+    assert ckpt.is_file() and (tmp_path / "ft.last.pt").is_file() and (tmp_path / "ft.curves.csv").is_file()
+    assert "accuracy" in stdout.lower()
+    features = tmp_path / "ft.features"
+    code, _, err = run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "test_efficientnet",
+                       "--weights", str(ckpt), "--image-size", "32", "--workers", "0", "--quiet")
+    assert code == 0, err
+    assert len(load_features(features).meta["finetune"]["train_sha256"]) > 0
+    out = tmp_path / "report"
+    code, stdout, err = run(capsys, "cv", str(features), "-o", str(out), "--classifier", "knn", "--select", "none",
+                            "--folds", "3", "--quiet")
+    assert code == 0, err
+    report = (out / "report.md").read_text()
+    assert "fine-tun" in report.lower() and "24" in report
+
+
+def test_cv_with_finetune_runs_in_fold(tmp_path, capsys, image_folder):
+    experiment = tmp_path / "infold.toml"
+    experiment.write_text(
+        '[finetune]\nepochs = 1\nbatch_size = 8\nimage_size = 32\nworkers = 0\n'
+        '[features]\nmodel = "test_efficientnet"\nweights = "none"\n'
+        '[cv]\nclassifiers = ["knn"]\nselections = ["none"]\nfolds = 3\n')
+    out = tmp_path / "infold"
+    code, stdout, err = run(capsys, "cv", str(image_folder), "--finetune", str(experiment), "-o", str(out),
+                            "--quiet")
+    assert code == 0, err
+    config = __import__("json").loads((out / "config.json").read_text())
+    assert config["finetune"]["in_fold"] is True and len(config["finetune"]["folds"]) == 3
