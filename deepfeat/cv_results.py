@@ -73,7 +73,7 @@ class CVResults:
         h = self.honesty
         lines = [f"WARNING: {w}" for w in h["warnings"]]
         lines += [h["selection"], h["grouping"]["text"], h["folds"], h["duplicates"]["text"], h["baseline"]["text"]]
-        if h.get("finetune"):
+        if h.get("finetune") and not h["finetune"].get("warning"):  # a warning is already listed first
             lines.append(h["finetune"]["text"])
         return lines + [f"note: {n}" for n in h["notes"]]
 
