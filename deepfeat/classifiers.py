@@ -211,8 +211,9 @@ def make_selector(selector="mrmr", *, n_features=None, threshold=None, mrmr_meth
         kwargs = {"method": mrmr_method}
         if n_features is not None:
             kwargs["n_features"] = n_features
-        if threshold is not None:
+        if threshold is not None:  # a threshold replaces the selector's default size
             kwargs["threshold"] = threshold
+            kwargs.setdefault("n_features", None)
         return MRMRSelector(**kwargs)
     return clone(selector)
 

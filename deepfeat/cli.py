@@ -125,7 +125,8 @@ def cv(
                                                             "... Default: svm knn ann nb.")] = None,
     select: Annotated[Optional[list[str]], typer.Option("--select", help="none and/or mrmr (repeatable). "
                                                         "Default: both.")] = None,
-    n_features: Annotated[Optional[int], typer.Option(min=1, help="Features kept by mRMR.")] = None,
+    n_features: Annotated[Optional[int], typer.Option(min=1, help="Features kept by mRMR (default: the study's 521 "
+                                                                  "of 1000; half the features when fewer).")] = None,
     mrmr_threshold: Annotated[Optional[float], typer.Option(help="Keep features whose mRMR score >= T instead.")]
     = None,
     mrmr_method: Annotated[MRMRMethod, typer.Option()] = MRMRMethod.fcq,

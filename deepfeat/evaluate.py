@@ -141,6 +141,11 @@ def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold
     return out
 
 
+def default_n_features(d: int) -> int:
+    """mRMR size when none is given: the reference study's 521 for >= 1,000 features, else half of them."""
+    return 521 if d >= 1000 else max(1, d // 2)
+
+
 def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selections=("none", "mrmr"),
                    n_features=None, threshold=None, mrmr_method: str = "fcq", folds: int = 10, repeats: int = 1,
                    groups="auto", seed: int = 0, n_jobs: int = 1, class_weight=None, baseline="auto",
@@ -155,8 +160,9 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
         Preset names (:data:`deepfeat.classifiers.PRESETS`) or scikit-learn classifiers.
     selections : subset of ("none", "mrmr")
     n_features, threshold : int, float, optional
-        mRMR size or score threshold (one of them; neither = MRMRSelector's default). ``mrmr_method`` picks the
-        variant ("fcq", "fcd", "miq", "mid").
+        mRMR size or score threshold (one of them). Neither: :func:`default_n_features` (the reference study's
+        521 of 1,000 features; half the features for narrower sets). ``mrmr_method`` picks the variant ("fcq",
+        "fcd", "miq", "mid").
     folds, repeats : int
         ``repeats`` x stratified ``folds``-fold CV; repeat r shuffles with ``seed + r``.
     groups : "auto", "none", None or array-like
@@ -186,6 +192,8 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
     """
     classifiers = [classifiers] if isinstance(classifiers, str) else list(classifiers)
     selections = [selections] if isinstance(selections, str) else list(selections)
+    if n_features is None and threshold is None and "mrmr" in selections:
+        n_features = default_n_features(features.n_features)
     _check_inputs(features, selections, n_features, threshold, folds, baseline, repeats)
     group_ids, grouping = honesty.resolve_groups(features, groups)
     classes, y = np.unique(features.y, return_inverse=True)

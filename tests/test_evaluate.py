@@ -189,3 +189,20 @@ def test_finetune_overlap_is_reported_loudly():
 def test_class_weight_unsupported_is_recorded_not_silent():
     res = cross_validate(_synthetic(), class_weight="balanced", **FAST)
     assert any("not supported by knn" in n for n in res.honesty["notes"])
+
+
+def test_mrmr_size_defaults_to_the_study_and_threshold_works():
+    from deepfeat.evaluate import default_n_features
+
+    assert (default_n_features(1000), default_n_features(1280), default_n_features(64)) == (521, 521, 32)
+    rng = np.random.default_rng(3)
+    y = np.repeat(["a", "b", "c"], 20)
+    X = rng.normal(size=(60, 40))
+    X[:, :3] += (np.arange(60)[:, None] // 20) * 1.5
+    fs = FeatureSet(X, y)
+    res = cross_validate(fs, classifiers=["nb"], folds=3, baseline=None, progress=False)
+    assert res.config["parameters"]["n_features"] == 20
+    res = cross_validate(fs, classifiers=["nb"], selections=["mrmr"], threshold=0.5, folds=3, baseline=None,
+                         progress=False)
+    kept = res.summary.set_index("config").loc["nb+mrmr", "n_features"]
+    assert 1 <= kept < 40
