@@ -203,10 +203,13 @@ def fit(
     fs = load_features(features)
     selector = None
     if select == "mrmr":
-        from deepfeat.mrmr import MRMRSelector
+        from deepfeat.classifiers import make_selector
+        from deepfeat.evaluate import default_n_features
 
-        selector = MRMRSelector(n_features=None if mrmr_threshold is not None else (n_features or 521),
-                                threshold=mrmr_threshold, method=mrmr_method.value)
+        if n_features is None and mrmr_threshold is None:
+            n_features = default_n_features(fs.n_features)
+        selector = make_selector("mrmr", n_features=n_features, threshold=mrmr_threshold,
+                                 mrmr_method=mrmr_method.value)
     model = DeepFeatureClassifier.from_featureset(fs, classifier=classifier, selector=selector,
                                                   class_weight=class_weight, seed=seed)
     path = save_model(model, output)
