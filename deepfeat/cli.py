@@ -87,7 +87,7 @@ def extract(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
-    from deepfeat.extract import extract_features
+    from deepfeat.extract_api import extract_features  # torch-free until something must be computed
 
     src = source
     if manifest:
@@ -318,12 +318,17 @@ def run(
     experiment: Annotated[Path, typer.Argument(help="Experiment TOML (see pipelines/).")],
     source: Annotated[Optional[str], typer.Argument(help="Image source; overrides [data] source.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path("deepfeat-run"),
+    weights: Annotated[Optional[str], typer.Option(help="Override [features] weights (e.g. a downloaded "
+                                                        "darknet19.weights).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Run a whole experiment file: [fine-tune ->] extract -> cross-validate -> report."""
     from deepfeat.experiment import Experiment, run_experiment
 
-    result = run_experiment(Experiment.from_toml(experiment), output, source=source, progress=progress)
+    exp = Experiment.from_toml(experiment)
+    if weights:
+        exp.features["weights"] = weights
+    result = run_experiment(exp, output, source=source, progress=progress)
     typer.echo(result["results"].table().to_string())
     typer.echo(f"report: {output / 'report.html'}")
 

@@ -1,6 +1,8 @@
 """The command line end to end on tiny inputs: exit codes, messages, and the files each command writes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,3 +228,30 @@ def test_cv_with_finetune_runs_in_fold(tmp_path, capsys, image_folder):
     assert code == 0, err
     config = __import__("json").loads((out / "config.json").read_text())
     assert config["finetune"]["in_fold"] is True and len(config["finetune"]["folds"]) == 3
+
+
+def test_run_reference_pipeline_with_a_weights_file(tmp_path, capsys, darknet_ref):
+    """dogan2023 pipeline end to end on a Taleqani-shaped folder, DarkNet19 weights passed as a file."""
+    import shutil
+
+    root = tmp_path / "ALL" / "Original"
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("Benign", "Early", "Pre", "Pro")):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(rng.normal((60 * k, 100, 200 - 40 * k), 30, size=(24, 24, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{name}_{i}.jpg")
+    weights = tmp_path / "tiny.weights"
+    shutil.copy(darknet_ref / "tiny.weights", weights)
+    experiment = tmp_path / "exp.toml"
+    reference = (Path(__file__).resolve().parents[1] / "pipelines" / "dogan2023_darknet19_mrmr.toml").read_text()
+    experiment.write_text(reference.replace('model = "darknet19"', 'model = "tiny_darknet"')
+                          .replace("folds = 10", "folds = 5").replace("n_features = 521", "n_features = 50"))
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "run", str(experiment), str(root.parent), "-o", str(out), "--weights",
+                            str(weights), "--quiet")
+    assert code == 0, err
+    summary = pd.read_csv(out / "results.csv").set_index("config")
+    assert {"svm+none", "svm+mrmr", "nb+mrmr"} <= set(summary.index)
+    classes = __import__("json").loads((out / "config.json").read_text())["classes"]
+    assert classes == ["Benign", "Early Pre-B", "Pre-B", "Pro-B"]
