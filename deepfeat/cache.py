@@ -4,6 +4,8 @@ Layout under ``root`` (default ``$DEEPFEAT_CACHE_DIR``, else ``~/.cache/deepfeat
 
     features/<model_key[:32]>/config.json                what the model key stands for (informational)
     features/<model_key[:32]>/<sha[:2]>/<sha>.f32        one entry per image (sha = sha256 of the image bytes)
+    requests/<request_id>.json                           request note: a cheap request identity -> model key
+                                                         and FeatureSet meta (see deepfeat.extract_api)
 
 The model key is the sha256 of a canonical JSON of (cache format version, backbone, weights identity, layer,
 preprocessing config, precision), so an entry's effective key is the sha256-derived pair (model key, image
@@ -151,6 +153,25 @@ class FeatureCache:
             return None
         return note if isinstance(note, dict) and note.get("model_key") == key else None
 
+    def _request_path(self, request_id: str) -> Path:
+        if len(request_id) != 64 or any(c not in "0123456789abcdef" for c in request_id):
+            raise ValueError(f"request_id must be a 64-character hex sha256; got {request_id!r}")
+        return self.root / "requests" / f"{request_id}.json"
+
+    def write_request(self, request_id: str, obj: dict) -> None:
+        """Store (atomically, replacing any older one) the note of request ``request_id`` (a sha256 hex)."""
+        path = self._request_path(request_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, json.dumps({"request_id": request_id, **obj}, sort_keys=True, default=str).encode())
+
+    def read_request(self, request_id: str) -> dict | None:
+        """The note written by :meth:`write_request`, or None when absent, unreadable or not for this id."""
+        try:
+            note = json.loads(self._request_path(request_id).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return note if isinstance(note, dict) and note.get("request_id") == request_id else None
+
     def get_many(self, key: str, image_sha256s, *, dim: int | None = None) -> list:
         """One float32 vector or None (absent or damaged) per image sha256, in the order given.
 
@@ -211,7 +232,8 @@ class FeatureCache:
         return result
 
     def clear(self) -> int:
-        """Delete every cached feature; returns how many entries were removed."""
+        """Delete every cached feature (and the request notes); returns how many entries were removed."""
         n = sum(1 for _ in self.features_dir.glob("*/*/*.f32")) if self.features_dir.is_dir() else 0
         shutil.rmtree(self.features_dir, ignore_errors=True)
+        shutil.rmtree(self.root / "requests", ignore_errors=True)
         return n

@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from numbers import Integral
 
@@ -29,8 +27,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from deepfeat.cache import FeatureCache, model_key
-from deepfeat.errors import DeepfeatError, ImageReadError
-from deepfeat.features import FeatureSet
+from deepfeat.errors import DeepfeatError
+# extract_features lives in the torch-free extract_api (its all-cached fast path must not import torch)
+from deepfeat.extract_api import UnreadableImagesError, _hash_all, _open, _open_cache, _say, extract_features
 from deepfeat.runtime import check_precision, forward_features_of, model_sha256, resolve_device, resolve_precision
 from deepfeat.transforms import ImageDataset, ImageFailure, build_transform, collate_images, preprocessing_config
 
@@ -39,70 +38,6 @@ __all__ = ["FeatureExtractor", "UnreadableImagesError", "extract_features"]
 log = logging.getLogger("deepfeat.extract")
 _PRECISION_DECISIONS: dict[str, tuple[str, str]] = {}  # auto-check outcomes of this process, by model key
 _LAYERS = ("logits", "pooled")
-
-
-class UnreadableImagesError(ImageReadError):
-    """Some images could not be read; ``failures`` lists ``(path, reason)`` for every one of them.
-
-    Raised after all readable images were computed and cached, so a rerun without the bad files is fast.
-    """
-
-    def __init__(self, failures):
-        self.failures = [(str(p), str(r)) for p, r in failures]
-        super().__init__(*self.failures[0])
-        shown = "\n".join(f"  {p}: {r}" for p, r in self.failures[:20])
-        more = f"\n  ... and {len(self.failures) - 20} more" if len(self.failures) > 20 else ""
-        self.args = (f"{len(self.failures)} image(s) could not be read (the readable ones were cached):\n"
-                     f"{shown}{more}\nFix or remove them, or pass on_error='skip' (CLI: without --strict).",)
-
-    def __reduce__(self):
-        return type(self), (self.failures,)
-
-
-def _say(message: str, progress: bool) -> None:
-    """Decisions are never silent: logged always, and shown on stderr when progress output is on."""
-    log.info(message)
-    if progress:
-        print(f"deepfeat: {message}", file=sys.stderr, flush=True)
-
-
-def _open(source):
-    """(paths, labels, groups, name, root) from an ImageSource, a list of paths or an open_source spec."""
-    if hasattr(source, "paths"):
-        return (list(map(str, source.paths)), getattr(source, "labels", None), getattr(source, "groups", None),
-                getattr(source, "name", None), getattr(source, "root", None))
-    if isinstance(source, (list, tuple, np.ndarray)) or type(source).__name__ in ("Series", "Index"):
-        return [os.fspath(p) for p in np.asarray(source, dtype=object).reshape(-1)], None, None, None, None
-    from deepfeat.data.sources import open_source
-
-    return _open(open_source(source))
-
-
-def _hash_all(paths):
-    """sha256 per path (None when the file cannot be read) and the failures as (index, reason)."""
-    from deepfeat.data.images import sha256_file
-
-    def one(path):
-        try:
-            return sha256_file(path), None
-        except FileNotFoundError:
-            return None, "no such file"
-        except OSError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(paths)))) as pool:
-        results = list(pool.map(one, paths))
-    return [r[0] for r in results], [(i, r[1]) for i, r in enumerate(results) if r[1] is not None]
-
-
-def _open_cache(cache):
-    if cache is None or cache is False:
-        return None
-    if cache is True:
-        return FeatureCache()
-    if isinstance(cache, FeatureCache):
-        return cache
-    return FeatureCache(cache)
 
 
 class _Engine:
@@ -136,6 +71,11 @@ class _Engine:
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else int(num_workers)
         self.requested_precision = precision
         self.precision = None  # decided on the first run (may need images to check)
+        self.precision_settled = False  # False while the decision could still change with other images
+
+    def key(self):
+        """The cache key of this model at the precision decided on the first run."""
+        return self._key(self.precision)
 
     def _key(self, precision):
         return model_key(backbone=self.backbone, weights_id=self.model_sha256, layer=self.layer,
@@ -164,6 +104,9 @@ class _Engine:
                 probe = self._probe(paths)
                 if probe is None:
                     self.precision, reason = "fp32", "precision: auto -> fp32 (no readable image to check bf16 on)"
+                    self.precision_reason = reason
+                    _say(reason, self.progress)
+                    return  # not settled: other images could be checked
                 else:
                     candidate = self.precision
                     self.precision, reason, cos = check_precision(self.forward, probe, candidate)
@@ -173,6 +116,7 @@ class _Engine:
                             "candidate": candidate, "precision": self.precision, "reason": reason,
                             "min_cosine": cos}, overwrite=True)
         self.precision_reason = reason
+        self.precision_settled = True
         _say(reason, self.progress)
 
     def _probe(self, paths, n=8):
@@ -186,9 +130,13 @@ class _Engine:
                 break
         return torch.stack(batch) if batch else None
 
-    def run(self, paths, on_error):
-        """Features for ``paths`` in order: (rows: list of array or None, failures, hits, misses, sha256s)."""
-        shas, failures = _hash_all(paths)
+    def run(self, paths, on_error, hashed=None):
+        """Features for ``paths`` in order: (rows: list of array or None, failures, hits, misses, sha256s).
+
+        ``hashed``: ``(sha256s, failures)`` of ``paths`` when the caller already hashed them.
+        """
+        shas, failures = hashed if hashed is not None else _hash_all(paths)
+        failures = list(failures)
         self._decide_precision([p for p, s in zip(paths, shas) if s is not None])
         key = self._key(self.precision)
         rows: list = [None] * len(paths)
@@ -266,92 +214,6 @@ class _Engine:
                                 "val_sha256": list(ckpt.get("val_sha256") or []),
                                 "class_names": list(ckpt.get("class_names") or [])}
         return meta
-
-
-def _check_params(layer, precision, channels_last, on_error, allowed_on_error, batch_size):
-    for name, value, allowed in (("layer", layer, _LAYERS), ("precision", precision, ("auto", "fp32", "bf16", "fp16")),
-                                 ("on_error", on_error, allowed_on_error)):
-        if value not in allowed:
-            raise DeepfeatError(f"The '{name}' parameter must be one of {list(allowed)}. Got {value!r} instead.")
-    if channels_last not in ("auto", True, False, "on", "off"):
-        raise DeepfeatError(f"The 'channels_last' parameter must be 'auto', True or False. Got {channels_last!r}.")
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise DeepfeatError(f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead.")
-
-
-def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet", layer="logits", batch_size=32,
-                     device="auto", num_workers=None, cache=True, precision="auto", channels_last="auto",
-                     crop_border=False, image_size=None, on_error="raise", progress=True) -> FeatureSet:
-    """Deep features of every image in ``source``, through the on-disk cache.
-
-    Parameters
-    ----------
-    source : ImageSource, str, path or list of paths
-        An ``ImageSource`` (labels and groups are kept), anything ``deepfeat.data.sources.open_source``
-        accepts, or a list of image paths (unlabelled).
-    model : str or torch.nn.Module, default 'tf_efficientnet_lite0'
-        A backbone name for ``deepfeat.backbones.create_backbone`` or a built model (e.g. just fine-tuned; it is
-        put in eval mode and moved to the device and memory format in place).
-    weights : str, default 'imagenet'
-        'imagenet', a weights file / fine-tune checkpoint, or 'none' (random). Ignored for a built model.
-    layer : {'logits', 'pooled'}, default 'logits'
-        'logits' = ``model(x)`` (1000-d for ImageNet models, as in the study); 'pooled' =
-        ``forward_head(forward_features(x), pre_logits=True)``.
-    batch_size : int, default 32
-    device : str, default 'auto'
-        'auto' (CUDA when present, else CPU; says which), 'cpu', 'cuda' or 'cuda:N' (an error when absent).
-    num_workers : int, optional
-        DataLoader worker processes for decoding; default ``min(4, cpu count)``.
-    cache : bool, path or FeatureCache, default True
-        True = the default cache (``$DEEPFEAT_CACHE_DIR`` or ``~/.cache/deepfeat``); a path = that cache root;
-        False = compute everything and store nothing.
-    precision : {'auto', 'fp32', 'bf16', 'fp16'}, default 'auto'
-        'auto': on CUDA autocast bf16 (fp16 where bf16 is unsupported); on CPU bf16 only where the CPU does bf16
-        natively and its features keep cosine similarity >= 0.999 to fp32 on a first batch, else fp32. The choice
-        and its reason are printed and kept in ``meta``. Precision is part of the cache key.
-    channels_last : 'auto', bool, default 'auto'
-        'auto' = channels_last memory format (faster for convolutions on CUDA and on oneDNN CPUs).
-    crop_border : bool, default False
-        Crop the dark border of C-NMC-style images first.
-    image_size : int, optional
-        Override the network input size (square).
-    on_error : {'raise', 'skip'}, default 'raise'
-        What to do about unreadable images, after every readable one was computed and cached.
-    progress : bool, default True
-        Progress bar (images/s) and decision lines on stderr.
-
-    Returns
-    -------
-    FeatureSet
-        Rows in input order; ``meta`` holds backbone, weights identity, layer, preprocessing, device, precision,
-        versions, cache hits/misses, skipped files and, for a fine-tuned backbone, ``meta["finetune"]``.
-
-    Raises
-    ------
-    UnreadableImagesError
-        (an ``ImageReadError``) when ``on_error='raise'`` and some images could not be read.
-    """
-    t0 = time.perf_counter()
-    _check_params(layer, precision, channels_last, on_error, ("raise", "skip"), batch_size)
-    paths, labels, groups, name, root = _open(source)
-    if not paths:
-        raise DeepfeatError(f"no images to extract features from in {source!r}")
-    engine = _Engine(model=model, weights=weights, layer=layer, device=device, precision=precision,
-                     channels_last=channels_last, crop_border=crop_border, image_size=image_size,
-                     batch_size=batch_size, num_workers=num_workers, cache=cache, progress=progress)
-    rows, failures, hits, misses, shas = engine.run(paths, on_error)
-    keep = np.asarray([r is not None for r in rows])
-    if not keep.any():
-        raise DeepfeatError(f"none of the {len(paths)} images could be read; see meta['skipped']")
-    pick = (lambda a: None if a is None else [v for v, k in zip(a, keep) if k])
-    meta = {**engine.meta(), "source": {"name": name, "root": None if root is None else str(root)},
-            "n_images": int(keep.sum()), "n_input": len(paths), "cache_hits": hits, "cache_misses": misses,
-            "cache_dir": str(engine.cache.root) if engine.cache else None, "seconds": round(time.perf_counter() - t0, 3),
-            "skipped": [{"path": paths[i], "reason": reason} for i, reason in failures]}
-    if failures:
-        _say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
-    return FeatureSet(np.stack([r for r in rows if r is not None]), pick(labels), pick(paths), pick(groups),
-                      pick(shas), meta)
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):

