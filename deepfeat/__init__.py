@@ -20,7 +20,7 @@ _LAZY = {
     "DeepfeatError": "deepfeat.errors",
     "MRMRSelector": "deepfeat.mrmr",
     "FeatureExtractor": "deepfeat.extract",
-    "extract_features": "deepfeat.extract",
+    "extract_features": "deepfeat.extract_api",
     "FeatureCache": "deepfeat.cache",
     "create_backbone": "deepfeat.backbones",
     "DeepFeatureClassifier": "deepfeat.pipeline",

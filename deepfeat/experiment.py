@@ -91,7 +91,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     Returns a dict with the results object and the paths written.
     """
     from deepfeat.evaluate import cross_validate
-    from deepfeat.extract import extract_features
+    from deepfeat.extract_api import extract_features
     from deepfeat.report import write_report
 
     out_dir = Path(out_dir)

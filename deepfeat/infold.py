@@ -56,7 +56,7 @@ class FoldFinetuner:
 
     def __call__(self, fold_index, train_idx, test_idx) -> np.ndarray:
         from deepfeat.data.images import sha256_file
-        from deepfeat.extract import extract_features
+        from deepfeat.extract_api import extract_features
 
         cfg = self.config
         out = self.checkpoint(fold_index)
