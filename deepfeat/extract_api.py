@@ -240,7 +240,8 @@ def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet
     device : str, default 'auto'
         'auto' (CUDA when present, else CPU; says which), 'cpu', 'cuda' or 'cuda:N' (an error when absent).
     num_workers : int, optional
-        DataLoader worker processes for decoding; default ``min(4, cpu count)``.
+        DataLoader worker processes for decoding; default: up to 4 on CUDA, on the CPU only the cores that torch's
+        compute threads leave free (often 0: decoding then runs in the main process).
     cache : bool, path or FeatureCache, default True
         True = the default cache (``$DEEPFEAT_CACHE_DIR`` or ``~/.cache/deepfeat``); a path = that cache root;
         False = compute everything and store nothing. When a backbone name's request was seen before (see the
