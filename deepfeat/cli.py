@@ -70,7 +70,8 @@ def extract(
     manifest: Annotated[Optional[str], typer.Option(help="Dataset manifest (name in data_manifests/ or a TOML "
                                                          "path) to apply: class names, subject ids, counts.")]
     = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward pass (default: 32 on CUDA, "
+                                                                  "8 on the CPU).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU; says which), cpu, cuda, cuda:N.")]
     = "auto",
     workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes (default: auto).")]

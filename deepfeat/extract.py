@@ -40,6 +40,13 @@ _PRECISION_DECISIONS: dict[str, tuple[str, str]] = {}  # auto-check outcomes of 
 _LAYERS = ("logits", "pooled")
 
 
+def default_batch_size(device) -> int:
+    """Images per forward pass when none is asked for: 32 on CUDA; 8 on the CPU, where smaller batches stay in
+    cache (measured on 2 cores, channels_last, img/s at batch 8 vs 32: EfficientNet-Lite0 100 vs 68, ResNet50
+    69 vs 47, DarkNet19 86 vs 81)."""
+    return 32 if device.type == "cuda" else 8
+
+
 def default_workers(device) -> int:
     """Decode workers when none are asked for: up to 4 on CUDA (the GPU waits for decoding); on the CPU only the
     cores torch's compute threads leave free, since workers would compete with the network for them (measured on
@@ -57,8 +64,9 @@ class _Engine:
                  batch_size, num_workers, cache, progress):
         from deepfeat.backbones import create_backbone, resolve_data_config
 
-        self.progress, self.batch_size, self.layer = progress, batch_size, layer
+        self.progress, self.layer = progress, layer
         self.device, device_reason = resolve_device(device)
+        self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
         _say(device_reason, progress)
         net = model if isinstance(model, torch.nn.Module) else create_backbone(model, weights)
         net.eval()
@@ -212,7 +220,7 @@ class _Engine:
             "model_sha256": self.model_sha256, "layer": self.layer,
             "input_size": list(self.data_config["input_size"]), "preprocessing": self.preprocessing,
             "device": str(self.device), "precision": self.precision, "precision_reason": self.precision_reason,
-            "channels_last": self.channels_last,
+            "channels_last": self.channels_last, "batch_size": self.batch_size, "num_workers": self.num_workers,
             "versions": {"deepfeat": __version__, "torch": torch.__version__, "timm": timm.__version__,
                          "numpy": np.__version__},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -241,7 +249,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     _parameter_constraints = {
         "model": [str, torch.nn.Module], "weights": [str, os.PathLike],
-        "layer": [StrOptions(set(_LAYERS))], "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "layer": [StrOptions(set(_LAYERS))], "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "device": [str], "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "cache": ["boolean", str, os.PathLike, FeatureCache, None],
         "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
@@ -250,7 +258,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         "on_error": [StrOptions({"raise", "nan"})], "progress": ["boolean"],
     }
 
-    def __init__(self, model="tf_efficientnet_lite0", *, weights="imagenet", layer="logits", batch_size=32,
+    def __init__(self, model="tf_efficientnet_lite0", *, weights="imagenet", layer="logits", batch_size=None,
                  device="auto", num_workers=None, cache=True, precision="auto", channels_last="auto",
                  crop_border=False, image_size=None, on_error="raise", progress=True):
         self.model = model

@@ -108,7 +108,8 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         A preset name of :func:`deepfeat.classifiers.get_classifier` or any scikit-learn classifier.
     class_weight : None, "balanced" or dict, default=None
         Passed to the classifier when it supports it.
-    batch_size : int, default=32
+    batch_size : int, optional
+        Images per forward pass (default: 32 on CUDA, 8 on the CPU).
     device : str, default="auto"
         Where the backbone runs; ``"auto"`` picks CUDA when the *running* machine has it.
     cache : bool or path, default=True
@@ -158,7 +159,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         "n_features": [Interval(Integral, 1, None, closed="left"), None],
         "classifier": [str, HasMethods(["fit", "predict"])],
         "class_weight": [StrOptions({"balanced"}), dict, None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "device": [str],
         "cache": ["boolean", str, os.PathLike],
         "seed": [Interval(Integral, 0, None, closed="left")],
@@ -168,7 +169,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, backbone="tf_efficientnet_lite0", *, weights="imagenet", layer="logits", selector=None,
-                 n_features=None, classifier="svm", class_weight=None, batch_size=32, device="auto", cache=True,
+                 n_features=None, classifier="svm", class_weight=None, batch_size=None, device="auto", cache=True,
                  seed=0, crop_border=False, image_size=None, progress=True):
         self.backbone = backbone
         self.weights = weights

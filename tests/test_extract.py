@@ -482,3 +482,21 @@ def test_fast_path_imports_neither_torch_nor_timm(named, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_cpu_defaults_are_recorded(tmp_path):
+    """Batch 8 and in-process decoding on a 2-core CPU (measured faster there); the choice is in meta."""
+    import torch
+
+    from deepfeat.extract import default_batch_size, default_workers
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (default_batch_size(cpu), default_batch_size(cuda)) == (8, 32)
+    assert default_workers(cpu) == max(0, min(4, (os.cpu_count() or 1) - torch.get_num_threads()))
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(paths[-1])
+    fs = extract_features(paths, model="test_efficientnet", weights="none", cache=False, progress=False,
+                          image_size=32, device="cpu")
+    assert fs.meta["batch_size"] == 8 and fs.meta["num_workers"] == default_workers(cpu)
