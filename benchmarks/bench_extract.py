@@ -89,7 +89,12 @@ def bench_model(name: str, weights: str, paths: list[str], matrix: bool, workers
     print(f"  (a) plain loop, batch 1,  fp32 NCHW   : {b1:7.1f} img/s (8 images)")
     print(f"  (a) plain loop, batch 32, fp32 NCHW   : {b32:7.1f} img/s   cos to batch 1 {cosine(ref[:8], ref1):.6f}")
     speed, X, meta = deepfeat_run(net, paths, batch_size=32)
-    print(f"  (b) deepfeat defaults (batch 32, {meta['precision']}, channels_last, auto workers): {speed:7.1f} img/s"
+    print(f"  (b) deepfeat, batch 32 ({meta['precision']}, channels_last, auto workers): {speed:7.1f} img/s"
+          f"\n      = x{speed / b1:.2f} vs batch-1 loop, x{speed / b32:.2f} vs batch-32 loop,"
+          f" cos {cosine(X, ref):.6f}")
+    speed, X, meta = deepfeat_run(net, paths, batch_size=None)
+    print(f"  (b) deepfeat defaults (batch {meta['batch_size']}, {meta['precision']}, channels_last, "
+          f"{meta['num_workers']} workers): {speed:7.1f} img/s"
           f"\n      = x{speed / b1:.2f} vs batch-1 loop, x{speed / b32:.2f} vs batch-32 loop,"
           f" cos {cosine(X, ref):.6f}")
     print(f"      precision choice: {meta['precision_reason']}")
