@@ -133,8 +133,9 @@ def cv(
     mrmr_method: Annotated[MRMRMethod, typer.Option()] = MRMRMethod.fcq,
     folds: Annotated[Optional[int], typer.Option(min=2)] = None,
     repeats: Annotated[Optional[int], typer.Option(min=1)] = None,
-    groups: Annotated[Optional[str], typer.Option(help="auto (subject ids when present, said so), none, or a CSV "
-                                                       "column... see docs.")] = None,
+    groups: Annotated[Optional[str], typer.Option(help="auto (the FeatureSet's subject ids when present; said "
+                                                       "so), none, or FILE.csv[:COLUMN] with columns path and "
+                                                       "COLUMN (default 'group').")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     n_jobs: Annotated[Optional[int], typer.Option(help="Parallel folds (joblib).")] = None,
     class_weight: Annotated[Optional[str], typer.Option(help="'balanced' to weight classes.")] = None,

@@ -5,6 +5,7 @@ Every function returns plain data plus a ``text`` sentence; the report prints th
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +27,13 @@ def resolve_groups(features, groups) -> tuple[np.ndarray | None, dict]:
     n = len(features)
     have = features.groups is not None
     if isinstance(groups, str) and groups not in ("auto", "none"):
-        raise DeepfeatError(f"groups must be 'auto', 'none', None or an array of {n} subject ids; got {groups!r}")
+        if ".csv" not in groups.lower():
+            raise DeepfeatError(f"groups must be 'auto', 'none', None, a CSV 'FILE.csv[:COLUMN]' or an array of {n} "
+                                f"subject ids; got {groups!r}")
+        g, source = groups_from_csv(features, groups)
+        return g, {"grouped": True, "source": source, "n_groups": len(set(g)),
+                   "text": f"Folds were grouped by subject: ids from {source} ({len(set(g))} subjects), so no "
+                           "subject has images on both sides of a split."}
     if isinstance(groups, str) and groups == "auto":
         if have:
             g = features.groups
@@ -49,6 +56,40 @@ def resolve_groups(features, groups) -> tuple[np.ndarray | None, dict]:
         raise DeepfeatError(f"groups has {g.shape[0]} entries but the FeatureSet has {n} rows")
     return g, {"grouped": True, "source": "groups argument", "n_groups": len(set(g)),
                "text": f"Folds were grouped by the subject ids given ({len(set(g))} subjects)."}
+
+
+def groups_from_csv(features, spec: str) -> tuple[np.ndarray, str]:
+    """Subject ids for every row from ``FILE.csv[:COLUMN]`` (columns ``path`` and COLUMN, default ``group``).
+
+    A row matches by its path as stored, else by absolute path, else by file name when that name is unique.
+    """
+    import pandas as pd
+
+    path, _, column = spec.partition(".csv")
+    path, column = path + ".csv", column.lstrip(":") or "group"
+    if features.paths is None:
+        raise DeepfeatError(f"--groups {spec}: the FeatureSet records no image paths to match the CSV against")
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as exc:
+        raise DeepfeatError(f"--groups {spec}: cannot read {path}: {exc}") from exc
+    missing = [c for c in ("path", column) if c not in table.columns]
+    if missing:
+        raise DeepfeatError(f"--groups {spec}: {path} lacks column(s) {missing}; it has {list(table.columns)}")
+    exact = dict(zip(table["path"], table[column]))
+    absolute = {os.path.abspath(p): g for p, g in exact.items()}
+    names = pd.Series(list(exact.values()), index=[os.path.basename(p) for p in exact])
+    by_name = names[~names.index.duplicated(keep=False)].to_dict()
+    ids, unmatched = [], []
+    for p in features.paths:
+        g = exact.get(p, absolute.get(os.path.abspath(p), by_name.get(os.path.basename(p))))
+        ids.append(g)
+        if g is None or (isinstance(g, float) and np.isnan(g)):
+            unmatched.append(p)
+    if unmatched:
+        raise DeepfeatError(f"--groups {spec}: {len(unmatched)} of {len(ids)} images have no {column!r} in {path} "
+                            f"(first: {', '.join(unmatched[:3])})")
+    return np.asarray([str(g) for g in ids]), f"{path} column {column!r}"
 
 
 def duplicate_groups(features) -> list[list[int]]:

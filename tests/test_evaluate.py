@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -206,3 +207,24 @@ def test_mrmr_size_defaults_to_the_study_and_threshold_works():
                          progress=False)
     kept = res.summary.set_index("config").loc["nb+mrmr", "n_features"]
     assert 1 <= kept < 40
+
+
+def test_groups_from_a_csv_column(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = [f"/data/cells/img{i}.png" for i in range(40)]
+    fs = FeatureSet(rng.normal(size=(40, 6)), np.repeat(["a", "b"], 20), paths=paths)
+    table = tmp_path / "subjects.csv"
+    pd.DataFrame({"path": [p.split("/")[-1] for p in paths], "patient": [f"P{i // 4}" for i in range(40)]}).to_csv(
+        table, index=False)
+    res = cross_validate(fs, classifiers=["nb"], selections=["none"], folds=5, groups=f"{table}:patient",
+                         baseline=None, progress=False)
+    pred = res.predictions
+    for patient in {f"P{i}" for i in range(10)}:
+        rows = [i for i in range(40) if f"P{i // 4}" == patient]
+        assert pred[pred["row"].isin(rows)]["fold"].nunique() == 1
+    assert "subjects.csv column 'patient'" in " ".join(res.honesty_lines())
+    with pytest.raises(DeepfeatError, match=r"lacks column\(s\) \['subject'\]"):
+        cross_validate(fs, classifiers=["nb"], groups=f"{table}:subject", progress=False)
+    pd.DataFrame({"path": ["img0.png"], "group": ["x"]}).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DeepfeatError, match="39 of 40 images have no 'group'"):
+        cross_validate(fs, classifiers=["nb"], groups=str(tmp_path / "short.csv"), progress=False)
