@@ -1,6 +1,7 @@
-"""Atomic file writes: a reader (or a run killed half-way) never sees half a file."""
+"""Files: atomic writes (a reader, or a run killed half-way, never sees half a file) and content hashes."""
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -35,3 +36,20 @@ def atomic_write(path, write: Callable[[Path], object], *, fsync: bool = True) -
 def atomic_write_bytes(path, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data), fsync=fsync)
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks: the identity of images, weights and model files.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.bin"; _ = p.write_bytes(b"abc")
+    >>> sha256_file(p)[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

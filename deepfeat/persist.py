@@ -20,7 +20,6 @@ machine loads and predicts on a CPU-only one.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version as _dist_version
 from pathlib import Path
 
 from deepfeat.errors import ModelFileError
-from deepfeat.fileio import atomic_write
+from deepfeat.fileio import atomic_write, sha256_file
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
@@ -60,14 +59,6 @@ def _package_version(name: str) -> str | None:
 def _major_minor(ver: str | None) -> tuple[int, int] | None:
     match = re.match(r"(\d+)\.(\d+)", ver or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _jsonable(value):
@@ -131,7 +122,7 @@ def save_model(model, path) -> Path:
     sidecar = {
         "deepfeat_model_format": SIDECAR_FORMAT,
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {name: _package_version(name) for name in RECORDED_PACKAGES},
         "python": platform.python_version(),
@@ -214,7 +205,7 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist; create one with 'deepfeat fit'")
     info = read_sidecar(path)
-    found = _sha256(path)
+    found = sha256_file(path)
     if found != info["sha256"]:
         raise ModelFileError(
             f"model file {path} does not match its sidecar {sidecar_path(path).name}: sha256 expected "

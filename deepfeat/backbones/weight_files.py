@@ -7,7 +7,6 @@ architecture is refused with the keys that differ. ``module.`` / ``_orig_mod.`` 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import timm
@@ -15,6 +14,7 @@ import torch
 
 from deepfeat.backbones.darknet_io import count_darknet_floats, load_darknet_weights, read_header
 from deepfeat.backbones.registry import canonical_name, new_model
+from deepfeat.fileio import sha256_file
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["file_sha256", "load_weights_file"]
@@ -29,11 +29,7 @@ def file_sha256(path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_MEMO[key] = h.hexdigest()
+        _SHA_MEMO[key] = sha256_file(path)
     return _SHA_MEMO[key]
 
 

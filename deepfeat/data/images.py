@@ -7,7 +7,6 @@ the file and the reason, never a bare Pillow error.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 
@@ -15,34 +14,19 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepfeat.errors import ImageReadError
+from deepfeat.fileio import sha256_file
+
+__all__ = ["IMAGE_EXTENSIONS", "crop_dark_border", "is_image_file", "load_image", "sha256_file", "to_rgb"]
 
 #: File name extensions read as images (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
-_CHUNK = 1 << 20
 _WHITE = (255, 255, 255)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
     """Return True when ``path`` has one of :data:`IMAGE_EXTENSIONS` (any letter case)."""
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks (the identity of an image everywhere in deepfeat).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.bin"; _ = p.write_bytes(b"abc")
-    >>> sha256_file(p)[:16]
-    'ba7816bf8f01cfea'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
