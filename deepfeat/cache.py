@@ -36,18 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfeat.locations import default_cache_root
+
 __all__ = ["CACHE_FORMAT_VERSION", "FeatureCache", "default_cache_root", "model_key"]
 
 CACHE_FORMAT_VERSION = 1
 _MAGIC = b"DFCACHE1"
 _HEADER = struct.Struct("<8sQ")
 _DIGEST = 8
-
-
-def default_cache_root() -> Path:
-    """``$DEEPFEAT_CACHE_DIR`` when set, else ``~/.cache/deepfeat``."""
-    env = os.environ.get("DEEPFEAT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepfeat"
 
 
 def model_key(*, backbone: str, weights_id: str, layer: str, preprocessing: dict, precision: str = "fp32") -> str:

