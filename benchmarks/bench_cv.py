@@ -38,7 +38,7 @@ def main(argv=None):
     ap.add_argument("--skip-unshared", action="store_true")
     args = ap.parse_args(argv)
 
-    from deepfeat.evaluate import cross_validate
+    from deepfeat.evaluation.cross_validation import cross_validate
 
     fs = make_features()
     classifiers = ("svm", "knn", "ann", "nb")

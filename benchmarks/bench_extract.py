@@ -28,8 +28,8 @@ import torch
 
 from deepfeat.backbones import create_backbone, resolve_data_config
 from deepfeat.data.images import load_image
-from deepfeat.extract import extract_features
-from deepfeat.transforms import build_transform
+from deepfeat.extraction.api import extract_features
+from deepfeat.extraction.preprocessing import build_transform
 
 SHARED = Path(os.environ.get("DEEPFEAT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -121,7 +121,7 @@ def bench_cache(name: str, weights: str, paths: list[str], scratch: Path) -> Non
     print(f"  (d) {name} in-process: first run {t1:.2f} s ({m1['cache_misses']} computed), second run {t2:.2f} s "
           f"({m2['cache_hits']} cache hits) = {100 * t2 / t1:.1f} % of the first")
     # As a user runs it: two 'deepfeat extract' processes on a fresh cache; the second pays no torch import
-    # when every row is cached (deepfeat.extract_api's request notes)
+    # when every row is cached (deepfeat.extraction.api's request notes)
     listing = scratch / "cli_images.csv"
     listing.write_text("path,label\n" + "".join(f"{p},{Path(p).parent.name}\n" for p in paths))
     env = {**os.environ, "DEEPFEAT_CACHE_DIR": str(scratch / "cli_cache")}

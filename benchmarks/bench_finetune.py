@@ -2,7 +2,7 @@
 
 Part ``speed``: training images/s (forward + backward + SGD step, batch 16, 224 px) of
   (a) a plain loop: PIL decode + transform in the main process, fp32, NCHW;
-  (b) deepfeat's loop (``deepfeat.training``: DataLoader workers, per-image seeded augmentation off) in fp32 NCHW,
+  (b) deepfeat's loop (``deepfeat.finetuning.training``: DataLoader workers, per-image seeded augmentation off) in fp32 NCHW,
       fp32 channels_last, bf16 autocast NCHW, bf16 autocast channels_last, and fp32 channels_last with the cell
       augmentation on; printed as ratios to (a), best of ``--rounds`` interleaved rounds. Random weights (speed
       does not depend on them).
@@ -11,7 +11,7 @@ Part ``holdout``: EfficientNet-Lite0 from its ImageNet weights (the ``efficientn
 package; nothing downloaded) on ``../shared/data/all_idb2_small`` (ALL-IDB2, 260 images):
   1. a stratified 70/30 split (byte-identical images kept on one side) into a development set and a held-out
      test set that no step below trains on;
-  2. ``deepfeat.finetune`` on the development set only (its own 70/30 train/validation split inside);
+  2. ``deepfeat.finetuning.run`` on the development set only (its own 70/30 train/validation split inside);
   3. logits (1000 features) of every image from the frozen ImageNet network and from the fine-tuned one;
      an SVM (deepfeat's ``svm`` preset, standardised) fitted on the development images, scored on the held-out
      ones; plus the fine-tuned network's own accuracy on the held-out images (end to end).
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepfeat import training as T
+from deepfeat.finetuning import training as T
 from deepfeat.backbones import create_backbone, resolve_data_config
 from deepfeat.data.images import load_image, sha256_file
-from deepfeat.transforms import build_transform
+from deepfeat.extraction.preprocessing import build_transform
 
 SHARED = Path(os.environ.get("DEEPFEAT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 ALL_IDB2 = SHARED / "data" / "all_idb2_small"
@@ -131,11 +131,11 @@ def part_speed(args, scratch: Path) -> None:
 def part_holdout(args, scratch: Path) -> None:
     from sklearn.metrics import accuracy_score
 
-    from deepfeat.checkpoints import load_finetuned
-    from deepfeat.classifiers import build_pipeline
+    from deepfeat.finetuning.checkpoints import load_finetuned
+    from deepfeat.classifiers.presets import build_pipeline
     from deepfeat.data.sources import open_source
-    from deepfeat.extract import extract_features
-    from deepfeat.finetune import FinetuneConfig, finetune, split_train_val
+    from deepfeat.extraction.api import extract_features
+    from deepfeat.finetuning.run import FinetuneConfig, finetune, split_train_val
 
     if not ALL_IDB2.is_dir():
         print(f"\n== held-out comparison skipped: {ALL_IDB2} is absent ==")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import make_classification
 
-from deepfeat.mrmr import MRMRSelector
+from deepfeat.selection.mrmr import MRMRSelector
 
 with warnings.catch_warnings():  # mrmr-selection switches off all warnings on import
     from mrmr import mrmr_classif

@@ -6,7 +6,8 @@ not import torch until a backbone is actually needed.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version as _dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 
 try:
     __version__ = _dist_version("deepfeat")
@@ -18,22 +19,22 @@ _LAZY = {
     "FeatureSet": "deepfeat.features",
     "load_features": "deepfeat.features",
     "DeepfeatError": "deepfeat.errors",
-    "MRMRSelector": "deepfeat.mrmr",
-    "FeatureExtractor": "deepfeat.extract",
-    "extract_features": "deepfeat.extract_api",
-    "FeatureCache": "deepfeat.cache",
+    "MRMRSelector": "deepfeat.selection.mrmr",
+    "FeatureExtractor": "deepfeat.extraction.engine",
+    "extract_features": "deepfeat.extraction.api",
+    "FeatureCache": "deepfeat.extraction.cache",
     "create_backbone": "deepfeat.backbones",
-    "DeepFeatureClassifier": "deepfeat.pipeline",
-    "make_pipeline": "deepfeat.pipeline",
-    "cross_validate": "deepfeat.evaluate",
-    "CVResults": "deepfeat.evaluate",
-    "write_report": "deepfeat.report",
-    "finetune": "deepfeat.finetune",
-    "FinetuneConfig": "deepfeat.finetune",
-    "cross_validate_finetuned": "deepfeat.infold",
-    "load_finetuned": "deepfeat.checkpoints",
-    "save_model": "deepfeat.persist",
-    "load_model": "deepfeat.persist",
+    "DeepFeatureClassifier": "deepfeat.classifiers.deep_classifier",
+    "make_pipeline": "deepfeat.classifiers.deep_classifier",
+    "cross_validate": "deepfeat.evaluation.cross_validation",
+    "CVResults": "deepfeat.evaluation.cross_validation",
+    "write_report": "deepfeat.evaluation.report",
+    "finetune": "deepfeat.finetuning.run",
+    "FinetuneConfig": "deepfeat.finetuning.run",
+    "cross_validate_finetuned": "deepfeat.evaluation.infold",
+    "load_finetuned": "deepfeat.finetuning.checkpoints",
+    "save_model": "deepfeat.classifiers.model_files",
+    "load_model": "deepfeat.classifiers.model_files",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

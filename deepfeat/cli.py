@@ -88,7 +88,9 @@ def extract(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
-    from deepfeat.extract_api import extract_features  # torch-free until something must be computed
+    from deepfeat.extraction.api import (
+        extract_features,  # torch-free until something must be computed
+    )
 
     src = source
     if manifest:
@@ -148,7 +150,7 @@ def cv(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
-    from deepfeat.experiment import Experiment, config_overrides, run_experiment
+    from deepfeat.experiments import Experiment, config_overrides, run_experiment
 
     overrides = config_overrides(
         classifiers=classifier or None, selections=select or None, n_features=n_features, threshold=mrmr_threshold,
@@ -164,9 +166,9 @@ def cv(
     else:
         if features is None:
             raise DeepfeatError("give a FeatureSet file (deepfeat cv FEATURES -o DIR) or --config EXPERIMENT.toml")
-        from deepfeat.evaluate import cross_validate
+        from deepfeat.evaluation.cross_validation import cross_validate
+        from deepfeat.evaluation.report import write_report
         from deepfeat.features import load_features
-        from deepfeat.report import write_report
 
         fs = load_features(features)
         if mrmr_method == MRMRMethod.fcq:
@@ -196,17 +198,17 @@ def fit(
     seed: Annotated[int, typer.Option()] = 0,
 ):
     """Train one classifier pipeline on a FeatureSet and save it as a model file for 'deepfeat predict'."""
+    from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
+    from deepfeat.classifiers.model_files import save_model
     from deepfeat.features import load_features
-    from deepfeat.persist import save_model
-    from deepfeat.pipeline import DeepFeatureClassifier
 
     if select not in ("none", "mrmr"):
         raise DeepfeatError(f"--select must be 'none' or 'mrmr'; got {select!r}")
     fs = load_features(features)
     selector = None
     if select == "mrmr":
-        from deepfeat.classifiers import make_selector
-        from deepfeat.evaluate import default_n_features
+        from deepfeat.classifiers.presets import make_selector
+        from deepfeat.evaluation.cross_validation import default_n_features
 
         if n_features is None and mrmr_threshold is None:
             n_features = default_n_features(fs.n_features)
@@ -231,8 +233,8 @@ def predict(
                                                               "versions anyway.")] = False,
 ):
     """Predict the class of each image; unreadable images are listed in the CSV and on stderr, not fatal."""
+    from deepfeat.classifiers.model_files import load_model
     from deepfeat.data.sources import open_source
-    from deepfeat.persist import load_model
 
     clf = load_model(model, allow_version_mismatch=allow_version_mismatch)
     paths: list[str] = []
@@ -294,8 +296,8 @@ def finetune_cmd(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Fine-tune a backbone on labelled images (defaults: the reference study's settings)."""
-    from deepfeat.experiment import Experiment, config_overrides
-    from deepfeat.finetune import FinetuneConfig, finetune
+    from deepfeat.experiments import Experiment, config_overrides
+    from deepfeat.finetuning.run import FinetuneConfig, finetune
 
     base = Experiment.from_toml(config).finetune if config else {}
     base = {k: v for k, v in base.items() if k not in {"enabled", "in_fold"}}
@@ -325,7 +327,7 @@ def run(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Run a whole experiment file: [fine-tune ->] extract -> cross-validate -> report."""
-    from deepfeat.experiment import Experiment, run_experiment
+    from deepfeat.experiments import Experiment, run_experiment
 
     exp = Experiment.from_toml(experiment)
     if weights:
@@ -344,7 +346,7 @@ def demo(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Offline demo: synthetic cells -> EfficientNet-Lite0 ImageNet features -> mRMR -> 10-fold cv -> report."""
-    from deepfeat.experiment import run_demo
+    from deepfeat.experiments import run_demo
 
     run_ = run_demo(output, n_per_class=n_per_class, folds=folds, progress=progress, log=typer.echo)
     typer.echo(run_["results"].table().to_string())

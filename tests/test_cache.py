@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from deepfeat.cache import FeatureCache, default_cache_root, model_key
+from deepfeat.extraction.cache import FeatureCache, default_cache_root, model_key
 
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "0c" * 32
 KEY = model_key(backbone="toy", weights_id="w" * 64, layer="logits", preprocessing={"input_size": [3, 32, 32]})

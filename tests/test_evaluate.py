@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluate import cross_validate
+from deepfeat.evaluation.cross_validation import cross_validate
 from deepfeat.features import FeatureSet
-from deepfeat.mrmr import MRMRSelector
+from deepfeat.selection.mrmr import MRMRSelector
 
 FAST = dict(classifiers=("nb", "knn"), folds=4, progress=False, baseline="majority")
 
@@ -193,7 +193,7 @@ def test_class_weight_unsupported_is_recorded_not_silent():
 
 
 def test_mrmr_size_defaults_to_the_study_and_threshold_works():
-    from deepfeat.evaluate import default_n_features
+    from deepfeat.evaluation.cross_validation import default_n_features
 
     assert (default_n_features(1000), default_n_features(1280), default_n_features(64)) == (521, 521, 32)
     rng = np.random.default_rng(3)

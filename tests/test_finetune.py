@@ -21,8 +21,8 @@ from deepfeat.data.images import sha256_file
 from deepfeat.data.sources import open_source
 from deepfeat.data.synthetic import make_synthetic_smears
 from deepfeat.errors import DeepfeatError, ImageReadError, ModelFileError
-from deepfeat.finetune import FinetuneConfig, finetune, load_finetuned, read_checkpoint, split_train_val
-from deepfeat.training import CellAugment, epoch_order
+from deepfeat.finetuning.run import FinetuneConfig, finetune, load_finetuned, read_checkpoint, split_train_val
+from deepfeat.finetuning.training import CellAugment, epoch_order
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = "test_efficientnet"
@@ -197,7 +197,7 @@ def test_same_seed_same_weights_whatever_the_worker_count(cells, tmp_path):
 _KILLED_RUN = """
 import sys, time
 from pathlib import Path
-from deepfeat.finetune import finetune
+from deepfeat.finetuning.run import finetune
 
 def stop_after_first(epoch, row, model):
     if epoch == 1:

@@ -7,8 +7,8 @@ import torch
 
 from deepfeat.data.synthetic import make_synthetic_smears
 from deepfeat.errors import DeepfeatError
-from deepfeat.finetune import FinetuneConfig, read_checkpoint
-from deepfeat.infold import cross_validate_finetuned
+from deepfeat.finetuning.run import FinetuneConfig, read_checkpoint
+from deepfeat.evaluation.infold import cross_validate_finetuned
 
 CFG = FinetuneConfig(epochs=1, batch_size=8, image_size=32, workers=0)
 CV = dict(backbone="test_efficientnet", weights="none", classifiers=["svm", "knn"], selections=["none", "mrmr"],

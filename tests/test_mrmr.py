@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import make_classification
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.mrmr import MRMRSelector
+from deepfeat.selection.mrmr import MRMRSelector
 
 with warnings.catch_warnings():  # mrmr-selection switches off all warnings on import; keep that local
     from mrmr import mrmr_classif
@@ -217,7 +217,7 @@ def tied_data(n, d, n_classes, seed):
 
 @pytest.mark.parametrize("n_bins", [2, 3, 5, 16, 256])
 def test_equal_frequency_codes_follow_the_documented_rule(n_bins):
-    from deepfeat._mrmr_stats import equal_frequency_codes
+    from deepfeat.selection._stats import equal_frequency_codes
 
     X, _ = tied_data(97, 300, 2, seed=4)  # 300 columns: more than one block of 128
     codes = equal_frequency_codes(X, n_bins)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from deepfeat.mrmr import MRMRSelector
+from deepfeat.selection.mrmr import MRMRSelector
 
 # {check name: reason} for checks MRMRSelector is expected to fail; empty while all pass.
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}

@@ -19,11 +19,11 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfeat.errors import DeepfeatError, ImageReadError
-from deepfeat.extract import extract_features
+from deepfeat.extraction.api import extract_features
 from deepfeat.features import FeatureSet, load_features
-from deepfeat.mrmr import MRMRSelector
-from deepfeat.persist import load_model, read_sidecar, save_model
-from deepfeat.pipeline import DeepFeatureClassifier
+from deepfeat.selection.mrmr import MRMRSelector
+from deepfeat.classifiers.model_files import load_model, read_sidecar, save_model
+from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
 
 TINY = dict(backbone="test_efficientnet", weights="none", layer="logits", batch_size=8, image_size=64, progress=False)
 

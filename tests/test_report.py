@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from deepfeat.evaluate import cross_validate
+from deepfeat.evaluation.cross_validation import cross_validate
 from deepfeat.features import FeatureSet
-from deepfeat.report import write_report
+from deepfeat.evaluation.report import write_report
 
 
 def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_path):

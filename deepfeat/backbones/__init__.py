@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from deepfeat.backbones import darknet_io
 from deepfeat.backbones.darknet import Darknet
-from deepfeat.backbones.registry import canonical_name, list_backbones, resolve_data_config
+from deepfeat.backbones.registry import (
+           canonical_name,
+           list_backbones,
+           resolve_data_config,
+)
 from deepfeat.backbones.weights import create_backbone, weights_cache_dir
 
 __all__ = ["create_backbone", "resolve_data_config", "list_backbones", "canonical_name", "weights_cache_dir",

@@ -30,10 +30,10 @@ keys are the same, so weights move freely between the two modes.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
+from torch import nn
 
 from deepfeat.locations import DARKNET19_URL, TINY_DARKNET_URL
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepfeat.fileio import atomic_write
 from deepfeat.errors import DeepfeatError
+from deepfeat.fileio import atomic_write
 
 __all__ = ["read_header", "load_darknet_weights", "save_darknet_weights", "count_darknet_floats"]
 

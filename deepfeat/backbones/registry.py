@@ -6,7 +6,9 @@ import difflib
 import timm
 import torch
 
-from deepfeat.backbones.darknet import Darknet  # importing registers darknet19 / tiny_darknet with timm
+from deepfeat.backbones.darknet import (
+    Darknet,  # importing registers darknet19 / tiny_darknet with timm
+)
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["ALIASES", "canonical_name", "new_model", "list_backbones", "resolve_data_config"]

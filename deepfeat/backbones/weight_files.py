@@ -12,10 +12,14 @@ from pathlib import Path
 import timm
 import torch
 
-from deepfeat.backbones.darknet_io import count_darknet_floats, load_darknet_weights, read_header
+from deepfeat.backbones.darknet_io import (
+    count_darknet_floats,
+    load_darknet_weights,
+    read_header,
+)
 from deepfeat.backbones.registry import canonical_name, new_model
-from deepfeat.fileio import sha256_file
 from deepfeat.errors import DeepfeatError
+from deepfeat.fileio import sha256_file
 
 __all__ = ["file_sha256", "load_weights_file"]
 

@@ -25,8 +25,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import torch
 import timm
+import torch
 
 from deepfeat.backbones.darknet_io import load_darknet_weights
 from deepfeat.backbones.registry import canonical_name, new_model

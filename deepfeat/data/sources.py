@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from deepfeat.data.images import IMAGE_EXTENSIONS, is_image_file
-from deepfeat.data.manifests import DatasetManifest, check_counts, list_manifests, load_manifest
+from deepfeat.data.manifests import (
+    DatasetManifest,
+    check_counts,
+    list_manifests,
+    load_manifest,
+)
 from deepfeat.errors import DeepfeatError
 
 

@@ -38,10 +38,21 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfeat.checkpoints import (atomic_save, check_resumable, check_same_data, cpu_state, load_finetuned,
-                                  load_into, plain, read_checkpoint, sibling, versions, write_curves)
 from deepfeat.errors import DeepfeatError
-from deepfeat.splits import split_train_val
+from deepfeat.finetuning.checkpoints import (
+    atomic_save,
+    check_resumable,
+    check_same_data,
+    cpu_state,
+    load_finetuned,
+    load_into,
+    plain,
+    read_checkpoint,
+    sibling,
+    versions,
+    write_curves,
+)
+from deepfeat.finetuning.splits import split_train_val
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "load_finetuned", "read_checkpoint", "split_train_val"]
 
@@ -116,7 +127,7 @@ class FinetuneConfig:
         self.validate()
 
     def validate(self) -> "FinetuneConfig":
-        from deepfeat.training import parse_augment
+        from deepfeat.finetuning.training import parse_augment
 
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
@@ -243,7 +254,7 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
     resume : str or Path, optional
         The ``.last`` checkpoint of an interrupted run with the same options and data: training continues at its
         next epoch with its weights, optimizer and schedule state, and on the CPU ends bit-identical to the
-        uninterrupted run (see :mod:`deepfeat.training` for why).
+        uninterrupted run (see :mod:`deepfeat.finetuning.training` for why).
     progress : bool
         Progress bar per epoch with loss, accuracy and images/s.
     on_epoch_end : callable, optional
@@ -266,10 +277,10 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
     import torch
     from tqdm.auto import tqdm
 
-    from deepfeat import training as T
     from deepfeat.backbones import create_backbone, resolve_data_config
     from deepfeat.data.images import sha256_file
-    from deepfeat.transforms import build_transform
+    from deepfeat.extraction.preprocessing import build_transform
+    from deepfeat.finetuning import training as T
 
     t_start = time.perf_counter()
     config = config if config is not None else FinetuneConfig()

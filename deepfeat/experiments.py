@@ -74,7 +74,7 @@ class Experiment:
 
 
 def _finetune_config(options: dict):
-    from deepfeat.finetune import FinetuneConfig
+    from deepfeat.finetuning.run import FinetuneConfig
 
     options = {k: v for k, v in options.items() if k not in {"enabled", "in_fold"}}
     try:
@@ -90,9 +90,9 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     ``source`` overrides ``[data] source`` (experiment files name no machine-specific paths by default).
     Returns a dict with the results object and the paths written.
     """
-    from deepfeat.evaluate import cross_validate
-    from deepfeat.extract_api import extract_features
-    from deepfeat.report import write_report
+    from deepfeat.evaluation.cross_validation import cross_validate
+    from deepfeat.evaluation.report import write_report
+    from deepfeat.extraction.api import extract_features
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     timings = {}
     t0 = time.perf_counter()
     if experiment.finetune_enabled and experiment.finetune.get("in_fold", False):
-        from deepfeat.infold import cross_validate_finetuned
+        from deepfeat.evaluation.infold import cross_validate_finetuned
 
         log(f"[{experiment.name}] fine-tuning inside each training fold (expensive; honest)")
         results = cross_validate_finetuned(
@@ -124,7 +124,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
         timings["infold_cv_s"] = time.perf_counter() - t0
     else:
         if experiment.finetune_enabled:
-            from deepfeat.finetune import finetune
+            from deepfeat.finetuning.run import finetune
 
             ckpt = out_dir / "finetuned.pt"
             log(f"[{experiment.name}] fine-tuning {features_opts.get('model')} -> {ckpt}")

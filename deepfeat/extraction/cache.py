@@ -5,7 +5,7 @@ Layout under ``root`` (default ``$DEEPFEAT_CACHE_DIR``, else ``~/.cache/deepfeat
     features/<model_key[:32]>/config.json                what the model key stands for (informational)
     features/<model_key[:32]>/<sha[:2]>/<sha>.f32        one entry per image (sha = sha256 of the image bytes)
     requests/<request_id>.json                           request note: a cheap request identity -> model key
-                                                         and FeatureSet meta (see deepfeat.extract_api)
+                                                         and FeatureSet meta (see deepfeat.extraction.api)
 
 The model key is the sha256 of a canonical JSON of (cache format version, backbone, weights identity, layer,
 preprocessing config, precision), so an entry's effective key is the sha256-derived pair (model key, image

@@ -1,4 +1,4 @@
-"""Metrics, and the :class:`CVResults` built from the per-fold outputs of :func:`deepfeat.evaluate.cross_validate`.
+"""Metrics, and the :class:`CVResults` built from the per-fold outputs of :func:`deepfeat.evaluation.cross_validation.cross_validate`.
 
 Metrics per configuration (classifier x selection) are computed per fold, then summarised as mean and std over all
 folds of all repeats. ROC AUC is rank-based per class (one-vs-rest, macro over classes for > 2 classes), so it works
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from deepfeat import honesty
+from deepfeat.evaluation import honesty
 
 METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "specificity_macro", "f1_macro",
            "roc_auc")

@@ -1,6 +1,6 @@
 """Fine-tuning checkpoint files: atomic writes, reading, resuming checks, and the curves beside them.
 
-The format is documented in :mod:`deepfeat.finetune`. Files hold tensors and plain data only, so
+The format is documented in :mod:`deepfeat.finetuning.run`. Files hold tensors and plain data only, so
 ``torch.load(path, weights_only=True)`` reads them without executing code.
 """
 from __future__ import annotations
@@ -106,7 +106,7 @@ def load_finetuned(path):
     class_names : list of str
     """
     from deepfeat.backbones import create_backbone
-    from deepfeat.training import attach_head
+    from deepfeat.finetuning.training import attach_head
 
     ckpt = read_checkpoint(path)
     model = attach_head(create_backbone(ckpt["arch"], weights="none"), ckpt["head"], ckpt["num_classes"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfeat import plots
+from deepfeat.evaluation import plots
 
 __all__ = ["write_report"]
 

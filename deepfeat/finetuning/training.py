@@ -1,4 +1,4 @@
-"""The training loop behind :func:`deepfeat.finetune.finetune`: model head, augmentation, loaders, one epoch.
+"""The training loop behind :func:`deepfeat.finetuning.run.finetune`: model head, augmentation, loaders, one epoch.
 
 Determinism (the guarantee the tests check): every random choice of an epoch is drawn from generators seeded by
 ``(seed, epoch)`` (sample order, oversampling, dropout via ``torch.manual_seed``) or ``(seed, epoch, image index)``
@@ -106,7 +106,7 @@ class CellAugment:
 
     Cells have no canonical orientation, so flips and 90-degree rotations are exact symmetries (no
     interpolation, no border fill); colour jitter is small (the magnitudes of
-    ``deepfeat.transforms.AUGMENT_DEFAULTS``: +-10 % brightness / contrast / saturation, +-0.02 hue) because
+    ``deepfeat.extraction.preprocessing.AUGMENT_DEFAULTS``: +-10 % brightness / contrast / saturation, +-0.02 hue) because
     stain colour carries class information. The random draw comes from ``rng``, which :class:`EpochDataset`
     sets per image: unlike ``build_transform(train=True)``, whose draws depend on the worker processes' RNG,
     the result depends only on (seed, epoch, image).
@@ -120,7 +120,7 @@ class CellAugment:
         from PIL import Image
         from torchvision.transforms import functional as TF
 
-        from deepfeat.transforms import AUGMENT_DEFAULTS as A
+        from deepfeat.extraction.preprocessing import AUGMENT_DEFAULTS as A
 
         rng = self.rng
         if "flip" in self.ops:
@@ -157,7 +157,7 @@ class EpochDataset(Dataset):
     """Images with integer targets; augmentation seeded by (seed, epoch, index) so workers and resumes agree."""
 
     def __init__(self, paths, targets, transform, *, augment=(), seed: int = 0):
-        from deepfeat.transforms import ImageDataset
+        from deepfeat.extraction.preprocessing import ImageDataset
 
         self.targets = np.asarray(targets, dtype=np.int64)
         self.augment = CellAugment(augment) if augment else None
@@ -178,7 +178,7 @@ class EpochDataset(Dataset):
 
 def _collate(batch):
     """Stack a batch; unreadable images come back as failures so the main process can raise a clear error."""
-    from deepfeat.transforms import ImageFailure
+    from deepfeat.extraction.preprocessing import ImageFailure
 
     failures = [x for x, _ in batch if isinstance(x, ImageFailure)]
     if failures:

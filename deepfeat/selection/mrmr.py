@@ -27,13 +27,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from deepfeat._mrmr_stats import (
+from deepfeat.errors import DeepfeatError
+from deepfeat.selection._stats import (
     CorrelationRedundancy,
     MutualInformation,
     equal_frequency_codes,
     f_statistic,
 )
-from deepfeat.errors import DeepfeatError
 
 __all__ = ["MRMRSelector"]
 
@@ -74,7 +74,7 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         For ``"miq"``/``"mid"`` only: each feature is discretised into at most ``n_bins`` equal-frequency
         bins (MATLAB's ``fscmrmr`` uses up to 256 such bins); a feature with at most ``n_bins`` distinct
         values gets one bin per value. Ties never straddle a bin edge (details in
-        ``deepfeat._mrmr_stats.equal_frequency_codes``). Mutual information is the plug-in estimate in nats.
+        ``deepfeat.selection._stats.equal_frequency_codes``). Mutual information is the plug-in estimate in nats.
 
     Attributes
     ----------
@@ -110,7 +110,7 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
     Examples
     --------
     >>> from sklearn.datasets import make_classification
-    >>> from deepfeat.mrmr import MRMRSelector
+    >>> from deepfeat.selection.mrmr import MRMRSelector
     >>> X, y = make_classification(n_samples=200, n_features=30, n_informative=5, random_state=0)
     >>> selector = MRMRSelector(n_features=5).fit(X, y)
     >>> selector.ranking_.shape

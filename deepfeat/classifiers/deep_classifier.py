@@ -39,7 +39,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from deepfeat.classifiers import build_pipeline, get_classifier
+from deepfeat.classifiers.presets import build_pipeline, get_classifier
 from deepfeat.errors import DeepfeatError
 from deepfeat.features import FeatureSet
 
@@ -49,7 +49,7 @@ EXTRACTOR_META_KEYS = ("backbone", "weights", "layer")
 
 def make_pipeline(classifier="svm", **kwargs):
     """``StandardScaler -> [MRMRSelector] -> classifier`` for a feature matrix; see
-    :func:`deepfeat.classifiers.build_pipeline` for the arguments."""
+    :func:`deepfeat.classifiers.presets.build_pipeline` for the arguments."""
     return build_pipeline(classifier, **kwargs)
 
 
@@ -94,7 +94,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     backbone : str, default="tf_efficientnet_lite0"
-        Backbone name for :class:`~deepfeat.extract.FeatureExtractor` (any name ``deepfeat.create_backbone``
+        Backbone name for :class:`~deepfeat.extraction.engine.FeatureExtractor` (any name ``deepfeat.create_backbone``
         accepts, e.g. ``"darknet19"``, ``"resnet50"``).
     weights : str or path-like, default="imagenet"
         Weights id or file; ``"none"`` for random weights (tests only).
@@ -105,7 +105,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
     n_features : int, optional
         Features kept by ``selector="mrmr"``.
     classifier : str or estimator, default="svm"
-        A preset name of :func:`deepfeat.classifiers.get_classifier` or any scikit-learn classifier.
+        A preset name of :func:`deepfeat.classifiers.presets.get_classifier` or any scikit-learn classifier.
     class_weight : None, "balanced" or dict, default=None
         Passed to the classifier when it supports it.
     batch_size : int, optional
@@ -316,7 +316,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
 
     # --- internals ---------------------------------------------------------------------------------
     def _make_extractor(self):
-        from deepfeat.extract import FeatureExtractor
+        from deepfeat.extraction.engine import FeatureExtractor
 
         # on_error="nan" keeps one row per path; this class turns NaN rows into errors or table entries itself,
         # so the extractor's parameters (and its built network) never change between fit and predict.
@@ -391,7 +391,7 @@ def _unusable_reason(path: str) -> str:
 
 def _raise_failures(paths, failures: dict) -> None:
     if failures:
-        from deepfeat.extract import UnreadableImagesError
+        from deepfeat.extraction.engine import UnreadableImagesError
 
         raise UnreadableImagesError([(paths[i], reason) for i, reason in sorted(failures.items())])
 

@@ -26,16 +26,33 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from deepfeat.cache import FeatureCache, model_key
 from deepfeat.errors import DeepfeatError
-# extract_features lives in the torch-free extract_api (its all-cached fast path must not import torch)
-from deepfeat.extract_api import UnreadableImagesError, _hash_all, _open, _open_cache, _say, extract_features
-from deepfeat.runtime import check_precision, forward_features_of, model_sha256, resolve_device, resolve_precision
-from deepfeat.transforms import ImageDataset, ImageFailure, build_transform, collate_images, preprocessing_config
+from deepfeat.extraction.cache import FeatureCache, model_key
+from deepfeat.extraction.device import (
+    check_precision,
+    forward_features_of,
+    model_sha256,
+    resolve_device,
+    resolve_precision,
+)
+from deepfeat.extraction.inputs import (
+    UnreadableImagesError,
+    hash_all,
+    open_cache,
+    open_paths,
+    say,
+)
+from deepfeat.extraction.preprocessing import (
+    ImageDataset,
+    ImageFailure,
+    build_transform,
+    collate_images,
+    preprocessing_config,
+)
 
-__all__ = ["FeatureExtractor", "UnreadableImagesError", "extract_features"]
+__all__ = ["FeatureExtractor", "UnreadableImagesError"]
 
-log = logging.getLogger("deepfeat.extract")
+log = logging.getLogger("deepfeat.extraction")
 _PRECISION_DECISIONS: dict[str, tuple[str, str]] = {}  # auto-check outcomes of this process, by model key
 _LAYERS = ("logits", "pooled")
 
@@ -67,7 +84,7 @@ class _Engine:
         self.progress, self.layer = progress, layer
         self.device, device_reason = resolve_device(device)
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
-        _say(device_reason, progress)
+        say(device_reason, progress)
         net = model if isinstance(model, torch.nn.Module) else create_backbone(model, weights)
         net.eval()
         self.info = dict(getattr(net, "deepfeat_info", None) or {})
@@ -85,7 +102,7 @@ class _Engine:
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self.cache = _open_cache(cache)
+        self.cache = open_cache(cache)
         self.num_workers = default_workers(self.device) if num_workers is None else int(num_workers)
         self.requested_precision = precision
         self.precision = None  # decided on the first run (may need images to check)
@@ -123,7 +140,7 @@ class _Engine:
                 if probe is None:
                     self.precision, reason = "fp32", "precision: auto -> fp32 (no readable image to check bf16 on)"
                     self.precision_reason = reason
-                    _say(reason, self.progress)
+                    say(reason, self.progress)
                     return  # not settled: other images could be checked
                 else:
                     candidate = self.precision
@@ -135,7 +152,7 @@ class _Engine:
                             "min_cosine": cos}, overwrite=True)
         self.precision_reason = reason
         self.precision_settled = True
-        _say(reason, self.progress)
+        say(reason, self.progress)
 
     def _probe(self, paths, n=8):
         """Up to ``n`` preprocessed images (the first readable ones) for the precision check."""
@@ -153,7 +170,7 @@ class _Engine:
 
         ``hashed``: ``(sha256s, failures)`` of ``paths`` when the caller already hashed them.
         """
-        shas, failures = hashed if hashed is not None else _hash_all(paths)
+        shas, failures = hashed if hashed is not None else hash_all(paths)
         failures = list(failures)
         self._decide_precision([p for p, s in zip(paths, shas) if s is not None])
         key = self._key(self.precision)
@@ -303,7 +320,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """Features of the images at paths ``X`` (sequence of paths, or a one-column array/DataFrame)."""
-        paths = _open(np.asarray(X, dtype=object).reshape(-1) if not hasattr(X, "paths") else X)[0]
+        paths = open_paths(np.asarray(X, dtype=object).reshape(-1) if not hasattr(X, "paths") else X)[0]
         engine = self._get_engine()
         rows, failures, *_ = engine.run(paths, "raise" if self.on_error == "raise" else "skip")
         d = next(r.shape[0] for r in rows if r is not None) if len(failures) < len(rows) else 0

@@ -1,4 +1,4 @@
-"""Relevance and redundancy terms for :class:`deepfeat.mrmr.MRMRSelector`.
+"""Relevance and redundancy terms for :class:`deepfeat.selection.mrmr.MRMRSelector`.
 
 Two families live here:
 

@@ -7,7 +7,7 @@ Classification Learner does, so "kernel scale" below refers to standardised pred
 Base presets (the reference study's four)
 -----------------------------------------
 ``svm``  ``GramSVC(C=1)``: the model of ``SVC(kernel="rbf", C=1, gamma="scale")`` with the kernel matrix
-         computed by BLAS (4-5x faster on 1,000-d features; see :class:`deepfeat.estimators.GramSVC`). On
+         computed by BLAS (4-5x faster on 1,000-d features; see :class:`deepfeat.classifiers.estimators.GramSVC`). On
          standardised data ``gamma="scale"`` is ``1/P`` (P = number of features), i.e. MATLAB kernel scale
          ``sqrt(P)``. No Platt probabilities: scikit-learn 1.9
          deprecates ``SVC(probability=True)`` and its internal 5-fold fit makes every fit ~5x slower; ROC AUC uses
@@ -54,8 +54,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from deepfeat.classifiers.estimators import (
+    BalancedSampleWeight,
+    GramSVC,
+    KernelNaiveBayes,
+)
 from deepfeat.errors import DeepfeatError
-from deepfeat.estimators import BalancedSampleWeight, GramSVC, KernelNaiveBayes
 
 __all__ = ["PRESETS", "Preset", "GramSVC", "KernelNaiveBayes", "BalancedSampleWeight", "get_classifier",
            "build_pipeline", "make_selector", "final_estimator", "describe_presets"]
@@ -206,7 +210,7 @@ def make_selector(selector="mrmr", *, n_features=None, threshold=None, mrmr_meth
     if isinstance(selector, str):
         if selector.lower() != "mrmr":
             raise DeepfeatError(f"unknown selector {selector!r}; use 'none' or 'mrmr' (or a selector instance)")
-        from deepfeat.mrmr import MRMRSelector
+        from deepfeat.selection.mrmr import MRMRSelector
 
         kwargs = {"method": mrmr_method}
         if n_features is not None:

@@ -4,7 +4,7 @@ The reference study fine-tuned DarkNet19 on the whole dataset and then cross-val
 so every test image had been used to train the feature extractor. :func:`cross_validate_finetuned` removes that
 leak: for each cross-validation fold it fine-tunes on the fold's training images only (early stopping uses a
 70/30 split *inside* the training fold), extracts features of all images with that fold's network, and hands them
-to :func:`deepfeat.evaluate.cross_validate` through ``fold_features``, so folds, scaling, mRMR, classifiers,
+to :func:`deepfeat.evaluation.cross_validation.cross_validate` through ``fold_features``, so folds, scaling, mRMR, classifiers,
 metrics and the honesty report are the same code as the ordinary cross-validation.
 """
 from __future__ import annotations
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfeat.checkpoints import read_checkpoint, sibling
 from deepfeat.errors import DeepfeatError
-from deepfeat.finetune import FinetuneConfig, finetune
+from deepfeat.finetuning.checkpoints import read_checkpoint, sibling
+from deepfeat.finetuning.run import FinetuneConfig, finetune
 
 __all__ = ["cross_validate_finetuned"]
 
 
 class FoldFinetuner:
-    """``fold_features`` for :func:`deepfeat.evaluate.cross_validate`: fine-tune on ``train_idx``, extract all.
+    """``fold_features`` for :func:`deepfeat.evaluation.cross_validation.cross_validate`: fine-tune on ``train_idx``, extract all.
 
     Picklable (plain attributes), so folds may run in joblib workers. A fold whose checkpoint in ``work_dir`` is
     complete and was trained on the same images with the same options is reused, and an interrupted one resumes,
@@ -56,7 +56,7 @@ class FoldFinetuner:
 
     def __call__(self, fold_index, train_idx, test_idx) -> np.ndarray:
         from deepfeat.data.images import sha256_file
-        from deepfeat.extract_api import extract_features
+        from deepfeat.extraction.api import extract_features
 
         cfg = self.config
         out = self.checkpoint(fold_index)
@@ -111,7 +111,7 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
         Starting network and weights; ``layer`` of the fine-tuned network to use as features ("logits": the
         1000 outputs with ``head="keep1000"``, "pooled": pre-logits).
     classifiers, selections, n_features, folds, seed, **cv_options :
-        As :func:`deepfeat.evaluate.cross_validate` (``repeats``, ``groups``, ``threshold``, ``mrmr_method``,
+        As :func:`deepfeat.evaluation.cross_validation.cross_validate` (``repeats``, ``groups``, ``threshold``, ``mrmr_method``,
         ``n_jobs``, ``class_weight``, ``baseline``...). ``repeats * folds`` fine-tunings are run.
     work_dir : str or Path, optional
         Where the fold checkpoints go (kept, and reused or resumed by a later call). Default: a temporary folder
@@ -126,7 +126,7 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
     """
     from deepfeat.data.images import sha256_file
     from deepfeat.data.sources import open_source
-    from deepfeat.evaluate import cross_validate
+    from deepfeat.evaluation.cross_validation import cross_validate
     from deepfeat.features import FeatureSet
 
     config = finetune if finetune is not None else FinetuneConfig()

@@ -3,7 +3,7 @@
 For each fold the scaler and the selector are fitted on the training rows only; the mRMR ranking is computed once
 per fold and shared by every classifier (it does not depend on the classifier). Baselines (majority class, and a
 colour histogram + SVM when the images are reachable) are scored on the same folds. Metrics, honesty checks and
-the results object live in :mod:`deepfeat.cv_results`.
+the results object live in :mod:`deepfeat.evaluation.results`.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from deepfeat import honesty
-from deepfeat.classifiers import get_classifier, make_selector
-from deepfeat.cv_results import CVResults, assemble_results
+from deepfeat.classifiers.presets import get_classifier, make_selector
 from deepfeat.errors import DeepfeatError
+from deepfeat.evaluation import honesty
+from deepfeat.evaluation.results import CVResults, assemble_results
 
 __all__ = ["cross_validate", "CVResults", "make_folds"]
 
@@ -157,7 +157,7 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
     features : FeatureSet
         Labelled features (``y``); ``groups``, ``paths`` and ``sha256`` are used when present.
     classifiers : sequence of str or classifier instances
-        Preset names (:data:`deepfeat.classifiers.PRESETS`) or scikit-learn classifiers.
+        Preset names (:data:`deepfeat.classifiers.presets.PRESETS`) or scikit-learn classifiers.
     selections : subset of ("none", "mrmr")
     n_features, threshold : int, float, optional
         mRMR size or score threshold (one of them). Neither: :func:`default_n_features` (the reference study's
@@ -170,7 +170,7 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
     n_jobs : int
         Folds run in parallel with joblib when != 1.
     class_weight : None or "balanced"
-        See :func:`deepfeat.classifiers.get_classifier`; unsupported cases are recorded in the report.
+        See :func:`deepfeat.classifiers.presets.get_classifier`; unsupported cases are recorded in the report.
     baseline : "auto", "histogram", "majority" or None
         The majority-class baseline is always added (unless None); "auto" adds a colour-histogram + SVM baseline
         when every image path is reachable, "histogram" requires it.

@@ -13,7 +13,7 @@ deepfeat or scikit-learn major.minor version (unpickling across those versions c
    replace the model file can replace its sidecar too. Load only model files you made yourself or received from
    someone you trust, over a channel you trust.
 
-Nothing CUDA-bound is pickled: :class:`~deepfeat.extract.FeatureExtractor` drops its torch model when pickled and
+Nothing CUDA-bound is pickled: :class:`~deepfeat.extraction.engine.FeatureExtractor` drops its torch model when pickled and
 rebuilds it lazily on first use (``device="auto"`` picks what the loading machine has), so a model trained on a GPU
 machine loads and predicts on a CPU-only one.
 """
@@ -25,7 +25,8 @@ import os
 import platform
 import re
 import warnings
-from importlib.metadata import PackageNotFoundError, version as _dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from pathlib import Path
 
 from deepfeat.errors import ModelFileError
@@ -92,7 +93,7 @@ def save_model(model, path) -> Path:
     Parameters
     ----------
     model : estimator
-        Usually a fitted :class:`~deepfeat.pipeline.DeepFeatureClassifier`; any picklable scikit-learn estimator
+        Usually a fitted :class:`~deepfeat.classifiers.deep_classifier.DeepFeatureClassifier`; any picklable scikit-learn estimator
         works.
     path : str or path-like
         The model file (conventionally ``*.joblib``). Parent folders are created. Both files are written

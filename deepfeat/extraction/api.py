@@ -26,89 +26,30 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from deepfeat.cache import FeatureCache
-from deepfeat.errors import DeepfeatError, ImageReadError
+from deepfeat.errors import DeepfeatError
+from deepfeat.extraction.cache import FeatureCache
+from deepfeat.extraction.inputs import (
+    UnreadableImagesError,
+    hash_all,
+    open_cache,
+    open_paths,
+    say,
+)
 from deepfeat.features import FeatureSet
 from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 
 __all__ = ["UnreadableImagesError", "extract_features", "request_identity"]
 
-log = logging.getLogger("deepfeat.extract")
+log = logging.getLogger("deepfeat.extraction.engine")
 _LAYERS = ("logits", "pooled")
 REQUEST_FORMAT = 1
 _VERSIONED = ("deepfeat", "torch", "torchvision", "timm", "numpy", "pillow")
-
-
-class UnreadableImagesError(ImageReadError):
-    """Some images could not be read; ``failures`` lists ``(path, reason)`` for every one of them.
-
-    Raised after all readable images were computed and cached, so a rerun without the bad files is fast.
-    """
-
-    def __init__(self, failures):
-        self.failures = [(str(p), str(r)) for p, r in failures]
-        super().__init__(*self.failures[0])
-        shown = "\n".join(f"  {p}: {r}" for p, r in self.failures[:20])
-        more = f"\n  ... and {len(self.failures) - 20} more" if len(self.failures) > 20 else ""
-        self.args = (f"{len(self.failures)} image(s) could not be read (the readable ones were cached):\n"
-                     f"{shown}{more}\nFix or remove them, or pass on_error='skip' (CLI: without --strict).",)
-
-    def __reduce__(self):
-        return type(self), (self.failures,)
-
-
-def _say(message: str, progress: bool) -> None:
-    """Decisions are never silent: logged always, and shown on stderr when progress output is on."""
-    log.info(message)
-    if progress:
-        print(f"deepfeat: {message}", file=sys.stderr, flush=True)
-
-
-def _open(source):
-    """(paths, labels, groups, name, root) from an ImageSource, a list of paths or an open_source spec."""
-    if hasattr(source, "paths"):
-        return (list(map(str, source.paths)), getattr(source, "labels", None), getattr(source, "groups", None),
-                getattr(source, "name", None), getattr(source, "root", None))
-    if isinstance(source, (list, tuple, np.ndarray)) or type(source).__name__ in ("Series", "Index"):
-        return [os.fspath(p) for p in np.asarray(source, dtype=object).reshape(-1)], None, None, None, None
-    from deepfeat.data.sources import open_source
-
-    return _open(open_source(source))
-
-
-def _hash_all(paths):
-    """sha256 per path (None when the file cannot be read) and the failures as (index, reason)."""
-    from deepfeat.data.images import sha256_file
-
-    def one(path):
-        try:
-            return sha256_file(path), None
-        except FileNotFoundError:
-            return None, "no such file"
-        except OSError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(paths)))) as pool:
-        results = list(pool.map(one, paths))
-    return [r[0] for r in results], [(i, r[1]) for i, r in enumerate(results) if r[1] is not None]
-
-
-def _open_cache(cache):
-    if cache is None or cache is False:
-        return None
-    if cache is True:
-        return FeatureCache()
-    if isinstance(cache, FeatureCache):
-        return cache
-    return FeatureCache(cache)
 
 
 def _check_params(layer, precision, channels_last, on_error, allowed_on_error, batch_size):
@@ -202,7 +143,7 @@ def _serve_cached(store: FeatureCache, request: dict, paths):
     if (note is None or note.get("identity") != request["body"] or not isinstance(note.get("meta"), dict)
             or not isinstance(note.get("model_key"), str) or not isinstance(note.get("dim"), int)):
         return None, None, None  # absent, damaged or from another identity: the normal path rewrites it
-    shas, failures = _hash_all(paths)
+    shas, failures = hash_all(paths)
     if failures:
         return None, (shas, failures), None  # the normal path reports unreadable files
     unique = list(dict.fromkeys(shas))
@@ -272,10 +213,10 @@ def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet
     """
     t0 = time.perf_counter()
     _check_params(layer, precision, channels_last, on_error, ("raise", "skip"), batch_size)
-    paths, labels, groups, name, root = _open(source)
+    paths, labels, groups, name, root = open_paths(source)
     if not paths:
         raise DeepfeatError(f"no images to extract features from in {source!r}")
-    store = _open_cache(cache)
+    store = open_cache(cache)
     request = None if store is None else request_identity(
         model=model, weights=weights, layer=layer, device=device, precision=precision, channels_last=channels_last,
         crop_border=crop_border, image_size=image_size)
@@ -283,12 +224,14 @@ def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet
     if request is not None:
         rows, hashed, note = _serve_cached(store, request, paths)
         if note is not None:
-            _say(f"all {len(paths)} images cached for this request ({note['meta'].get('backbone')}, "
+            say(f"all {len(paths)} images cached for this request ({note['meta'].get('backbone')}, "
                  f"{note['meta'].get('precision')}): served without building the model", progress)
             meta = {**note["meta"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             return _feature_set(paths, labels, groups, name, root, rows, hashed, [], meta, len(paths), 0, store,
                                 t0, progress)
-    from deepfeat.extract import _Engine  # torch, timm and the model from here on
+    from deepfeat.extraction.engine import (
+        _Engine,  # torch, timm and the model from here on
+    )
 
     engine = _Engine(model=model, weights=weights, layer=layer, device=device, precision=precision,
                      channels_last=channels_last, crop_border=crop_border, image_size=image_size,
@@ -317,6 +260,6 @@ def _feature_set(paths, labels, groups, name, root, rows, shas, failures, meta, 
             "cache_dir": str(store.root) if store else None, "seconds": round(time.perf_counter() - t0, 3),
             "skipped": [{"path": paths[i], "reason": reason} for i, reason in failures]}
     if failures:
-        _say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
+        say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
     return FeatureSet(np.stack([r for r in rows if r is not None]), pick(labels), pick(paths), pick(groups),
                       pick(shas), meta)

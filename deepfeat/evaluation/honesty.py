@@ -1,5 +1,5 @@
 """The checks that make a cross-validation figure believable: subject grouping, duplicate images, fine-tuning
-overlap, and the features of the sanity baselines (colour histograms). Used by :mod:`deepfeat.evaluate`.
+overlap, and the features of the sanity baselines (colour histograms). Used by :mod:`deepfeat.evaluation.cross_validation`.
 
 Every function returns plain data plus a ``text`` sentence; the report prints those sentences at its top.
 """
