@@ -151,7 +151,7 @@ def part_holdout(args, scratch: Path) -> None:
     print(f"options: sgd momentum 0.9, lr {cfg.lr} cosine, batch {cfg.batch_size}, {cfg.epochs} epochs, weight decay "
           f"{cfg.weight_decay}, grad clip {cfg.grad_clip}, augment {cfg.augment}, head {cfg.head}")
     t0 = time.perf_counter()
-    res = finetune(dev, backbone="tf_efficientnet_lite0", weights="imagenet", out=scratch / "lite0-allidb2.pt",
+    res = finetune(dev, model="tf_efficientnet_lite0", weights="imagenet", out=scratch / "lite0-allidb2.pt",
                    config=cfg, progress=False)
     t_ft = time.perf_counter() - t0
     print(res.curves[["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "train_images_per_s"]]

@@ -5,6 +5,7 @@ message naming the file or option and what to do).
 """
 from __future__ import annotations
 
+import logging
 import sys
 from enum import Enum
 from pathlib import Path
@@ -12,12 +13,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepfeat import __version__
+from deepfeat import __version__, defaults
 from deepfeat.errors import DeepfeatError
 
 app = typer.Typer(
     help="Deep CNN features + mRMR + shallow classifiers for blood-smear images, measured honestly.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
 
 
@@ -54,6 +55,24 @@ def _echo_err(message: str):
     typer.echo(message, err=True)
 
 
+def _show_messages(progress: bool) -> None:
+    """The library logs its decisions (logger ``deepfeat``); the CLI shows them on stderr unless --quiet."""
+    logger = logging.getLogger("deepfeat")
+    if not any(getattr(h, "_deepfeat_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()  # stderr at the time of each message (pytest's capture included)
+        handler.setFormatter(logging.Formatter("deepfeat: %(message)s"))
+        handler._deepfeat_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if progress else logging.WARNING)
+
+
+def _given(ctx: typer.Context, **values) -> dict:
+    """The options typed on the command line (not left at their defaults): these override an experiment file."""
+    # by name: typer may carry its own copy of click's ParameterSource enum
+    return {k: v for k, v in values.items()
+            if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+
+
 # --------------------------------------------------------------------------------------------------------------
 @app.command()
 def extract(
@@ -61,10 +80,10 @@ def extract(
                                                "folder of unlabelled images.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="FeatureSet file to write (.npz archive).")],
     model: Annotated[str, typer.Option(help="Backbone: darknet19, tiny_darknet, resnet50, tf_efficientnet_lite0 "
-                                            "or any timm name.")] = "darknet19",
+                                            "or any timm name.")] = defaults.MODEL,
     weights: Annotated[str, typer.Option(help="'imagenet' (offline-first), a file (.pth/.pt/.safetensors/Darknet "
                                               ".weights/deepfeat fine-tune checkpoint) or 'none' (random).")]
-    = "imagenet",
+    = defaults.WEIGHTS,
     layer: Annotated[Layer, typer.Option(help="logits = the 1000-d output (as in the study); pooled = pre-logits.")]
     = Layer.logits,
     manifest: Annotated[Optional[str], typer.Option(help="Dataset manifest (name in data_manifests/ or a TOML "
@@ -73,10 +92,10 @@ def extract(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward pass (default: 32 on CUDA, "
                                                                   "8 on the CPU).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU; says which), cpu, cuda, cuda:N.")]
-    = "auto",
+    = defaults.DEVICE,
     workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes (default: auto).")]
     = None,
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = defaults.PRECISION,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the on-disk feature cache.")] = True,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default $DEEPFEAT_CACHE_DIR "
                                                            "or ~/.cache/deepfeat).")] = None,
@@ -88,30 +107,24 @@ def extract(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
-    from deepfeat.extraction.api import (
-        extract_features,  # torch-free until something must be computed
+    from deepfeat.extraction.api import (  # torch-free until something is computed
+        extract_features,
+        save_features,
     )
 
-    src = source
-    if manifest:
-        from deepfeat.data.sources import open_source
-
-        src = open_source(source, manifest=manifest)
-    fs = extract_features(src, model=model, weights=weights, layer=layer.value, batch_size=batch_size,
-                          device=device, num_workers=workers, cache=(cache_dir or True) if cache else False,
-                          precision=precision, crop_border=crop_border, image_size=image_size,
-                          on_error="raise" if strict else "skip", progress=progress)
-    fs.save(output)
+    _show_messages(progress)
+    fs = extract_features(source, manifest=manifest, model=model, weights=weights, layer=layer.value,
+                          batch_size=batch_size, device=device, num_workers=workers,
+                          cache=(cache_dir or True) if cache else False, precision=precision,
+                          crop_border=crop_border, image_size=image_size, on_error="raise" if strict else "skip",
+                          progress=progress)
+    failed_csv = save_features(fs, output)
     meta = fs.meta
     skipped = meta.get("skipped") or []
     typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features, cache hits "
                f"{meta.get('cache_hits', 0)}/{meta.get('n_input', len(fs))}, skipped {len(skipped)}, "
                f"{meta.get('seconds', 0):.1f} s")
     if skipped:
-        import pandas as pd
-
-        failed_csv = output.with_name(output.name + ".failed.csv")
-        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(failed_csv, index=False)
         _echo_err(f"{len(skipped)} unreadable image(s) were left out (listed in {failed_csv}):")
         for item in skipped:
             _echo_err(f"  {item['path']}: {item['reason']}")
@@ -120,28 +133,30 @@ def extract(
 # --------------------------------------------------------------------------------------------------------------
 @app.command()
 def cv(
+    ctx: typer.Context,
     features: Annotated[Optional[str], typer.Argument(help="FeatureSet file (from 'deepfeat extract'); with "
                                                            "--finetune or --config: an image source.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path("deepfeat-cv"),
     classifier: Annotated[Optional[list[str]], typer.Option("--classifier", help="Preset name (repeatable): svm, "
                                                             "knn, ann, nb, svm-linear, knn-fine, ann-wide, nb-kernel"
-                                                            "... Default: svm knn ann nb.")] = None,
-    select: Annotated[Optional[list[str]], typer.Option("--select", help="none and/or mrmr (repeatable). "
-                                                        "Default: both.")] = None,
-    n_features: Annotated[Optional[int], typer.Option(min=1, help="Features kept by mRMR (default: the study's 521 "
-                                                                  "of 1000; half the features when fewer).")] = None,
+                                                            "...")] = list(defaults.CLASSIFIERS),
+    select: Annotated[Optional[list[str]], typer.Option("--select", help="none and/or mrmr (repeatable).")]
+    = list(defaults.SELECTIONS),
+    n_features: Annotated[str, typer.Option(help="Features kept by mRMR: an int, or auto = the study's 521 of "
+                                                 "1000 (half the features when fewer).")] = defaults.N_FEATURES,
     mrmr_threshold: Annotated[Optional[float], typer.Option(help="Keep features whose mRMR score >= T instead.")]
     = None,
-    mrmr_method: Annotated[MRMRMethod, typer.Option()] = MRMRMethod.fcq,
-    folds: Annotated[Optional[int], typer.Option(min=2)] = None,
-    repeats: Annotated[Optional[int], typer.Option(min=1)] = None,
-    groups: Annotated[Optional[str], typer.Option(help="auto (the FeatureSet's subject ids when present; said "
-                                                       "so), none, or FILE.csv[:COLUMN] with columns path and "
-                                                       "COLUMN (default 'group').")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    n_jobs: Annotated[Optional[int], typer.Option(help="Parallel folds (joblib).")] = None,
+    mrmr_method: Annotated[MRMRMethod, typer.Option(help="mRMR variant.")] = MRMRMethod(defaults.MRMR_METHOD),
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = defaults.FOLDS,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats of the whole k-fold CV (seed, seed+1, ...).")]
+    = defaults.REPEATS,
+    groups: Annotated[str, typer.Option(help="auto (the FeatureSet's subject ids when present; said "
+                                             "so), none, or FILE.csv:COLUMN with columns path and "
+                                             "COLUMN (default 'group').")] = defaults.GROUPS,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and classifiers.")] = defaults.SEED,
+    n_jobs: Annotated[int, typer.Option(help="Parallel folds (joblib).")] = defaults.N_JOBS,
     class_weight: Annotated[Optional[str], typer.Option(help="'balanced' to weight classes.")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="auto, histogram, majority or none.")] = None,
+    baseline: Annotated[str, typer.Option(help="auto, histogram, majority or none.")] = defaults.BASELINE,
     config: Annotated[Optional[Path], typer.Option(help="Experiment TOML (pipelines/*.toml): runs its whole "
                                                         "procedure on FEATURES as the image source.")] = None,
     finetune: Annotated[Optional[Path], typer.Option(help="Experiment/fine-tune TOML: fine-tune inside each "
@@ -150,31 +165,18 @@ def cv(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
-    from deepfeat.experiments import Experiment, config_overrides, run_experiment
+    from deepfeat.experiments import cross_validate_experiment
 
-    overrides = config_overrides(
-        classifiers=classifier or None, selections=select or None, n_features=n_features, threshold=mrmr_threshold,
-        mrmr_method=mrmr_method.value if mrmr_method != MRMRMethod.fcq else None, folds=folds, repeats=repeats,
-        groups=groups, seed=seed, n_jobs=n_jobs, class_weight=class_weight, baseline=baseline,
-    )
-    if config or finetune:
-        exp = Experiment.from_toml(config or finetune)
-        if finetune:
-            exp.finetune = {**exp.finetune, "enabled": True, "in_fold": True}
-        run = run_experiment(exp, output, source=features, overrides=overrides, progress=progress)
-        results = run["results"]
-    else:
-        if features is None:
-            raise DeepfeatError("give a FeatureSet file (deepfeat cv FEATURES -o DIR) or --config EXPERIMENT.toml")
-        from deepfeat.evaluation.cross_validation import cross_validate
-        from deepfeat.evaluation.report import write_report
-        from deepfeat.features import load_features
-
-        fs = load_features(features)
-        if mrmr_method == MRMRMethod.fcq:
-            overrides.setdefault("mrmr_method", "fcq")
-        results = cross_validate(fs, progress=progress, **overrides)
-        write_report(results, output)
+    _show_messages(progress)
+    values = dict(classifier=classifier, select=select, n_features=_n_features(n_features),
+                  mrmr_threshold=mrmr_threshold, mrmr_method=mrmr_method.value, folds=folds, repeats=repeats,
+                  groups=groups, seed=seed, n_jobs=n_jobs, class_weight=class_weight, baseline=baseline)
+    if config or finetune:  # an experiment file's [cv] table, overridden by what was typed
+        values = _given(ctx, **values)
+    names = {"classifier": "classifiers", "select": "selections", "mrmr_threshold": "threshold"}
+    overrides = {names.get(k, k): v for k, v in values.items() if v is not None}
+    results = cross_validate_experiment(features, output, config=config, finetune_in_fold=finetune,
+                                        overrides=overrides, progress=progress, log=typer.echo)
     typer.echo(results.table().to_string())
     for line in results.honesty_lines() if hasattr(results, "honesty_lines") else []:
         typer.echo(line)
@@ -191,33 +193,21 @@ def fit(
                                                  "probabilities, so 'predict' writes class probabilities.")]
     = "svm-calibrated",
     select: Annotated[str, typer.Option(help="none or mrmr.")] = "none",
-    n_features: Annotated[Optional[int], typer.Option(min=1)] = None,
-    mrmr_threshold: Annotated[Optional[float], typer.Option()] = None,
-    mrmr_method: Annotated[MRMRMethod, typer.Option()] = MRMRMethod.fcq,
-    class_weight: Annotated[Optional[str], typer.Option()] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    n_features: Annotated[str, typer.Option(help="Features kept by mRMR: an int, or auto = the study's 521 of "
+                                                 "1000 (half the features when fewer).")] = defaults.N_FEATURES,
+    mrmr_threshold: Annotated[Optional[float], typer.Option(help="Keep features whose mRMR score >= T "
+                                                                 "instead.")] = None,
+    mrmr_method: Annotated[MRMRMethod, typer.Option(help="mRMR variant.")] = MRMRMethod(defaults.MRMR_METHOD),
+    class_weight: Annotated[Optional[str], typer.Option(help="'balanced' to weight classes.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the classifier.")] = defaults.SEED,
 ):
     """Train one classifier pipeline on a FeatureSet and save it as a model file for 'deepfeat predict'."""
-    from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
-    from deepfeat.classifiers.model_files import save_model
-    from deepfeat.features import load_features
+    from deepfeat.experiments import fit_model
 
-    if select not in ("none", "mrmr"):
-        raise DeepfeatError(f"--select must be 'none' or 'mrmr'; got {select!r}")
-    fs = load_features(features)
-    selector = None
-    if select == "mrmr":
-        from deepfeat.classifiers.presets import make_selector
-        from deepfeat.evaluation.cross_validation import default_n_features
-
-        if n_features is None and mrmr_threshold is None:
-            n_features = default_n_features(fs.n_features)
-        selector = make_selector("mrmr", n_features=n_features, threshold=mrmr_threshold,
-                                 mrmr_method=mrmr_method.value)
-    model = DeepFeatureClassifier.from_featureset(fs, classifier=classifier, selector=selector,
-                                                  class_weight=class_weight, seed=seed)
-    path = save_model(model, output)
-    typer.echo(f"wrote {path} ({classifier}, select={select}, trained on {len(fs)} images, "
+    model, path = fit_model(features, output, classifier=classifier, select=select,
+                            n_features=_n_features(n_features), threshold=mrmr_threshold,
+                            mrmr_method=mrmr_method.value, class_weight=class_weight, seed=seed)
+    typer.echo(f"wrote {path} ({classifier}, select={select}, trained on {model.training_features_['n_samples']} images, "
                f"classes: {', '.join(map(str, model.classes_))})")
 
 
@@ -234,21 +224,10 @@ def predict(
 ):
     """Predict the class of each image; unreadable images are listed in the CSV and on stderr, not fatal."""
     from deepfeat.classifiers.model_files import load_model
-    from deepfeat.data.sources import open_source
+    from deepfeat.data.sources import expand_image_paths
 
     clf = load_model(model, allow_version_mismatch=allow_version_mismatch)
-    paths: list[str] = []
-    for item in images:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(open_source(p).paths)
-        elif p.exists():
-            paths.append(str(p))
-        else:
-            raise DeepfeatError(f"{item} does not exist")
-    if not paths:
-        raise DeepfeatError(f"no images found in {', '.join(images)}")
-    table = clf.predict_paths(paths, on_error="skip")
+    table = clf.predict_paths(expand_image_paths(images), on_error="skip")
     output.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(output, index=False)
     bad = table[table["error"].fillna("").astype(str) != ""] if "error" in table else table.iloc[:0]
@@ -262,8 +241,8 @@ def predict(
 def finetune_cmd(
     source: Annotated[str, typer.Argument(help="Labelled image source (folder of class folders or CSV).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint file to write (.pt).")],
-    model: Annotated[str, typer.Option()] = "darknet19",
-    weights: Annotated[str, typer.Option()] = "imagenet",
+    model: Annotated[str, typer.Option(help="Network to fine-tune (timm name, darknet19, ...).")] = defaults.MODEL,
+    weights: Annotated[str, typer.Option(help="Starting weights: imagenet, a file, or none.")] = defaults.WEIGHTS,
     config: Annotated[Optional[Path], typer.Option(help="TOML with a [finetune] table; options below override "
                                                         "it.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
@@ -295,24 +274,17 @@ def finetune_cmd(
     resume: Annotated[Optional[Path], typer.Option(help="The NAME.last.pt of an interrupted run.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
-    """Fine-tune a backbone on labelled images (defaults: the reference study's settings)."""
-    from deepfeat.experiments import Experiment, config_overrides
-    from deepfeat.finetuning.run import FinetuneConfig, finetune
+    """Fine-tune a network on labelled images (defaults: the reference study's settings)."""
+    from deepfeat.experiments import finetune_from_options
 
-    base = Experiment.from_toml(config).finetune if config else {}
-    base = {k: v for k, v in base.items() if k not in {"enabled", "in_fold"}}
-    options = {**base, **config_overrides(
+    _show_messages(progress)
+    result = finetune_from_options(
+        source, output, model=model, weights=weights, config=config, resume=resume, progress=progress,
         epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
         lr_drop_factor=lr_drop_factor, lr_drop_every=lr_drop_every, schedule=schedule, grad_clip=grad_clip,
         batch_size=batch_size, val_fraction=val_fraction, val_source=val_source, augment=augment, balance=balance,
         freeze_backbone_epochs=freeze_backbone_epochs, head=head, device=device, workers=workers, seed=seed,
-        precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor)}
-    try:
-        cfg = FinetuneConfig(**options)
-    except TypeError as exc:
-        raise DeepfeatError(f"fine-tune options: {exc}") from exc
-    result = finetune(source, backbone=model, weights=weights, out=output, config=cfg, resume=resume,
-                      progress=progress)
+        precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor)
     typer.echo(result.summary())
 
 
@@ -326,13 +298,14 @@ def run(
                                                         "darknet19.weights).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
-    """Run a whole experiment file: [fine-tune ->] extract -> cross-validate -> report."""
+    """Run a whole experiment file: (fine-tune ->) extract -> cross-validate -> report."""
     from deepfeat.experiments import Experiment, run_experiment
 
+    _show_messages(progress)
     exp = Experiment.from_toml(experiment)
     if weights:
         exp.features["weights"] = weights
-    result = run_experiment(exp, output, source=source, progress=progress)
+    result = run_experiment(exp, output, source=source, progress=progress, log=typer.echo)
     typer.echo(result["results"].table().to_string())
     typer.echo(f"report: {output / 'report.html'}")
 
@@ -348,9 +321,23 @@ def demo(
     """Offline demo: synthetic cells -> EfficientNet-Lite0 ImageNet features -> mRMR -> 10-fold cv -> report."""
     from deepfeat.experiments import run_demo
 
+    _show_messages(progress)
     run_ = run_demo(output, n_per_class=n_per_class, folds=folds, progress=progress, log=typer.echo)
     typer.echo(run_["results"].table().to_string())
     typer.echo(f"demo finished in {run_['timings']['total_s']:.0f} s; report: {output / 'report.html'}")
+
+
+def _n_features(value: str):
+    """--n-features: an int >= 1 or 'auto'."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DeepfeatError(f"--n-features must be an int >= 1 or 'auto'; got {value!r}")
+    return n
 
 
 def main(argv=None):

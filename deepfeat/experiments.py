@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 
 _TABLES = {"experiment", "data", "finetune", "features", "cv"}
@@ -68,19 +69,16 @@ class Experiment:
     def finetune_enabled(self) -> bool:
         return bool(self.finetune) and self.finetune.get("enabled", True)
 
+    def finetune_config(self, **overrides):
+        """The :class:`~deepfeat.finetuning.run.FinetuneConfig` of the ``[finetune]`` table, then ``overrides``."""
+        from deepfeat.finetuning.run import FinetuneConfig
+
+        where = f"{self.path or self.name} [finetune]"
+        return FinetuneConfig.from_table(self.finetune, where=where, overrides=config_overrides(**overrides))
+
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path) if self.path else None, "description": self.description,
                 "data": self.data, "finetune": self.finetune, "features": self.features, "cv": self.cv}
-
-
-def _finetune_config(options: dict):
-    from deepfeat.finetuning.run import FinetuneConfig
-
-    options = {k: v for k, v in options.items() if k not in {"enabled", "in_fold"}}
-    try:
-        return FinetuneConfig(**options)
-    except TypeError as exc:
-        raise DeepfeatError(f"[finetune]: {exc}") from exc
 
 
 def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: dict | None = None,
@@ -106,7 +104,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
         from deepfeat.data.sources import open_source
 
         source = open_source(source, manifest=experiment.data["manifest"])
-    features_opts = dict(experiment.features)
+    features_opts = {"model": defaults.MODEL, **experiment.features}  # fine-tuning and extraction use one model
     if "crop_border" in experiment.data:
         features_opts.setdefault("crop_border", experiment.data["crop_border"])
     cv_opts = {**experiment.cv, **(overrides or {})}
@@ -117,9 +115,9 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
 
         log(f"[{experiment.name}] fine-tuning inside each training fold (expensive; honest)")
         results = cross_validate_finetuned(
-            source, finetune=_finetune_config(experiment.finetune),
-            backbone=features_opts.get("model", "darknet19"), weights=features_opts.get("weights", "imagenet"),
-            layer=features_opts.get("layer", "logits"), progress=progress, **cv_opts,
+            source, finetune=experiment.finetune_config(), model=features_opts["model"],
+            weights=features_opts.get("weights", defaults.WEIGHTS), layer=features_opts.get("layer", defaults.LAYER),
+            progress=progress, **cv_opts,
         )
         timings["infold_cv_s"] = time.perf_counter() - t0
     else:
@@ -127,14 +125,14 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
             from deepfeat.finetuning.run import finetune
 
             ckpt = out_dir / "finetuned.pt"
-            log(f"[{experiment.name}] fine-tuning {features_opts.get('model')} -> {ckpt}")
-            result = finetune(source, backbone=features_opts.get("model", "darknet19"),
-                              weights=features_opts.get("weights", "imagenet"), out=ckpt,
-                              config=_finetune_config(experiment.finetune), progress=progress)
+            log(f"[{experiment.name}] fine-tuning {features_opts['model']} -> {ckpt}")
+            result = finetune(source, model=features_opts["model"],
+                              weights=features_opts.get("weights", defaults.WEIGHTS), out=ckpt,
+                              config=experiment.finetune_config(), progress=progress)
             features_opts["weights"] = str(getattr(result, "checkpoint", ckpt))
             timings["finetune_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        log(f"[{experiment.name}] extracting features with {features_opts.get('model', 'default model')}")
+        log(f"[{experiment.name}] extracting features with {features_opts['model']}")
         fs = extract_features(source, progress=progress, **features_opts)
         fs.save(out_dir / "features.npz")
         timings["extract_s"] = time.perf_counter() - t1
@@ -174,5 +172,57 @@ def run_demo(out_dir="deepfeat-demo", *, n_per_class: int = 40, folds: int = 10,
 
 
 def config_overrides(**values: Any) -> dict:
-    """CLI helper: keep only the options the user actually gave."""
+    """Keep only the options that were actually given (None = not given)."""
     return {k: v for k, v in values.items() if v is not None}
+
+
+def cross_validate_experiment(source, out_dir, *, config=None, finetune_in_fold=None, overrides: dict | None = None,
+                              progress: bool = True, log=print):
+    """``deepfeat cv``: a FeatureSet file -> cross-validation -> report, or, with an experiment file, its whole
+    procedure on ``source`` as the image source (``finetune_in_fold``: an experiment / fine-tune TOML whose
+    fine-tuning runs inside each training fold). Returns the results object."""
+    overrides = dict(overrides or {})
+    if config or finetune_in_fold:
+        exp = Experiment.from_toml(config or finetune_in_fold)
+        if finetune_in_fold:
+            exp.finetune = {**exp.finetune, "enabled": True, "in_fold": True}
+        return run_experiment(exp, out_dir, source=source, overrides=overrides, progress=progress, log=log)["results"]
+    if source is None:
+        raise DeepfeatError("give a FeatureSet file (deepfeat cv FEATURES -o DIR) or --config EXPERIMENT.toml")
+    from deepfeat.evaluation.cross_validation import cross_validate
+    from deepfeat.evaluation.report import write_report
+    from deepfeat.features import load_features
+
+    results = cross_validate(load_features(source), progress=progress, **overrides)
+    write_report(results, out_dir)
+    return results
+
+
+def fit_model(features, output, *, classifier=defaults.FIT_CLASSIFIER, select="none", n_features=defaults.N_FEATURES,
+              threshold=None, mrmr_method=defaults.MRMR_METHOD, class_weight=None, seed=defaults.SEED):
+    """``deepfeat fit``: train one classifier pipeline on a FeatureSet file and save it; returns (model, path)."""
+    from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
+    from deepfeat.classifiers.model_files import save_model
+    from deepfeat.classifiers.presets import make_selector
+    from deepfeat.features import load_features
+
+    if select not in defaults.SELECTIONS:
+        raise DeepfeatError(f"select must be one of {list(defaults.SELECTIONS)}; got {select!r}")
+    fs = load_features(features)
+    selector = make_selector(select, n_features=n_features, threshold=threshold, mrmr_method=mrmr_method)
+    model = DeepFeatureClassifier.from_featureset(fs, classifier=classifier, selector=selector,
+                                                  class_weight=class_weight, seed=seed)
+    return model, save_model(model, output)
+
+
+def finetune_from_options(source, output, *, model=defaults.MODEL, weights=defaults.WEIGHTS, config=None,
+                          resume=None, progress: bool = True, **options):
+    """``deepfeat finetune``: the ``[finetune]`` table of ``config`` (when given), then ``options`` (None = not
+    given), then fine-tune ``model`` on ``source``. Returns the FinetuneResult."""
+    from deepfeat.finetuning.run import FinetuneConfig, finetune
+
+    if config:
+        cfg = Experiment.from_toml(config).finetune_config(**options)
+    else:
+        cfg = FinetuneConfig.from_dict(config_overrides(**options), where="fine-tune options")
+    return finetune(source, model=model, weights=weights, out=output, config=cfg, resume=resume, progress=progress)

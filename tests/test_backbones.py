@@ -7,8 +7,13 @@ import pytest
 import timm
 
 import deepfeat
-from deepfeat.backbones import (canonical_name, create_backbone, list_backbones, resolve_data_config,
-                                weights_cache_dir)
+from deepfeat.backbones import (
+    canonical_name,
+    create_backbone,
+    list_backbones,
+    resolve_data_config,
+    weights_cache_dir,
+)
 from deepfeat.errors import DeepfeatError
 
 

@@ -11,9 +11,19 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from deepfeat.classifiers.presets import PRESETS, build_pipeline, describe_presets, final_estimator, get_classifier
+from deepfeat.classifiers.estimators import (
+    BalancedSampleWeight,
+    GramSVC,
+    KernelNaiveBayes,
+)
+from deepfeat.classifiers.presets import (
+    PRESETS,
+    build_pipeline,
+    describe_presets,
+    final_estimator,
+    get_classifier,
+)
 from deepfeat.errors import DeepfeatError
-from deepfeat.classifiers.estimators import BalancedSampleWeight, GramSVC, KernelNaiveBayes
 
 
 def _pipelines():

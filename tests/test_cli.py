@@ -87,8 +87,9 @@ def test_extract_lists_bad_images_and_strict_stops(tmp_path, capsys, image_folde
     assert "cache hits 4/5" in stdout
 
 
-def test_extract_default_darknet19_explains_how_to_get_weights(tmp_path, capsys, image_folder):
-    code, _, err = run(capsys, "extract", str(image_folder), "-o", str(tmp_path / "x.features"), "--quiet")
+def test_extract_darknet19_explains_how_to_get_weights(tmp_path, capsys, image_folder):
+    code, _, err = run(capsys, "extract", str(image_folder), "-o", str(tmp_path / "x.features"), "--model",
+                       "darknet19", "--quiet")
     assert code == 2 and "darknet19.weights" in err and "--weights" in err
 
 
@@ -108,7 +109,8 @@ def test_cv_writes_every_report_file(tmp_path, capsys, feature_file):
         assert (out / name).is_file(), name
     assert "knn" in stdout and "report.html" in stdout
     results = pd.read_csv(out / "results.csv")
-    assert len(results) >= 4  # 2 classifiers x {none, mrmr} (+ baselines)
+    # 2 classifiers x {none, mrmr} + the majority baseline (no image paths here, so no colour-histogram row)
+    assert len(results) == 5 and results["classifier"].tolist().count("baseline-majority") == 1
 
 
 def test_cv_rejects_a_file_that_is_not_a_featureset(tmp_path, capsys):

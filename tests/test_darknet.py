@@ -11,7 +11,12 @@ import torch
 from PIL import Image
 
 from deepfeat.backbones import darknet_io
-from deepfeat.backbones.darknet import DARKNET19_LAYERS, TINY_DARKNET_LAYERS, Darknet, DarknetBatchNorm2d
+from deepfeat.backbones.darknet import (
+    DARKNET19_LAYERS,
+    TINY_DARKNET_LAYERS,
+    Darknet,
+    DarknetBatchNorm2d,
+)
 from deepfeat.errors import DeepfeatError
 
 IMAGES = ("dog", "eagle", "cell")

@@ -193,9 +193,9 @@ def test_class_weight_unsupported_is_recorded_not_silent():
 
 
 def test_mrmr_size_defaults_to_the_study_and_threshold_works():
-    from deepfeat.evaluation.cross_validation import default_n_features
+    from deepfeat.selection.mrmr import auto_n_features
 
-    assert (default_n_features(1000), default_n_features(1280), default_n_features(64)) == (521, 521, 32)
+    assert (auto_n_features(1000), auto_n_features(1280), auto_n_features(64)) == (521, 521, 32)
     rng = np.random.default_rng(3)
     y = np.repeat(["a", "b", "c"], 20)
     X = rng.normal(size=(60, 40))

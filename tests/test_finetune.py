@@ -21,7 +21,13 @@ from deepfeat.data.images import sha256_file
 from deepfeat.data.sources import open_source
 from deepfeat.data.synthetic import make_synthetic_smears
 from deepfeat.errors import DeepfeatError, ImageReadError, ModelFileError
-from deepfeat.finetuning.run import FinetuneConfig, finetune, load_finetuned, read_checkpoint, split_train_val
+from deepfeat.finetuning.run import (
+    FinetuneConfig,
+    finetune,
+    load_finetuned,
+    read_checkpoint,
+    split_train_val,
+)
 from deepfeat.finetuning.training import CellAugment, epoch_order
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +61,7 @@ def _train(cells, out, **kw):
             seen["backbone"] = model.backbone(_probe()) if hasattr(model, "backbone") else seen["full"]
         model.train()
 
-    result = finetune(cells, backbone=ARCH, weights="none", out=out, progress=False, on_epoch_end=grab,
+    result = finetune(cells, model=ARCH, weights="none", out=out, progress=False, on_epoch_end=grab,
                       **{**FAST, **kw})
     return result, seen
 
@@ -76,8 +82,8 @@ def test_defaults_are_the_study_settings_and_pipeline_files_agree():
         ("step", 0.1, 10, 1.0, 0.3, 0)
     for name in ("dogan2023_full.toml", "dogan2023_infold.toml"):
         path = ROOT / "pipelines" / name
-        if path.exists():
-            assert FinetuneConfig.from_toml(path) == cfg, name
+        assert path.is_file(), name
+        assert FinetuneConfig.from_toml(path) == cfg, name
 
 
 def test_bad_options_are_named():
@@ -143,7 +149,7 @@ def test_checkpoint_loads_anywhere_weights_are_accepted_and_gives_the_same_outpu
         torch.testing.assert_close(full(_probe()), seen["full"])
     assert names == ["synthetic_blast", "synthetic_lymphocyte"]
     ckpt = torch.load(result.checkpoint, weights_only=True)
-    assert (ckpt["arch"], ckpt["head"], ckpt["num_classes"], ckpt["epoch"]) == (ARCH, head, 2, 1)
+    assert (ckpt["model"], ckpt["head"], ckpt["num_classes"], ckpt["epoch"]) == (ARCH, head, 2, 1)
     assert (ckpt["head_state_dict"] is None) == (head == "replace")
     assert ckpt["config"]["head"] == head and "torch" in ckpt["versions"]
 
@@ -158,7 +164,7 @@ def test_darknet_classifier_can_be_replaced_and_round_trips(cells, tmp_path):
             seen["out"] = model(_probe())
         model.train()
 
-    finetune(cells, backbone="tiny_darknet", weights="none", out=out, head="replace", progress=False,
+    finetune(cells, model="tiny_darknet", weights="none", out=out, head="replace", progress=False,
              on_epoch_end=grab, **FAST)
     with torch.no_grad():
         again = create_backbone("tiny_darknet", weights=str(out))(_probe())
@@ -204,7 +210,7 @@ def stop_after_first(epoch, row, model):
         Path(sys.argv[3]).write_text("checkpoint of epoch 1 written")
         time.sleep(120)  # the test kills us here
 
-finetune(sys.argv[1], backbone="{arch}", weights="none", out=sys.argv[2], progress=False,
+finetune(sys.argv[1], model="{arch}", weights="none", out=sys.argv[2], progress=False,
          on_epoch_end=stop_after_first, **{opts})
 """
 
@@ -229,8 +235,8 @@ def test_resume_after_kill_ends_at_the_uninterrupted_weights(cells, tmp_path):
         proc.wait()
     last = out.with_name("killed.last.pt")
     assert read_checkpoint(last)["epoch"] == 1
-    resumed = finetune(cells.root, backbone=ARCH, weights="none", out=out, resume=last, progress=False, **opts)
-    straight = finetune(cells.root, backbone=ARCH, weights="none", out=tmp_path / "straight.pt", progress=False,
+    resumed = finetune(cells.root, model=ARCH, weights="none", out=out, resume=last, progress=False, **opts)
+    straight = finetune(cells.root, model=ARCH, weights="none", out=tmp_path / "straight.pt", progress=False,
                         **opts)
     assert list(resumed.curves["epoch"]) == [1, 2, 3]
     a, b = _weights(resumed.last_checkpoint), _weights(straight.last_checkpoint)
@@ -238,10 +244,10 @@ def test_resume_after_kill_ends_at_the_uninterrupted_weights(cells, tmp_path):
     assert resumed.curves.drop(columns=["seconds", "train_images_per_s"]).equals(
         straight.curves.drop(columns=["seconds", "train_images_per_s"]))
     with pytest.raises(DeepfeatError, match=r"options differ \(lr: checkpoint 0.01, now 0.1\)"):
-        finetune(cells.root, backbone=ARCH, weights="none", out=out, resume=last, progress=False,
+        finetune(cells.root, model=ARCH, weights="none", out=out, resume=last, progress=False,
                  **{**opts, "lr": 0.1})
     with pytest.raises(DeepfeatError, match="no optimizer state"):
-        finetune(cells.root, backbone=ARCH, weights="none", out=out, resume=out, progress=False, **opts)
+        finetune(cells.root, model=ARCH, weights="none", out=out, resume=out, progress=False, **opts)
 
 
 # --- training options ----------------------------------------------------------------------------------------
@@ -280,15 +286,15 @@ def test_cell_augmentation_is_label_preserving_and_seeded():
 # --- bad input -----------------------------------------------------------------------------------------------
 def test_bad_sources_fail_clearly(cells, tmp_path):
     with pytest.raises(DeepfeatError, match="has no labels"):
-        finetune([cells.paths[0], cells.paths[-1]], backbone=ARCH, weights="none", out=tmp_path / "x.pt", **FAST)
+        finetune([cells.paths[0], cells.paths[-1]], model=ARCH, weights="none", out=tmp_path / "x.pt", **FAST)
     one = cells.subset([i for i, lab in enumerate(cells.labels) if lab == "synthetic_blast"])
     with pytest.raises(DeepfeatError, match="at least two"):
-        finetune(one, backbone=ARCH, weights="none", out=tmp_path / "x.pt", **FAST)
+        finetune(one, model=ARCH, weights="none", out=tmp_path / "x.pt", **FAST)
     with pytest.raises(DeepfeatError, match=r"both in training and in val_source"):
-        finetune(cells, backbone=ARCH, weights="none", out=tmp_path / "x.pt", val_source=cells.root, **FAST)
+        finetune(cells, model=ARCH, weights="none", out=tmp_path / "x.pt", val_source=cells.root, **FAST)
     if not torch.cuda.is_available():
         with pytest.raises(DeepfeatError, match="CUDA is not available"):
-            finetune(cells, backbone=ARCH, weights="none", out=tmp_path / "x.pt", device="cuda", **FAST)
+            finetune(cells, model=ARCH, weights="none", out=tmp_path / "x.pt", device="cuda", **FAST)
     with pytest.raises(ModelFileError, match="not a deepfeat fine-tuning checkpoint"):
         torch.save({"a": torch.zeros(1)}, tmp_path / "foreign.pt")
         read_checkpoint(tmp_path / "foreign.pt")
@@ -302,4 +308,4 @@ def test_unreadable_training_image_is_named(cells, tmp_path):
             (broken / lab / f"{i}.png").write_bytes(Path(cells.paths[i if lab == "a" else -1 - i]).read_bytes())
     (broken / "a" / "9.png").write_bytes(b"not a png")
     with pytest.raises(ImageReadError, match=r"9\.png.*fix or remove unreadable images"):
-        finetune(broken, backbone=ARCH, weights="none", out=tmp_path / "x.pt", **FAST)
+        finetune(broken, model=ARCH, weights="none", out=tmp_path / "x.pt", **FAST)

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfeat.data.images import IMAGE_EXTENSIONS, crop_dark_border, is_image_file, load_image, sha256_file
+from deepfeat.data.images import (
+    IMAGE_EXTENSIONS,
+    crop_dark_border,
+    is_image_file,
+    load_image,
+    sha256_file,
+)
 from deepfeat.errors import DeepfeatError, ImageReadError
 
 

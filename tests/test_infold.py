@@ -7,11 +7,11 @@ import torch
 
 from deepfeat.data.synthetic import make_synthetic_smears
 from deepfeat.errors import DeepfeatError
-from deepfeat.finetuning.run import FinetuneConfig, read_checkpoint
 from deepfeat.evaluation.infold import cross_validate_finetuned
+from deepfeat.finetuning.run import FinetuneConfig, read_checkpoint
 
 CFG = FinetuneConfig(epochs=1, batch_size=8, image_size=32, workers=0)
-CV = dict(backbone="test_efficientnet", weights="none", classifiers=["svm", "knn"], selections=["none", "mrmr"],
+CV = dict(model="test_efficientnet", weights="none", classifiers=["svm", "knn"], selections=["none", "mrmr"],
           n_features=20, folds=3, baseline="majority", progress=False)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest: speed and bit-identity
@@ -53,7 +53,7 @@ def test_each_fold_network_never_saw_its_test_images(run, cells):
 def test_results_are_those_of_the_shared_cv_code(run):
     _, res = run
     assert set(res.summary["config"]) == {"svm+none", "svm+mrmr", "knn+none", "knn+mrmr", "baseline-majority"}
-    assert res.config["parameters"]["fold_features"].startswith("FoldFinetuner(backbone='test_efficientnet'")
+    assert res.config["parameters"]["fold_features"].startswith("FoldFinetuner(model='test_efficientnet'")
     assert res.config["parameters"]["folds"] == 3
 
 

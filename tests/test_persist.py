@@ -10,9 +10,14 @@ import pytest
 import sklearn
 
 import deepfeat
+from deepfeat.classifiers.model_files import (
+    load_model,
+    read_sidecar,
+    save_model,
+    sidecar_path,
+)
 from deepfeat.classifiers.presets import build_pipeline
 from deepfeat.errors import ModelFileError
-from deepfeat.classifiers.model_files import load_model, read_sidecar, save_model, sidecar_path
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,14 @@ from PIL import Image
 from sklearn.linear_model import RidgeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
+from deepfeat.classifiers.model_files import load_model, read_sidecar, save_model
 from deepfeat.errors import DeepfeatError, ImageReadError
 from deepfeat.extraction.api import extract_features
 from deepfeat.features import FeatureSet, load_features
 from deepfeat.selection.mrmr import MRMRSelector
-from deepfeat.classifiers.model_files import load_model, read_sidecar, save_model
-from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
 
-TINY = dict(backbone="test_efficientnet", weights="none", layer="logits", batch_size=8, image_size=64, progress=False)
+TINY = dict(model="test_efficientnet", weights="none", layer="logits", batch_size=8, image_size=64, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +166,9 @@ def test_save_model_records_extractor_and_loads_on_cpu(tmp_path, fitted, images,
     paths = images[0]
     path = save_model(fitted, tmp_path / "m.joblib")
     info = read_sidecar(path)
-    assert (info["backbone"], info["weights"], info["layer"]) == ("test_efficientnet", tiny["weights"], "logits")
+    assert (info["model"], info["weights"], info["layer"]) == ("test_efficientnet", tiny["weights"], "logits")
     assert info["classes"] == ["blast", "normal"]
-    assert info["backbone_sha256"] == fitted.extractor_identity_["model_sha256"] and len(info["backbone_sha256"]) == 64
+    assert info["model_sha256"] == fitted.extractor_identity_["model_sha256"] and len(info["model_sha256"]) == 64
     loaded = load_model(path, device="cpu")
     assert loaded.device == "cpu" and loaded.extractor_.device == "cpu"
     np.testing.assert_array_equal(loaded.predict_proba(paths), fitted.predict_proba(paths))
@@ -209,7 +209,7 @@ def test_changed_weights_file_is_refused(tmp_path, images, tiny):
 def _featureset(fitted, paths, labels):
     """What 'deepfeat extract' writes, made with the fitted model's extractor settings, plus labels."""
     p = fitted.get_params()
-    fs = extract_features(paths, model=p["backbone"], weights=p["weights"], layer=p["layer"], cache=p["cache"],
+    fs = extract_features(paths, model=p["model"], weights=p["weights"], layer=p["layer"], cache=p["cache"],
                           image_size=p["image_size"], progress=False)
     return FeatureSet(fs.X, labels, fs.paths, None, fs.sha256, fs.meta)
 
@@ -219,7 +219,7 @@ def test_from_featureset_predicts_images_like_a_path_fit(tmp_path, fitted, image
     fs = load_features(_featureset(fitted, paths, labels).save(tmp_path / "f.npz"))  # as 'deepfeat fit' reads it
     model = DeepFeatureClassifier.from_featureset(fs, classifier="svm-calibrated", batch_size=8, progress=False,
                                                   cache=tiny["cache"])
-    assert (model.backbone, model.weights, model.layer) == ("test_efficientnet", tiny["weights"], "logits")
+    assert (model.model, model.weights, model.layer) == ("test_efficientnet", tiny["weights"], "logits")
     assert model.training_features_["sha256"] == fs.identity()
     np.testing.assert_array_equal(model.predict(paths), fitted.predict(paths))
     np.testing.assert_allclose(model.predict_proba(paths), fitted.predict_proba(paths))
@@ -232,8 +232,8 @@ def test_from_featureset_refuses_incomplete_or_contradicting_meta(fitted, images
     with pytest.raises(DeepfeatError, match="metadata lacks layer: deepfeat cannot tell which extractor"):
         DeepFeatureClassifier.from_featureset(fs)
     fs = _featureset(fitted, paths, labels)
-    with pytest.raises(DeepfeatError, match="backbone='resnet50' contradicts the FeatureSet"):
-        DeepFeatureClassifier.from_featureset(fs, backbone="resnet50")
+    with pytest.raises(DeepfeatError, match="model=.resnet50. contradicts the FeatureSet"):
+        DeepFeatureClassifier.from_featureset(fs, model="resnet50")
     with pytest.raises(DeepfeatError, match="extracted with layer='logits' but this classifier has layer='pooled'"):
         DeepFeatureClassifier(**{**tiny, "layer": "pooled"}).fit_features(fs)
     with pytest.raises(DeepfeatError, match="extracted with image_size=64 but this classifier has image_size=32"):

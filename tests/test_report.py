@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from deepfeat.evaluation.cross_validation import cross_validate
-from deepfeat.features import FeatureSet
 from deepfeat.evaluation.report import write_report
+from deepfeat.features import FeatureSet
 
 
 def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_path):

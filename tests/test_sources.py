@@ -10,7 +10,12 @@ import pytest
 from PIL import Image
 
 from deepfeat.data import manifests as manifests_mod
-from deepfeat.data.manifests import DatasetManifest, check_counts, list_manifests, load_manifest
+from deepfeat.data.manifests import (
+    DatasetManifest,
+    check_counts,
+    list_manifests,
+    load_manifest,
+)
 from deepfeat.data.sources import ImageSource, open_source
 from deepfeat.errors import DeepfeatError
 

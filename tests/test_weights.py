@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from deepfeat.backbones import create_backbone, resolve_data_config, weights as W
+from deepfeat.backbones import create_backbone, resolve_data_config
+from deepfeat.backbones import weights as W
 from deepfeat.backbones.darknet_io import save_darknet_weights
 from deepfeat.errors import DeepfeatError, WeightsUnavailableError
 
@@ -211,7 +212,7 @@ def test_num_classes_replaces_the_loaded_head(source, tmp_path):
 def test_finetune_checkpoint(tmp_path, head, n_out):
     net = timm.create_model("tiny_darknet", pretrained=False, num_classes=n_out)
     path = tmp_path / "ft.pt"
-    meta = {"deepfeat_checkpoint": 1, "arch": "tiny_darknet", "head": head, "num_classes": 3,
+    meta = {"deepfeat_checkpoint": 1, "model": "tiny_darknet", "head": head, "num_classes": 3,
             "class_names": ["a", "b", "c"], "config": {"epochs": 2}, "metrics": {"val_accuracy": 0.5}}
     torch.save({**meta, "state_dict": net.state_dict(),
                 "head_state_dict": torch.nn.Linear(1000, 3).state_dict() if head == "keep1000" else None,

@@ -118,11 +118,26 @@ def _has_tensor(value) -> bool:
     return False
 
 
+def checkpoint_model(ckpt: dict, path) -> str | None:
+    """The network name a deepfeat checkpoint was trained with: field ``model`` (``arch`` before 0.2).
+
+    Checkpoints written by deepfeat 0.1 name it ``arch``; they still load, with a FutureWarning, in this release.
+    """
+    if "model" not in ckpt and "arch" in ckpt:
+        import warnings
+
+        warnings.warn(f"checkpoint {str(path)!r} was written by deepfeat 0.1 (field 'arch'); it loads in this "
+                      "release, later ones read only 'model': fine-tune again or re-save it", FutureWarning,
+                      stacklevel=3)
+        ckpt["model"] = ckpt.pop("arch")
+    return ckpt.get("model")
+
+
 def _checkpoint_metadata(name: str, ckpt: dict, path: Path) -> dict:
     if ckpt.get("deepfeat_checkpoint") != 1:
         raise DeepfeatError(f"{str(path)!r} is a deepfeat checkpoint of format {ckpt.get('deepfeat_checkpoint')!r}; "
                             "this deepfeat reads format 1: upgrade deepfeat")
-    arch = ckpt.get("arch")
+    arch = checkpoint_model(ckpt, path)
     try:
         same = canonical_name(arch) == name  # "xception" and "legacy_xception" are one network
     except DeepfeatError:

@@ -39,12 +39,14 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from deepfeat import defaults
 from deepfeat.classifiers.presets import build_pipeline, get_classifier
 from deepfeat.errors import DeepfeatError
 from deepfeat.features import FeatureSet
 
 #: FeatureSet.meta keys that name the extractor; a FeatureSet without them cannot train a model for image input.
-EXTRACTOR_META_KEYS = ("backbone", "weights", "layer")
+#: FeatureSet.meta key -> parameter (the FeatureSet file keeps 0.1's field name "backbone" for the network)
+EXTRACTOR_META_KEYS = {"backbone": "model", "weights": "weights", "layer": "layer"}
 
 
 def make_pipeline(classifier="svm", **kwargs):
@@ -93,8 +95,8 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str, default="tf_efficientnet_lite0"
-        Backbone name for :class:`~deepfeat.extraction.engine.FeatureExtractor` (any name ``deepfeat.create_backbone``
+    model : str, default="tf_efficientnet_lite0"
+        Network name for :class:`~deepfeat.extraction.engine.FeatureExtractor` (any name ``deepfeat.create_backbone``
         accepts, e.g. ``"darknet19"``, ``"resnet50"``).
     weights : str or path-like, default="imagenet"
         Weights id or file; ``"none"`` for random weights (tests only).
@@ -147,16 +149,24 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
 
     Examples
     --------
-    >>> clf = DeepFeatureClassifier("resnet50", selector="mrmr", n_features=100, classifier="svm")
-    >>> clf.fit(train_paths, train_labels).predict(test_paths)  # doctest: +SKIP
+    A tiny timm network with random weights, on generated cells (a real run uses e.g. ``"darknet19"`` with its
+    weights file, or the default ImageNet ``"tf_efficientnet_lite0"``):
+
+    >>> import tempfile
+    >>> from deepfeat.data.synthetic import make_synthetic_smears
+    >>> cells = make_synthetic_smears(tempfile.mkdtemp(), n_per_class=6, size=48, seed=0)
+    >>> clf = DeepFeatureClassifier("test_efficientnet", weights="none", image_size=48, selector="mrmr",
+    ...                             n_features=20, classifier="svm", cache=False, progress=False)
+    >>> clf.fit(cells.paths, cells.labels).predict(cells.paths[:2]).shape
+    (2,)
     """
 
     _parameter_constraints: dict = {
-        "backbone": [str],
+        "model": [str],
         "weights": [str, os.PathLike],
         "layer": [str],
         "selector": [None, StrOptions({"mrmr"}), HasMethods(["fit", "transform"])],
-        "n_features": [Interval(Integral, 1, None, closed="left"), None],
+        "n_features": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "classifier": [str, HasMethods(["fit", "predict"])],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
@@ -168,10 +178,11 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         "progress": ["boolean"],
     }
 
-    def __init__(self, backbone="tf_efficientnet_lite0", *, weights="imagenet", layer="logits", selector=None,
-                 n_features=None, classifier="svm", class_weight=None, batch_size=None, device="auto", cache=True,
-                 seed=0, crop_border=False, image_size=None, progress=True):
-        self.backbone = backbone
+    def __init__(self, model=defaults.MODEL, *, weights=defaults.WEIGHTS, layer=defaults.LAYER, selector=None,
+                 n_features=defaults.N_FEATURES, classifier="svm", class_weight=None,
+                 batch_size=None, device=defaults.DEVICE, cache=True, seed=defaults.SEED, crop_border=False,
+                 image_size=None, progress=True):
+        self.model = model
         self.weights = weights
         self.layer = layer
         self.selector = selector
@@ -186,12 +197,19 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         self.image_size = image_size
         self.progress = progress
 
+    def __setstate__(self, state):
+        if "backbone" in state and "model" not in state:  # a model file written by deepfeat 0.1
+            warnings.warn("this model file was written by deepfeat 0.1 (parameter 'backbone'); it loads as "
+                          "'model' in this release only: re-save it with save_model", FutureWarning, stacklevel=2)
+            state["model"] = state.pop("backbone")
+        super().__setstate__(state)
+
     # --- construction from a FeatureSet ------------------------------------------------------------
     @classmethod
     def from_featureset(cls, features: FeatureSet, *, y=None, **params) -> "DeepFeatureClassifier":
         """Train on a FeatureSet without re-extracting; later ``predict(paths)`` uses the same extractor.
 
-        ``backbone``, ``weights``, ``layer``, ``crop_border`` and ``image_size`` are taken from
+        ``model``, ``weights``, ``layer``, ``crop_border`` and ``image_size`` are taken from
         ``features.meta`` (written by ``deepfeat extract``); every other parameter comes from ``params``.
 
         Raises
@@ -233,7 +251,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         An image that cannot be decoded makes ``fit`` raise ``UnreadableImagesError`` listing every such file
         (after the readable ones were cached): training never skips images silently.
         """
-        if self.n_features is not None and not (isinstance(self.selector, str) and self.selector == "mrmr"):
+        if self.n_features not in (None, "auto") and not (isinstance(self.selector, str) and self.selector == "mrmr"):
             raise DeepfeatError(f"n_features={self.n_features} only applies to selector='mrmr'; with selector="
                                 f"{self.selector!r} set the number of features on the selector itself")
         self.extractor_ = self._make_extractor()
@@ -320,7 +338,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
 
         # on_error="nan" keeps one row per path; this class turns NaN rows into errors or table entries itself,
         # so the extractor's parameters (and its built network) never change between fit and predict.
-        return FeatureExtractor(self.backbone, weights=self.weights, layer=self.layer, batch_size=self.batch_size,
+        return FeatureExtractor(self.model, weights=self.weights, layer=self.layer, batch_size=self.batch_size,
                                 device=self.device, cache=self.cache, crop_border=self.crop_border,
                                 image_size=self.image_size, on_error="nan", progress=self.progress)
 
@@ -347,7 +365,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
                 if expected.get(key) is not None and _canonical(found[key]) != _canonical(expected[key]):
                     hint = "supply the same weights file (weights=PATH) and settings, or retrain"
                     raise DeepfeatError(
-                        f"the {self.backbone!r} backbone built here (weights={self.weights!r}) differs from the one "
+                        f"the {self.model!r} network built here (weights={self.weights!r}) differs from the one "
                         f"this model was trained with ({key}: trained {_short(expected[key])}, here "
                         f"{_short(found[key])}), so its features would not match; {hint}")
         with warnings.catch_warnings():
@@ -406,9 +424,9 @@ def _extractor_params(features) -> dict:
         raise DeepfeatError(
             f"the FeatureSet's metadata lacks {', '.join(missing)}: deepfeat cannot tell which extractor made "
             "these features, so a model trained on them could not predict on images. Re-extract with "
-            "'deepfeat extract', or fit DeepFeatureClassifier(backbone=..., weights=..., layer=...).fit(fs.X, fs.y)"
+            "'deepfeat extract', or fit DeepFeatureClassifier(model=..., weights=..., layer=...).fit(fs.X, fs.y)"
             " if you know them")
-    params = {k: meta[k] for k in EXTRACTOR_META_KEYS}
+    params = {param: meta[key] for key, param in EXTRACTOR_META_KEYS.items()}
     preprocessing = meta.get("preprocessing") or {}
     params["crop_border"] = bool(preprocessing.get("crop_border", False))
     size = meta.get("input_size")

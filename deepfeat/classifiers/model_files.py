@@ -2,7 +2,7 @@
 
 ``save_model(model, "svm.joblib")`` writes ``svm.joblib`` and ``svm.joblib.json``. The sidecar holds the sha256
 of the joblib file, the versions of deepfeat, scikit-learn, torch, timm, numpy, joblib and Python that wrote it,
-the creation time, the class names, the backbone/weights/layer the model extracts with, the sha256 of that
+the creation time, the class names, the model/weights/layer the classifier extracts with, the sha256 of that
 backbone's parameters and the identity of the FeatureSet it was trained on (when known). ``load_model`` refuses
 a file whose sidecar is missing, whose bytes do not match the recorded sha256, or that was written by another
 deepfeat or scikit-learn major.minor version (unpickling across those versions can silently change predictions).
@@ -25,12 +25,11 @@ import os
 import platform
 import re
 import warnings
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
 from pathlib import Path
 
 from deepfeat.errors import ModelFileError
 from deepfeat.fileio import atomic_write, sha256_file
+from deepfeat.provenance import package_versions
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
@@ -44,17 +43,6 @@ def sidecar_path(path) -> Path:
     """The sidecar of model file ``path``: the same name with ``.json`` appended (``m.joblib.json``)."""
     path = Path(path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def _package_version(name: str) -> str | None:
-    if name == "deepfeat":
-        import deepfeat
-
-        return deepfeat.__version__
-    try:
-        return _dist_version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def _major_minor(ver: str | None) -> tuple[int, int] | None:
@@ -78,11 +66,11 @@ def describe_model(model) -> dict:
     info = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
     classes = getattr(model, "classes_", None)
     info["classes"] = None if classes is None else [_jsonable(c) for c in classes]
-    for key in ("backbone", "weights", "layer"):
+    for key in ("model", "weights", "layer"):
         info[key] = _jsonable(getattr(model, key, None))
     # Which network the training features came from, and which FeatureSet: provenance a reader can check.
     identity = getattr(model, "extractor_identity_", None) or {}
-    info["backbone_sha256"] = identity.get("model_sha256")
+    info["model_sha256"] = identity.get("model_sha256")
     info["training_features_sha256"] = (getattr(model, "training_features_", None) or {}).get("sha256")
     return info
 
@@ -125,7 +113,7 @@ def save_model(model, path) -> Path:
         "file": path.name,
         "sha256": sha256_file(path),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {name: _package_version(name) for name in RECORDED_PACKAGES},
+        "versions": package_versions(RECORDED_PACKAGES, python=False),
         "python": platform.python_version(),
         "warning": "joblib files execute code when loaded: load only files from a trusted source",
         **describe_model(model),
@@ -157,8 +145,9 @@ def read_sidecar(path) -> dict:
 
 
 def _check_versions(path: Path, recorded: dict, allow_version_mismatch: bool) -> None:
+    installed = package_versions(RECORDED_PACKAGES, python=False)
     for name in RECORDED_PACKAGES:
-        saved, here = recorded.get(name), _package_version(name)
+        saved, here = recorded.get(name), installed[name]
         if _major_minor(saved) == _major_minor(here):
             continue
         msg = (f"model file {path} was saved with {name} {saved}, but this environment has {name} {here}")

@@ -348,3 +348,29 @@ def open_source(
                 f"{source.root or source.name}: class counts differ from dataset manifest {m.name} (expected for "
                 "the full published set): " + "; ".join(problems), stacklevel=2)
     return source
+
+
+def expand_image_paths(items) -> list[str]:
+    """Image files and folders (searched like :func:`open_source`) -> one list of image paths, in order.
+
+    Raises DeepfeatError naming an item that does not exist, or when nothing was found.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.png").write_bytes(b"")
+    >>> [pathlib.Path(p).name for p in expand_image_paths([d / "a.png"])]
+    ['a.png']
+    """
+    paths: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(open_source(p).paths)
+        elif p.exists():
+            paths.append(str(p))
+        else:
+            raise DeepfeatError(f"{item} does not exist")
+    if not paths:
+        raise DeepfeatError(f"no images found in {', '.join(map(str, items))}")
+    return paths

@@ -19,10 +19,12 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from deepfeat import defaults
 from deepfeat.classifiers.presets import get_classifier, make_selector
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation import honesty
 from deepfeat.evaluation.results import CVResults, assemble_results
+from deepfeat.selection.mrmr import auto_n_features
 
 __all__ = ["cross_validate", "CVResults", "make_folds"]
 
@@ -141,14 +143,11 @@ def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold
     return out
 
 
-def default_n_features(d: int) -> int:
-    """mRMR size when none is given: the reference study's 521 for >= 1,000 features, else half of them."""
-    return 521 if d >= 1000 else max(1, d // 2)
-
-
-def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selections=("none", "mrmr"),
-                   n_features=None, threshold=None, mrmr_method: str = "fcq", folds: int = 10, repeats: int = 1,
-                   groups="auto", seed: int = 0, n_jobs: int = 1, class_weight=None, baseline="auto",
+def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=defaults.SELECTIONS,
+                   n_features=defaults.N_FEATURES, threshold=None, mrmr_method: str = defaults.MRMR_METHOD,
+                   folds: int = defaults.FOLDS, repeats: int = defaults.REPEATS, groups=defaults.GROUPS,
+                   seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
+                   baseline=defaults.BASELINE,
                    fold_features: Callable | None = None, progress: bool = True) -> CVResults:
     """Cross-validate classifiers on all vs mRMR-selected features, with baselines on the same folds.
 
@@ -159,9 +158,10 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
     classifiers : sequence of str or classifier instances
         Preset names (:data:`deepfeat.classifiers.presets.PRESETS`) or scikit-learn classifiers.
     selections : subset of ("none", "mrmr")
-    n_features, threshold : int, float, optional
-        mRMR size or score threshold (one of them). Neither: :func:`default_n_features` (the reference study's
-        521 of 1,000 features; half the features for narrower sets). ``mrmr_method`` picks the variant ("fcq",
+    n_features, threshold : int or "auto", float, optional
+        mRMR size or score threshold. "auto" (default) without a threshold:
+        :func:`~deepfeat.selection.mrmr.auto_n_features` (the reference study's 521 of 1,000 features; half the
+        features for narrower sets). ``mrmr_method`` picks the variant ("fcq",
         "fcd", "miq", "mid").
     folds, repeats : int
         ``repeats`` x stratified ``folds``-fold CV; repeat r shuffles with ``seed + r``.
@@ -190,10 +190,13 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
     ROC AUC comes from ``predict_proba`` when a classifier has it, else from ``decision_function`` (the ``svm``
     preset); ``predictions.score_kind`` says which.
     """
+    baseline = None if baseline == "none" else baseline
     classifiers = [classifiers] if isinstance(classifiers, str) else list(classifiers)
     selections = [selections] if isinstance(selections, str) else list(selections)
+    if n_features == "auto":
+        n_features = None if threshold is not None else auto_n_features(features.n_features)
     if n_features is None and threshold is None and "mrmr" in selections:
-        n_features = default_n_features(features.n_features)
+        n_features = auto_n_features(features.n_features)
     _check_inputs(features, selections, n_features, threshold, folds, baseline, repeats)
     group_ids, grouping = honesty.resolve_groups(features, groups)
     classes, y = np.unique(features.y, return_inverse=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.finetuning.checkpoints import read_checkpoint, sibling
 from deepfeat.finetuning.run import FinetuneConfig, finetune
@@ -30,13 +31,13 @@ class FoldFinetuner:
     so an interrupted in-fold run picks up where it stopped (extraction goes through the feature cache).
     """
 
-    def __init__(self, source, *, config: FinetuneConfig, backbone: str, weights, layer: str, work_dir,
+    def __init__(self, source, *, config: FinetuneConfig, model: str, weights, layer: str, work_dir,
                  progress: bool = True):
-        self.source, self.config, self.backbone, self.weights = source, config, backbone, weights
+        self.source, self.config, self.model, self.weights = source, config, model, weights
         self.layer, self.work_dir, self.progress = layer, Path(work_dir), progress
 
     def __repr__(self) -> str:  # recorded in the CV config as the source of the fold features
-        return f"FoldFinetuner(backbone={self.backbone!r}, weights={str(self.weights)!r}, layer={self.layer!r})"
+        return f"FoldFinetuner(model={self.model!r}, weights={str(self.weights)!r}, layer={self.layer!r})"
 
     def checkpoint(self, fold_index: int) -> Path:
         return self.work_dir / f"fold{fold_index:02d}.pt"
@@ -47,7 +48,7 @@ class FoldFinetuner:
         if not (out.is_file() and last.is_file()):
             return "new"
         ckpt = read_checkpoint(last)
-        same = (ckpt["arch"] == self.backbone and set(ckpt["train_sha256"]) | set(ckpt["val_sha256"]) == train_sha
+        same = (ckpt["model"] == self.model and set(ckpt["train_sha256"]) | set(ckpt["val_sha256"]) == train_sha
                 and all(ckpt["config"].get(k) == v for k, v in self.config.to_dict().items()
                         if k not in ("epochs", "device", "workers")))
         if not same:
@@ -63,20 +64,20 @@ class FoldFinetuner:
         train_src = self.source.subset(train_idx)
         state = self._reusable(out, {sha256_file(p) for p in train_src.paths})
         if state != "done":
-            finetune(train_src, backbone=self.backbone, weights=self.weights, out=out, config=cfg,
+            finetune(train_src, model=self.model, weights=self.weights, out=out, config=cfg,
                      resume=sibling(out, "last") if state == "resume" else None, progress=self.progress)
-        fs = extract_features(self.source, model=self.backbone, weights=str(out), layer=self.layer,
+        fs = extract_features(self.source, model=self.model, weights=str(out), layer=self.layer,
                               batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
                               image_size=cfg.image_size, progress=self.progress,
                               **({} if cfg.workers is None else {"num_workers": cfg.workers}))
         return fs.X
 
 
-def _feature_dim(backbone: str, weights, layer: str, head: str, n_classes: int) -> int:
+def _feature_dim(model: str, weights, layer: str, head: str, n_classes: int) -> int:
     """Width of the features the fold networks will give (loads the starting weights: fails fast if absent)."""
     from deepfeat.backbones import create_backbone
 
-    net = create_backbone(backbone, weights=weights)
+    net = create_backbone(model, weights=weights)
     if layer == "pooled":
         return int(net.num_features)
     return int(net.num_classes) if head == "keep1000" else int(n_classes)
@@ -94,7 +95,7 @@ def _fold_record(fold_index: int, path: Path, test_sha: set) -> dict:
             "test_images_with_identical_bytes_in_finetuning": len(seen)}
 
 
-def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, backbone: str = "darknet19",
+def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, model: str = defaults.MODEL,
                              weights="imagenet", layer: str = "logits", classifiers=("svm", "knn", "ann", "nb"),
                              selections=("none", "mrmr"), n_features=None, folds: int = 10, seed: int = 0,
                              work_dir=None, progress: bool = True, **cv_options):
@@ -107,7 +108,7 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
     finetune : FinetuneConfig, optional
         Training options for every fold (default: the study's settings). Its ``val_fraction`` split is made
         inside each training fold; ``val_source`` is refused (it would put outside images in every fold).
-    backbone, weights, layer :
+    model, weights, layer :
         Starting network and weights; ``layer`` of the fine-tuned network to use as features ("logits": the
         1000 outputs with ``head="keep1000"``, "pooled": pre-logits).
     classifiers, selections, n_features, folds, seed, **cv_options :
@@ -139,17 +140,17 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
     if src.labels is None:
         raise DeepfeatError(f"source {src.name} has no labels: in-fold fine-tuning needs labelled images")
     sha = [sha256_file(p) for p in src.paths]
-    d = _feature_dim(backbone, weights, layer, config.head, len(src.class_names))
+    d = _feature_dim(model, weights, layer, config.head, len(src.class_names))
     # The features are supplied per fold; this FeatureSet carries labels, groups, paths and hashes for the folds
     # and the honesty checks. Its X is a zero placeholder of the right width, never used for scoring.
     skeleton = FeatureSet(np.zeros((len(src), d), np.float32), y=src.labels, paths=src.paths, groups=src.groups,
-                          sha256=sha, meta={"backbone": backbone, "weights": str(weights), "layer": layer,
+                          sha256=sha, meta={"backbone": model, "weights": str(weights), "layer": layer,
                                             "features": f"fine-tuned inside each fold (placeholder X, {d} wide)"})
     temp = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="deepfeat-infold-")) if temp else Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        fold_fn = FoldFinetuner(src, config=config, backbone=backbone, weights=weights, layer=layer,
+        fold_fn = FoldFinetuner(src, config=config, model=model, weights=weights, layer=layer,
                                 work_dir=work, progress=progress)
         results = cross_validate(skeleton, classifiers=classifiers, selections=selections, n_features=n_features,
                                  folds=folds, seed=seed, fold_features=fold_fn, progress=progress, **cv_options)
@@ -158,7 +159,7 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
         if temp:
             shutil.rmtree(work, ignore_errors=True)
     seen = sum(r["test_images_with_identical_bytes_in_finetuning"] for r in records)
-    text = (f"The backbone was fine-tuned inside each training fold ({len(records)} fine-tunings of {backbone}, "
+    text = (f"The backbone was fine-tuned inside each training fold ({len(records)} fine-tunings of {model}, "
             f"early stopping on a {config.val_fraction:.0%} split of the training fold): no test image was used to "
             "train or select the network that made its features.")
     if seen:
@@ -168,7 +169,7 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
                                    "test_images_with_identical_bytes_in_finetuning": seen}
     if seen:
         results.honesty["warnings"].append(text.split("But ")[1])
-    results.config["finetune"] = {"in_fold": True, "backbone": backbone, "weights": str(weights), "layer": layer,
+    results.config["finetune"] = {"in_fold": True, "model": model, "weights": str(weights), "layer": layer,
                                   "config": config.to_dict(), "work_dir": None if temp else str(work),
                                   "checkpoints_kept": not temp, "folds": records}
     return results

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from deepfeat.evaluation import honesty
+from deepfeat.provenance import package_versions
 
 METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "specificity_macro", "f1_macro",
            "roc_auc")
@@ -106,13 +106,8 @@ def fold_metrics(y, pred, scores, n_classes) -> tuple[dict, dict, np.ndarray]:
 
 
 def _versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("deepfeat", "scikit-learn", "numpy", "scipy", "pandas", "torch", "timm", "mrmr-selection"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+    return {**package_versions(("deepfeat", "scikit-learn", "numpy", "scipy", "pandas", "torch", "timm",
+                                "mrmr-selection")), "platform": platform.platform()}
 
 
 def _meta_summary(meta: dict) -> dict:

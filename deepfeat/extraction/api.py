@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.extraction.cache import FeatureCache
 from deepfeat.extraction.inputs import (
@@ -43,17 +44,17 @@ from deepfeat.extraction.inputs import (
 )
 from deepfeat.features import FeatureSet
 from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
+from deepfeat.provenance import package_versions
 
-__all__ = ["UnreadableImagesError", "extract_features", "request_identity"]
+__all__ = ["UnreadableImagesError", "extract_features", "request_identity", "save_features"]
 
 log = logging.getLogger("deepfeat.extraction.engine")
-_LAYERS = ("logits", "pooled")
 REQUEST_FORMAT = 1
 _VERSIONED = ("deepfeat", "torch", "torchvision", "timm", "numpy", "pillow")
 
 
 def _check_params(layer, precision, channels_last, on_error, allowed_on_error, batch_size):
-    for name, value, allowed in (("layer", layer, _LAYERS), ("precision", precision, ("auto", "fp32", "bf16", "fp16")),
+    for name, value, allowed in (("layer", layer, defaults.LAYERS), ("precision", precision, defaults.PRECISIONS),
                                  ("on_error", on_error, allowed_on_error)):
         if value not in allowed:
             raise DeepfeatError(f"The '{name}' parameter must be one of {list(allowed)}. Got {value!r} instead.")
@@ -107,13 +108,6 @@ def _host() -> dict:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def request_identity(*, model, weights, layer, device, precision, channels_last, crop_border,
                      image_size) -> dict | None:
     """Everything an extraction request's features depend on, found without torch; None = no fast path.
@@ -132,7 +126,7 @@ def request_identity(*, model, weights, layer, device, precision, channels_last,
             "device": str(device).strip().lower(), "precision": precision,
             "channels_last": channels_last in ("auto", True, "on"), "crop_border": bool(crop_border),
             "image_size": None if image_size is None else int(image_size), "host": _host(),
-            "versions": {d: _version(d) for d in _VERSIONED}}
+            "versions": package_versions(_VERSIONED, python=False)}
     blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return {"id": hashlib.sha256(blob).hexdigest(), "body": body, "weights_source": source, "weights_path": path}
 
@@ -156,9 +150,10 @@ def _serve_cached(store: FeatureCache, request: dict, paths):
 
 # ----------------------------------------------------------------------------------------------- extract_features
 
-def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet", layer="logits", batch_size=None,
-                     device="auto", num_workers=None, cache=True, precision="auto", channels_last="auto",
-                     crop_border=False, image_size=None, on_error="raise", progress=True) -> FeatureSet:
+def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, layer=defaults.LAYER,
+                     batch_size=None, device=defaults.DEVICE, num_workers=None, cache=True,
+                     precision=defaults.PRECISION, channels_last="auto", crop_border=False, image_size=None,
+                     on_error="raise", progress=True, manifest=None) -> FeatureSet:
     """Deep features of every image in ``source``, through the on-disk cache.
 
     Parameters
@@ -198,7 +193,10 @@ def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet
     on_error : {'raise', 'skip'}, default 'raise'
         What to do about unreadable images, after every readable one was computed and cached.
     progress : bool, default True
-        Progress bar (images/s) and decision lines on stderr.
+        Progress bar (images/s) on stderr; decisions (device, precision, cache) are logged on the ``deepfeat``
+        logger at INFO (DEBUG when False).
+    manifest : str or path, optional
+        A dataset manifest applied to a folder ``source`` (class names, subject ids, counts).
 
     Returns
     -------
@@ -213,7 +211,7 @@ def extract_features(source, *, model="tf_efficientnet_lite0", weights="imagenet
     """
     t0 = time.perf_counter()
     _check_params(layer, precision, channels_last, on_error, ("raise", "skip"), batch_size)
-    paths, labels, groups, name, root = open_paths(source)
+    paths, labels, groups, name, root = open_paths(source, manifest)
     if not paths:
         raise DeepfeatError(f"no images to extract features from in {source!r}")
     store = open_cache(cache)
@@ -263,3 +261,31 @@ def _feature_set(paths, labels, groups, name, root, rows, shas, failures, meta, 
         say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
     return FeatureSet(np.stack([r for r in rows if r is not None]), pick(labels), pick(paths), pick(groups),
                       pick(shas), meta)
+
+
+def save_features(fs: FeatureSet, path) -> Path | None:
+    """Write ``fs`` to ``path`` and its unreadable images to ``PATH.failed.csv`` (path, reason).
+
+    A ``.failed.csv`` left by an earlier run is removed when this run skipped nothing, so the folder never holds
+    a stale list. Returns the ``.failed.csv`` path, or None when every image was read.
+    """
+    import csv
+
+    from deepfeat.fileio import atomic_write
+
+    path = Path(path)
+    fs.save(path)
+    failed = path.with_name(path.name + ".failed.csv")
+    skipped = fs.meta.get("skipped") or []
+    if not skipped:
+        failed.unlink(missing_ok=True)
+        return None
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "reason"])
+            writer.writerows([item["path"], item["reason"]] for item in skipped)
+
+    atomic_write(failed, write)
+    return failed

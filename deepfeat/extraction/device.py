@@ -12,9 +12,10 @@ import hashlib
 import numpy as np
 import torch
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 
-__all__ = ["MIN_COSINE", "autocast", "check_precision", "forward_features_of", "model_sha256",
+__all__ = ["MIN_COSINE", "autocast", "autocast_dtype", "check_precision", "forward_features_of", "model_sha256",
            "resolve_device", "resolve_precision"]
 
 MIN_COSINE = 0.999
@@ -48,10 +49,19 @@ def resolve_device(device="auto") -> tuple[torch.device, str]:
     return torch.device("cuda", index), f"device: cuda:{index} ({torch.cuda.get_device_name(index)}) (requested)"
 
 
-def resolve_precision(requested: str, device: torch.device) -> tuple[str, str, bool]:
-    """``(precision, reason, needs_check)``; ``needs_check`` means: confirm with :func:`check_precision`."""
-    if requested not in ("auto", "fp32", "bf16", "fp16"):
-        raise DeepfeatError(f"The 'precision' parameter must be 'auto', 'fp32', 'bf16' or 'fp16'. Got {requested!r}.")
+def resolve_precision(requested: str, device: torch.device, *, training: bool = False) -> tuple[str, str, bool]:
+    """``(precision, reason, needs_check)``; ``needs_check`` means: confirm with :func:`check_precision`.
+
+    The one precision rule of deepfeat, for extraction and (``training=True``) fine-tuning. On CUDA, 'auto' is
+    bf16 autocast (fp16 where bf16 is unsupported). On the CPU, 'auto' is fp32 for training (bf16 autocast is
+    opt-in there: it changes the numerics of training) and a checked bf16 candidate for extraction on CPUs with
+    native bf16. fp16 autocast does not train on the CPU.
+    """
+    if requested not in defaults.PRECISIONS:
+        raise DeepfeatError(f"The 'precision' parameter must be one of {list(defaults.PRECISIONS)}. "
+                            f"Got {requested!r} instead.")
+    if training and requested == "fp16" and device.type != "cuda":
+        raise DeepfeatError("precision 'fp16' needs CUDA for training; on the CPU use 'bf16' or 'fp32'")
     if device.type == "cuda":
         if requested == "bf16" and not torch.cuda.is_bf16_supported():
             raise DeepfeatError(f"precision='bf16' was requested but {device} does not support bf16; use fp16")
@@ -62,9 +72,16 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str, b
         return "fp16", "precision: auto -> fp16 autocast (CUDA without bf16)", False
     if requested != "auto":
         return requested, f"precision: {requested} (requested)", False
+    if training:
+        return "fp32", "precision: auto -> fp32 (CPU training; bf16 autocast is opt-in)", False
     if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "bf16", "precision: auto -> bf16 candidate (CPU has native bf16), checking", True
     return "fp32", "precision: auto -> fp32 (this CPU has no native bf16, reduced precision would be slower)", False
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision; None for fp32 (autocast off)."""
+    return _DTYPES.get(precision)
 
 
 def autocast(device: torch.device, precision: str):

@@ -26,6 +26,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.extraction.cache import FeatureCache, model_key
 from deepfeat.extraction.device import (
@@ -49,12 +50,12 @@ from deepfeat.extraction.preprocessing import (
     collate_images,
     preprocessing_config,
 )
+from deepfeat.provenance import package_versions
 
 __all__ = ["FeatureExtractor", "UnreadableImagesError"]
 
 log = logging.getLogger("deepfeat.extraction")
 _PRECISION_DECISIONS: dict[str, tuple[str, str]] = {}  # auto-check outcomes of this process, by model key
-_LAYERS = ("logits", "pooled")
 
 
 def default_batch_size(device) -> int:
@@ -227,10 +228,6 @@ class _Engine:
         return failures
 
     def meta(self):
-        import timm
-
-        from deepfeat import __version__
-
         meta = {
             "backbone": self.backbone, "weights": self.info.get("weights"),
             "weights_source": self.info.get("weights_source"), "weights_sha256": self.info.get("weights_sha256"),
@@ -238,8 +235,7 @@ class _Engine:
             "input_size": list(self.data_config["input_size"]), "preprocessing": self.preprocessing,
             "device": str(self.device), "precision": self.precision, "precision_reason": self.precision_reason,
             "channels_last": self.channels_last, "batch_size": self.batch_size, "num_workers": self.num_workers,
-            "versions": {"deepfeat": __version__, "torch": torch.__version__, "timm": timm.__version__,
-                         "numpy": np.__version__},
+            "versions": package_versions(("deepfeat", "torch", "timm", "numpy"), python=False),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         ckpt = self.info.get("checkpoint")
@@ -260,23 +256,28 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> fx = FeatureExtractor("resnet50", weights="none", layer="pooled")      # doctest: +SKIP
-    >>> X = fx.fit_transform(["a.jpg", "b.jpg"])                                # doctest: +SKIP
+    >>> import tempfile
+    >>> from deepfeat.data.synthetic import make_synthetic_smears
+    >>> cells = make_synthetic_smears(tempfile.mkdtemp(), n_per_class=2, size=48, seed=0)
+    >>> fx = FeatureExtractor("test_efficientnet", weights="none", layer="pooled", image_size=48, cache=False,
+    ...                       progress=False)
+    >>> fx.fit_transform(cells.paths[:3]).shape
+    (3, 256)
     """
 
     _parameter_constraints = {
         "model": [str, torch.nn.Module], "weights": [str, os.PathLike],
-        "layer": [StrOptions(set(_LAYERS))], "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "layer": [StrOptions(set(defaults.LAYERS))], "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "device": [str], "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "cache": ["boolean", str, os.PathLike, FeatureCache, None],
-        "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
+        "precision": [StrOptions(set(defaults.PRECISIONS))],
         "channels_last": [StrOptions({"auto"}), "boolean"], "crop_border": ["boolean"],
         "image_size": [Interval(Integral, 8, None, closed="left"), None],
         "on_error": [StrOptions({"raise", "nan"})], "progress": ["boolean"],
     }
 
-    def __init__(self, model="tf_efficientnet_lite0", *, weights="imagenet", layer="logits", batch_size=None,
-                 device="auto", num_workers=None, cache=True, precision="auto", channels_last="auto",
+    def __init__(self, model=defaults.MODEL, *, weights=defaults.WEIGHTS, layer=defaults.LAYER, batch_size=None,
+                 device=defaults.DEVICE, num_workers=None, cache=True, precision=defaults.PRECISION, channels_last="auto",
                  crop_border=False, image_size=None, on_error="raise", progress=True):
         self.model = model
         self.weights = weights

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,14 +37,17 @@ class UnreadableImagesError(ImageReadError):
 
 
 def say(message: str, progress: bool) -> None:
-    """Decisions are never silent: logged always, and shown on stderr when progress output is on."""
-    log.info(message)
-    if progress:
-        print(f"deepfeat: {message}", file=sys.stderr, flush=True)
+    """Decisions are never silent: logged on the ``deepfeat`` logger (INFO; DEBUG when ``progress`` is off).
+
+    The CLI shows INFO lines on stderr as ``deepfeat: ...`` (not with --quiet); a Python caller sees them once it
+    configures logging, e.g. ``logging.basicConfig(level=logging.INFO)``.
+    """
+    log.log(logging.INFO if progress else logging.DEBUG, message)
 
 
-def open_paths(source):
-    """(paths, labels, groups, name, root) from an ImageSource, a list of paths or an open_source spec."""
+def open_paths(source, manifest=None):
+    """(paths, labels, groups, name, root) from an ImageSource, a list of paths or an open_source spec (with a
+    dataset ``manifest``)."""
     if hasattr(source, "paths"):
         return (list(map(str, source.paths)), getattr(source, "labels", None), getattr(source, "groups", None),
                 getattr(source, "name", None), getattr(source, "root", None))
@@ -53,7 +55,7 @@ def open_paths(source):
         return [os.fspath(p) for p in np.asarray(source, dtype=object).reshape(-1)], None, None, None, None
     from deepfeat.data.sources import open_source
 
-    return open_paths(open_source(source))
+    return open_paths(open_source(source, manifest=manifest))
 
 
 def hash_all(paths):

@@ -15,7 +15,6 @@ whether to raise (after caching every good image) or skip.
 """
 from __future__ import annotations
 
-import random
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,14 +22,9 @@ import torch
 from PIL import Image
 
 __all__ = [
-    "AUGMENT_DEFAULTS", "DarknetResize", "ImageDataset", "ImageFailure", "build_transform",
+    "Compose", "DarknetResize", "ImageDataset", "ImageFailure", "build_transform",
     "collate_images", "preprocessing_config",
 ]
-
-# Cell images have no canonical orientation, so flips and quarter turns are label-preserving; stain varies
-# between labs, hence a small colour jitter (kept small: hue shifts change what a stain looks like).
-AUGMENT_DEFAULTS = {"hflip": 0.5, "vflip": 0.5, "rot90": True,
-                    "brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.02}
 
 _TIMM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
@@ -86,41 +80,9 @@ class _CropDarkBorder:
         return "CropDarkBorder()"
 
 
-class _ColourJitter:
-    def __init__(self, brightness, contrast, saturation, hue):
-        from torchvision.transforms import ColorJitter
+class Compose:
+    """Apply callables in order (picklable, unlike a lambda chain, so it crosses DataLoader workers)."""
 
-        self.jitter = ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
-
-    def __call__(self, img):
-        return self.jitter(img)
-
-    def __repr__(self) -> str:
-        return repr(self.jitter)
-
-
-class _FlipRotate:
-    """Random flips and quarter turns on the preprocessed tensor (C, H, W); quarter turns only when H == W."""
-
-    def __init__(self, hflip: float, vflip: float, rot90: bool):
-        self.hflip, self.vflip, self.rot90 = float(hflip), float(vflip), bool(rot90)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if random.random() < self.hflip:
-            x = x.flip(-1)
-        if random.random() < self.vflip:
-            x = x.flip(-2)
-        if self.rot90:
-            k = random.randrange(4) if x.shape[-1] == x.shape[-2] else 2 * random.randrange(2)
-            if k:
-                x = torch.rot90(x, k, dims=(-2, -1))
-        return x.contiguous()
-
-    def __repr__(self) -> str:
-        return f"FlipRotate(hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90})"
-
-
-class _Compose:
     def __init__(self, steps):
         self.steps = list(steps)
 
@@ -133,20 +95,7 @@ class _Compose:
         return "Compose(\n" + "".join(f"    {s!r}\n" for s in self.steps) + ")"
 
 
-def _augment_options(augment) -> dict | None:
-    if augment is None or augment is True or augment == "cells":
-        return dict(AUGMENT_DEFAULTS)
-    if augment is False or augment == "none":
-        return None
-    if isinstance(augment, dict):
-        unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
-        if unknown:
-            raise ValueError(f"augment: unknown option(s) {unknown}; known: {sorted(AUGMENT_DEFAULTS)}")
-        return {**AUGMENT_DEFAULTS, **augment}
-    raise ValueError(f"augment must be None, 'cells', 'none', True, False or a dict; got {augment!r}")
-
-
-def build_transform(data_config: dict, *, crop_border: bool = False, train: bool = False, augment=None):
+def build_transform(data_config: dict, *, crop_border: bool = False):
     """A callable PIL image -> float32 tensor (3, H, W) for a model's data config.
 
     Parameters
@@ -156,12 +105,6 @@ def build_transform(data_config: dict, *, crop_border: bool = False, train: bool
         ``crop_pct``, ``interpolation``, ``crop_mode``, and ``darknet=True`` for darknet preprocessing.
     crop_border : bool, default False
         First remove the dark border of C-NMC-style images (``deepfeat.data.images.crop_dark_border``).
-    train : bool, default False
-        Add label-preserving augmentation after the eval preprocessing (geometry stays deterministic, so the
-        network sees the same framing as at extraction time).
-    augment : None, 'cells', 'none', bool or dict, default None
-        With ``train=True``: ``None``/'cells' = :data:`AUGMENT_DEFAULTS` (flips, quarter turns, small colour
-        jitter); 'none' = no augmentation; a dict overrides single options. Ignored when ``train=False``.
 
     Returns
     -------
@@ -171,9 +114,6 @@ def build_transform(data_config: dict, *, crop_border: bool = False, train: bool
     if "input_size" not in cfg:
         raise ValueError(f"data_config needs 'input_size' (C, H, W); got keys {sorted(cfg)}")
     steps: list[Any] = [_CropDarkBorder()] if crop_border else []
-    aug = _augment_options(augment) if train else None
-    if aug and any(aug[k] for k in ("brightness", "contrast", "saturation", "hue")):
-        steps.append(_ColourJitter(aug["brightness"], aug["contrast"], aug["saturation"], aug["hue"]))
     if cfg.get("darknet"):
         steps.append(DarknetResize(tuple(cfg["input_size"])[-2:]))
     else:
@@ -181,9 +121,7 @@ def build_transform(data_config: dict, *, crop_border: bool = False, train: bool
 
         timm_cfg = {k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in _TIMM_KEYS if k in cfg}
         steps.append(create_transform(**timm_cfg, is_training=False))
-    if aug:
-        steps.append(_FlipRotate(aug["hflip"], aug["vflip"], aug["rot90"]))
-    return steps[0] if len(steps) == 1 else _Compose(steps)
+    return steps[0] if len(steps) == 1 else Compose(steps)
 
 
 class ImageFailure(NamedTuple):

@@ -5,14 +5,15 @@ The format is documented in :mod:`deepfeat.finetuning.run`. Files hold tensors a
 """
 from __future__ import annotations
 
-import platform
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from deepfeat.backbones.weight_files import checkpoint_model
 from deepfeat.errors import DeepfeatError, ModelFileError
 from deepfeat.fileio import atomic_write
+from deepfeat.provenance import package_versions
 
 CHECKPOINT_FORMAT = 1
 # options that may differ between an interrupted run and its resumption: they do not change the result on the CPU
@@ -33,17 +34,8 @@ def sibling(out: Path, tag: str, suffix: str | None = None) -> Path:
 
 
 def versions() -> dict:
-    import sklearn
-    import timm
-    import torch
-    import torchvision
-
-    from deepfeat import __version__
-
-    found = {"deepfeat": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-             "timm": timm.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-             "python": platform.python_version()}
-    return {k: str(v) for k, v in found.items()}  # torch's TorchVersion is a str subclass weights_only refuses
+    """The versions a checkpoint records (plain strings: ``torch.load(weights_only=True)`` reads them)."""
+    return package_versions(("deepfeat", "torch", "torchvision", "timm", "numpy", "scikit-learn"))
 
 
 def plain(obj):
@@ -79,6 +71,7 @@ def read_checkpoint(path) -> dict:
         raise ModelFileError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("deepfeat_checkpoint") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"{path} is not a deepfeat fine-tuning checkpoint (format {CHECKPOINT_FORMAT})")
+    checkpoint_model(ckpt, path)
     return ckpt
 
 
@@ -91,13 +84,13 @@ def load_into(model, ckpt: dict, path) -> None:
         else:
             model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise ModelFileError(f"checkpoint {path} does not fit architecture {ckpt['arch']!r}: {exc}") from exc
+        raise ModelFileError(f"checkpoint {path} does not fit model {ckpt['model']!r}: {exc}") from exc
 
 
 def load_finetuned(path):
     """The end-to-end classifier (backbone + task head) of a checkpoint, in eval mode, and its class names.
 
-    Feature extraction does not need this (``create_backbone(arch, weights=path)`` gives the backbone alone);
+    Feature extraction does not need this (``create_backbone(model, weights=path)`` gives the backbone alone);
     it is for predicting with the fine-tuned network itself.
 
     Returns
@@ -109,20 +102,20 @@ def load_finetuned(path):
     from deepfeat.finetuning.training import attach_head
 
     ckpt = read_checkpoint(path)
-    model = attach_head(create_backbone(ckpt["arch"], weights="none"), ckpt["head"], ckpt["num_classes"])
+    model = attach_head(create_backbone(ckpt["model"], weights="none"), ckpt["head"], ckpt["num_classes"])
     load_into(model, ckpt, path)
     return model.eval(), list(ckpt["class_names"])
 
 
-def check_resumable(ckpt: dict, config: dict, backbone: str, path) -> None:
+def check_resumable(ckpt: dict, config: dict, model: str, path) -> None:
     """Refuse to resume a run whose options differ in a way that changes the result."""
     if "optimizer_state" not in ckpt:
         raise DeepfeatError(f"{path} has no optimizer state (it is a best-model checkpoint); resume from its "
                             f"'.last' file instead")
     saved = ckpt.get("config", {})
     diff = {k: (saved.get(k), v) for k, v in config.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
-    if ckpt["arch"] != backbone:
-        diff["backbone"] = (ckpt["arch"], backbone)
+    if ckpt["model"] != model:
+        diff["model"] = (ckpt["model"], model)
     if diff:
         said = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
         raise DeepfeatError(f"cannot resume from {path}: options differ ({said}); use the original options")

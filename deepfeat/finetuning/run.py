@@ -15,7 +15,7 @@ checkpoint kept as ``out`` is the one with the lowest validation loss (MATLAB's
 beside it is the latest epoch, with the optimizer, schedule and RNG state needed to resume.
 
 Checkpoint format (``torch.load(path, weights_only=True)`` reads it): a dict with ``deepfeat_checkpoint`` (1),
-``arch`` (timm name), ``head`` ("keep1000" | "replace"), ``num_classes``, ``class_names``, ``state_dict`` (the
+``model`` (timm name; ``arch`` in 0.1 files, still read), ``head`` ("keep1000" | "replace"), ``num_classes``, ``class_names``, ``state_dict`` (the
 backbone network: for keep1000 the full 1000-output network, for replace the network with an n-class
 classifier), ``head_state_dict`` (keep1000: the ``Linear(1000, n)`` on top; else None), ``config`` (this run's
 :class:`FinetuneConfig`), ``train_sha256`` / ``val_sha256`` (sha256 of every training / validation image, in
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.finetuning.checkpoints import (
     atomic_save,
@@ -56,12 +57,13 @@ from deepfeat.finetuning.splits import split_train_val
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "load_finetuned", "read_checkpoint", "split_train_val"]
 
+EXPERIMENT_KEYS = ("enabled", "in_fold")  # keys of an experiment's [finetune] table that are not training options
 _CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("step", "cosine", "constant"),
     "balance": ("none", "oversample", "class-weight"),
     "head": ("keep1000", "replace"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "precision": defaults.PRECISIONS,
     "monitor": ("val_loss", "val_accuracy"),
 }
 
@@ -170,6 +172,14 @@ class FinetuneConfig:
         return cls(**values)
 
     @classmethod
+    def from_table(cls, table: dict, *, where: str, overrides: dict | None = None) -> "FinetuneConfig":
+        """The options of an experiment file's ``[finetune]`` table (the one place that reads it), then
+        ``overrides`` (e.g. command-line options). The experiment keys ``enabled`` and ``in_fold`` say whether and
+        where to fine-tune; they are not training options and are skipped here."""
+        values = {k: v for k, v in dict(table).items() if k not in EXPERIMENT_KEYS}
+        return cls.from_dict({**values, **(overrides or {})}, where=where)
+
+    @classmethod
     def from_toml(cls, path, *, table: str = "finetune") -> "FinetuneConfig":
         """Read the ``[finetune]`` table of a TOML file (or the whole file when it has no such table).
 
@@ -181,8 +191,7 @@ class FinetuneConfig:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise DeepfeatError(f"cannot read fine-tuning config {path}: {exc}") from exc
-        values = dict(data.get(table, data) if table else data)
-        return cls.from_dict({k: v for k, v in values.items() if k not in ("enabled", "in_fold")}, where=str(path))
+        return cls.from_table(data.get(table, data) if table else data, where=str(path))
 
 
 @dataclass
@@ -234,15 +243,15 @@ def _improved(best: dict | None, val, monitor: str) -> bool:
     return val.loss < best["val_loss"]
 
 
-def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, config: FinetuneConfig | None = None,
+def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, config: FinetuneConfig | None = None,
              resume=None, progress: bool = True, on_epoch_end=None, **options) -> FinetuneResult:
-    """Fine-tune ``backbone`` on the labelled images of ``source`` and write the best checkpoint to ``out``.
+    """Fine-tune the network ``model`` on the labelled images of ``source`` and write the best checkpoint to ``out``.
 
     Parameters
     ----------
     source : str, Path or ImageSource
         Folder of class sub-folders, CSV (``path``, ``label``, optional ``group``) or an ImageSource.
-    backbone : str
+    model : str, default "tf_efficientnet_lite0"
         timm model name (``darknet19``, ``tf_efficientnet_lite0``, ...).
     weights : str or Path
         Starting weights: "imagenet", a file, or "none" (random).
@@ -267,18 +276,27 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
 
     Examples
     --------
+    One short epoch of a tiny network on generated cells (a real run: ``model="tf_efficientnet_lite0"``,
+    ``epochs=15``):
+
+    >>> import tempfile, pathlib
     >>> from deepfeat.data.synthetic import make_synthetic_smears
-    >>> cells = make_synthetic_smears("cells", n_per_class=20, size=64)            # doctest: +SKIP
-    >>> res = finetune(cells, backbone="tf_efficientnet_lite0", out="lite0.pt",
-    ...                epochs=3, batch_size=16)                                    # doctest: +SKIP
-    >>> print(res.summary())                                                       # doctest: +SKIP
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> cells = make_synthetic_smears(tmp / "cells", n_per_class=8, size=48, seed=0)
+    >>> res = finetune(cells, model="test_efficientnet", weights="none", out=tmp / "tiny.pt", epochs=1,
+    ...                batch_size=8, image_size=48, workers=0, progress=False)
+    >>> res.best_epoch, res.checkpoint.name
+    (1, 'tiny.pt')
     """
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
 
-    from deepfeat.backbones import create_backbone, resolve_data_config
-    from deepfeat.data.images import sha256_file
+    from deepfeat.extraction.device import (
+        autocast_dtype,
+        resolve_device,
+        resolve_precision,
+    )
     from deepfeat.extraction.preprocessing import build_transform
     from deepfeat.finetuning import training as T
 
@@ -292,67 +310,23 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
     class_names = src.class_names
     if len(class_names) < 2:
         raise DeepfeatError(f"source {src.name} has one class ({class_names}); fine-tuning needs at least two")
-    sha = [sha256_file(p) for p in src.paths]
-    if cfg.val_source is not None:
-        vsrc = _labelled(cfg.val_source, "val_source")
-        extra = sorted(set(vsrc.class_names) - set(class_names))
-        if extra:
-            raise DeepfeatError(f"val_source has classes {extra} that the training source lacks")
-        train_idx, val_idx = np.arange(len(src)), np.arange(len(vsrc))
-        val_paths, val_labels = vsrc.paths, vsrc.labels
-        val_sha = [sha256_file(p) for p in vsrc.paths]
-    elif cfg.val_fraction > 0:
-        train_idx, val_idx = split_train_val(src.labels, fraction=cfg.val_fraction, seed=cfg.seed,
-                                             groups=src.groups, sha256=sha)
-        val_paths, val_labels = [src.paths[i] for i in val_idx], [src.labels[i] for i in val_idx]
-        val_sha = [sha[i] for i in val_idx]
-    else:
-        warnings.warn("val_fraction=0 and no val_source: no validation; the last epoch is the output", stacklevel=2)
-        train_idx, val_idx, val_paths, val_labels, val_sha = np.arange(len(src)), [], [], [], []
-    train_sha = [sha[i] for i in train_idx]
-    shared = set(train_sha) & set(val_sha)
-    if shared:
-        raise DeepfeatError(f"{len(shared)} image(s) are both in training and in val_source (same sha256); "
-                            "remove them from one side")
-    index = {c: k for k, c in enumerate(class_names)}
-    train_t = np.asarray([index[src.labels[i]] for i in train_idx], dtype=np.int64)
-    val_t = np.asarray([index[v] for v in val_labels], dtype=np.int64)
-    missing = sorted(set(class_names) - {class_names[t] for t in train_t})
-    if missing:
-        raise DeepfeatError(f"the training split has no images of class(es) {missing}")
+    split = _split_data(src, cfg)
+    train_idx, train_t, val_paths, val_t = split["train_idx"], split["train_t"], split["val_paths"], split["val_t"]
+    train_sha, val_sha = split["train_sha"], split["val_sha"]
 
     ckpt = None
     if resume is not None:
         ckpt = read_checkpoint(resume)
-        check_resumable(ckpt, cfg.to_dict(), backbone, resume)
+        check_resumable(ckpt, cfg.to_dict(), model, resume)
         check_same_data(ckpt, train_sha, val_sha, resume)
 
-    device = T.resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)  # the new head's initialization (and random weights when weights="none")
-    net = create_backbone(backbone, weights=weights)
-    init_info = plain(getattr(net, "deepfeat_info", {"backbone": backbone, "weights": str(weights)}))
-    data_config = dict(resolve_data_config(net))
-    if cfg.image_size:
-        data_config["input_size"] = (3, int(cfg.image_size), int(cfg.image_size))
-    model = T.attach_head(net, cfg.head, len(class_names))
-    if ckpt is not None:
-        load_into(model, ckpt, resume)
-    channels_last = device.type in ("cuda", "cpu") if cfg.channels_last == "auto" else bool(cfg.channels_last)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: T.lr_factor(
-        e, cfg.schedule, cfg.epochs, cfg.lr_drop_factor, cfg.lr_drop_every))
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        scheduler.load_state_dict(ckpt["scheduler_state"])
+    device, _ = resolve_device(cfg.device)
+    net, data_config, init_info, channels_last = _build_network(model, weights, cfg, len(class_names), device,
+                                                                ckpt, resume)
+    optimizer, scheduler = _make_optimizer(net, cfg, ckpt)
     weight = T.class_weights(train_t, len(class_names)).to(device) if cfg.balance == "class-weight" else None
-    stepper = T.Stepper(model, device=device, amp_dtype=T.resolve_precision(cfg.precision, device),
+    stepper = T.Stepper(net, device=device,
+                        amp_dtype=autocast_dtype(resolve_precision(cfg.precision, device, training=True)[0]),
                         channels_last=channels_last, grad_clip=cfg.grad_clip, optimizer=optimizer,
                         criterion=torch.nn.CrossEntropyLoss(weight=weight))
     workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
@@ -362,7 +336,7 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
     val_loader = T.make_loader(T.EpochDataset(val_paths, val_t, eval_tf), list(range(len(val_t))),
                                batch_size=cfg.batch_size, workers=workers, device=device) if len(val_t) else None
 
-    meta = {"deepfeat_checkpoint": 1, "arch": backbone, "head": cfg.head, "num_classes": len(class_names),
+    meta = {"deepfeat_checkpoint": 1, "model": model, "head": cfg.head, "num_classes": len(class_names),
             "class_names": list(class_names), "config": plain(cfg.to_dict()), "train_sha256": train_sha,
             "val_sha256": val_sha, "versions": versions(), "init_weights": init_info,
             "data_config": plain(data_config),
@@ -376,7 +350,7 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
     for epoch in range(ckpt["epoch"] if ckpt is not None else 0, cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # this epoch's dropout / drop-path, whatever came before
         frozen = epoch < cfg.freeze_backbone_epochs
-        T.set_backbone_frozen(model, cfg.head, frozen)
+        T.set_backbone_frozen(net, cfg.head, frozen)
         lr_now = optimizer.param_groups[0]["lr"]
         order = T.epoch_order(train_t, epoch, cfg.seed, cfg.balance, cfg.batch_size)
         train_ds.epoch = epoch
@@ -393,7 +367,7 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
         metrics = T.classification_metrics(va, val_t, class_names)
         row["val_f1_macro"] = metrics["f1_macro"]
         curves.append(plain(row))
-        sd, head_sd = T.split_state(model, cfg.head)
+        sd, head_sd = T.split_state(net, cfg.head)
         state = {**meta, "state_dict": cpu_state(sd), "head_state_dict": cpu_state(head_sd),
                  "curves": curves, "metrics": metrics, "epoch": epoch + 1}
         if _improved(best, va, cfg.monitor):
@@ -407,7 +381,7 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
                        + (f" | val loss {va.loss:.4f} acc {va.accuracy:.3f}" if va else "")
                        + f" | lr {lr_now:.2g} | {tr.images_per_s:.1f} img/s")
         if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row, model)
+            on_epoch_end(epoch + 1, row, net)
     if not curves:
         raise DeepfeatError("no epoch was trained")
     final = read_checkpoint(out)
@@ -415,3 +389,82 @@ def finetune(source, *, backbone: str = "darknet19", weights="imagenet", out, co
                           metrics=final["metrics"], best_epoch=int(final["epoch"]), n_train=len(train_t),
                           n_val=len(val_t), class_names=list(class_names),
                           seconds=time.perf_counter() - t_start, files={**files, "last": last})
+
+
+def _split_data(src, cfg: FinetuneConfig) -> dict:
+    """Training / validation sides (indices, targets, sha256), stratified and grouped; see the module doc."""
+    from deepfeat.data.images import sha256_file
+
+    class_names = src.class_names
+    sha = [sha256_file(p) for p in src.paths]
+    if cfg.val_source is not None:
+        vsrc = _labelled(cfg.val_source, "val_source")
+        extra = sorted(set(vsrc.class_names) - set(class_names))
+        if extra:
+            raise DeepfeatError(f"val_source has classes {extra} that the training source lacks")
+        train_idx = np.arange(len(src))
+        val_paths, val_labels = vsrc.paths, vsrc.labels
+        val_sha = [sha256_file(p) for p in vsrc.paths]
+    elif cfg.val_fraction > 0:
+        train_idx, val_idx = split_train_val(src.labels, fraction=cfg.val_fraction, seed=cfg.seed,
+                                             groups=src.groups, sha256=sha)
+        val_paths, val_labels = [src.paths[i] for i in val_idx], [src.labels[i] for i in val_idx]
+        val_sha = [sha[i] for i in val_idx]
+    else:
+        warnings.warn("val_fraction=0 and no val_source: no validation; the last epoch is the output", stacklevel=3)
+        train_idx, val_paths, val_labels, val_sha = np.arange(len(src)), [], [], []
+    train_sha = [sha[i] for i in train_idx]
+    shared = set(train_sha) & set(val_sha)
+    if shared:
+        raise DeepfeatError(f"{len(shared)} image(s) are both in training and in val_source (same sha256); "
+                            "remove them from one side")
+    index = {c: k for k, c in enumerate(class_names)}
+    train_t = np.asarray([index[src.labels[i]] for i in train_idx], dtype=np.int64)
+    val_t = np.asarray([index[v] for v in val_labels], dtype=np.int64)
+    missing = sorted(set(class_names) - {class_names[t] for t in train_t})
+    if missing:
+        raise DeepfeatError(f"the training split has no images of class(es) {missing}")
+    return {"train_idx": train_idx, "train_t": train_t, "train_sha": train_sha, "val_paths": val_paths,
+            "val_t": val_t, "val_sha": val_sha}
+
+
+def _build_network(model: str, weights, cfg: FinetuneConfig, n_classes: int, device, ckpt, resume):
+    """(end-to-end network on ``device``, data config, where its weights came from, channels_last)."""
+    import torch
+
+    from deepfeat.backbones import create_backbone, resolve_data_config
+    from deepfeat.finetuning import training as T
+
+    torch.manual_seed(cfg.seed)  # the new head's initialization (and random weights when weights="none")
+    backbone = create_backbone(model, weights=weights)
+    init_info = plain(getattr(backbone, "deepfeat_info", {"backbone": model, "weights": str(weights)}))
+    data_config = dict(resolve_data_config(backbone))
+    if cfg.image_size:
+        data_config["input_size"] = (3, int(cfg.image_size), int(cfg.image_size))
+    net = T.attach_head(backbone, cfg.head, n_classes)
+    if ckpt is not None:
+        load_into(net, ckpt, resume)
+    channels_last = device.type in ("cuda", "cpu") if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    net.to(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    return net, data_config, init_info, channels_last
+
+
+def _make_optimizer(net, cfg: FinetuneConfig, ckpt):
+    """The optimizer and learning-rate schedule of ``cfg`` (restored from ``ckpt`` when resuming)."""
+    import torch
+
+    from deepfeat.finetuning import training as T
+
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: T.lr_factor(
+        e, cfg.schedule, cfg.epochs, cfg.lr_drop_factor, cfg.lr_drop_every))
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        scheduler.load_state_dict(ckpt["scheduler_state"])
+    return optimizer, scheduler

@@ -22,6 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 from deepfeat.errors import DeepfeatError
 
 AUGMENTATIONS = ("flip", "rot90", "color")
+# Cell images have no canonical orientation, so flips and quarter turns are label-preserving; stain varies
+# between labs, hence a small colour jitter (kept small: hue shifts change what a stain looks like).
+CELL_AUGMENT = {"hflip": 0.5, "vflip": 0.5, "brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.02}
 
 
 # --- the network ---------------------------------------------------------------------------------------------
@@ -105,11 +108,10 @@ class CellAugment:
     """Label-preserving augmentation for isolated blood cells, on PIL images.
 
     Cells have no canonical orientation, so flips and 90-degree rotations are exact symmetries (no
-    interpolation, no border fill); colour jitter is small (the magnitudes of
-    ``deepfeat.extraction.preprocessing.AUGMENT_DEFAULTS``: +-10 % brightness / contrast / saturation, +-0.02 hue) because
-    stain colour carries class information. The random draw comes from ``rng``, which :class:`EpochDataset`
-    sets per image: unlike ``build_transform(train=True)``, whose draws depend on the worker processes' RNG,
-    the result depends only on (seed, epoch, image).
+    interpolation, no border fill); colour jitter is small (:data:`CELL_AUGMENT`: +-10 % brightness / contrast /
+    saturation, +-0.02 hue) because stain colour carries class information. The random draw comes from ``rng``,
+    which :class:`EpochDataset` sets per image, so the result depends only on (seed, epoch, image), never on
+    which DataLoader worker decoded it.
     """
 
     def __init__(self, ops):
@@ -120,9 +122,7 @@ class CellAugment:
         from PIL import Image
         from torchvision.transforms import functional as TF
 
-        from deepfeat.extraction.preprocessing import AUGMENT_DEFAULTS as A
-
-        rng = self.rng
+        A, rng = CELL_AUGMENT, self.rng
         if "flip" in self.ops:
             if rng.random() < A["hflip"]:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -143,25 +143,15 @@ class CellAugment:
         return f"CellAugment({'+'.join(self.ops) or 'none'})"
 
 
-class _Compose:
-    def __init__(self, *steps):
-        self.steps = steps
-
-    def __call__(self, img):
-        for step in self.steps:
-            img = step(img)
-        return img
-
-
 class EpochDataset(Dataset):
     """Images with integer targets; augmentation seeded by (seed, epoch, index) so workers and resumes agree."""
 
     def __init__(self, paths, targets, transform, *, augment=(), seed: int = 0):
-        from deepfeat.extraction.preprocessing import ImageDataset
+        from deepfeat.extraction.preprocessing import Compose, ImageDataset
 
         self.targets = np.asarray(targets, dtype=np.int64)
         self.augment = CellAugment(augment) if augment else None
-        tf = _Compose(self.augment, transform) if self.augment else transform
+        tf = Compose([self.augment, transform]) if self.augment else transform
         self.images = ImageDataset(list(paths), tf)
         self.seed = int(seed)
         self.epoch = 0
@@ -172,30 +162,21 @@ class EpochDataset(Dataset):
     def __getitem__(self, i):
         if self.augment is not None:
             self.augment.rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-        x, _ = self.images[i]  # an ImageFailure for an unreadable file: raised in the main process by _collate
-        return x, int(self.targets[i])
-
-
-def _collate(batch):
-    """Stack a batch; unreadable images come back as failures so the main process can raise a clear error."""
-    from deepfeat.extraction.preprocessing import ImageFailure
-
-    failures = [x for x, _ in batch if isinstance(x, ImageFailure)]
-    if failures:
-        return None, None, failures
-    return torch.stack([x for x, _ in batch]), torch.as_tensor([t for _, t in batch], dtype=torch.long), []
+        return self.images[i]  # (tensor | ImageFailure, i): extraction's collate_images separates failures
 
 
 def _batches(loader):
+    """(images, targets) per batch; an unreadable image is raised here, in the main process, with its path."""
     from deepfeat.errors import ImageReadError
 
-    for x, y, failures in loader:
+    targets = torch.as_tensor(loader.dataset.targets, dtype=torch.long)
+    for x, idx, failures in loader:
         if failures:
-            bad = failures[0]
+            bad = failures[0][1]
             more = f" (and {len(failures) - 1} more in this batch)" if len(failures) > 1 else ""
             raise ImageReadError(bad.path, f"{bad.reason}{more}; fix or remove unreadable images before "
                                  "fine-tuning")
-        yield x, y
+        yield x, targets[idx]
 
 
 # --- order, schedule, precision ----------------------------------------------------------------------------------
@@ -230,31 +211,10 @@ def lr_factor(epoch: int, schedule: str, epochs: int, drop_factor: float, drop_e
     return 1.0
 
 
-def resolve_device(device: str) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeepfeatError(f"device={device!r} was asked for but CUDA is not available; use device='cpu' or 'auto'")
-    return dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). 'auto': bf16 (else fp16) on CUDA, fp32 on the CPU, where bf16 autocast is
-    opt-in because the benchmark measures whether it helps on the machine at hand."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp32":
-        return None
-    if precision == "fp16" and device.type != "cuda":
-        raise DeepfeatError("precision='fp16' needs CUDA; on the CPU use 'bf16' or 'fp32'")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
 def make_loader(dataset, order, *, batch_size, workers, device) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers, collate_fn=_collate,
+    from deepfeat.extraction.preprocessing import collate_images
+
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers, collate_fn=collate_images,
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 

@@ -35,7 +35,7 @@ from deepfeat.selection._stats import (
     f_statistic,
 )
 
-__all__ = ["MRMRSelector"]
+__all__ = ["MRMRSelector", "auto_n_features"]
 
 # Redundancy floor of mrmr-selection: each |r| counts as at least this much before averaging.
 _CORR_FLOOR = 0.001
@@ -53,14 +53,28 @@ _GRAM_MAX = 4096
 _MI_FLOOR = 1e-12
 
 
+def auto_n_features(d: int) -> int:
+    """mRMR size for ``n_features="auto"``: the reference study's 521 for >= 1,000 features, else half of them.
+
+    Examples
+    --------
+    >>> auto_n_features(1000), auto_n_features(1280), auto_n_features(64)
+    (521, 521, 32)
+    """
+    return 521 if d >= 1000 else max(1, d // 2)
+
+
 class MRMRSelector(SelectorMixin, BaseEstimator):
     """Select features by minimum redundancy, maximum relevance (mRMR).
 
     Parameters
     ----------
-    n_features : int or None, default=10
-        Number of features to pick. If it exceeds the number of columns of ``X``, all columns are ranked
-        and a warning says so (like ``SelectKBest``). Must be None when ``threshold`` is given.
+    n_features : int, "auto" or None, default="auto"
+        Number of features to pick. "auto" = :func:`auto_n_features` of the number of columns: the reference
+        study's 521 for >= 1,000 features, half of them for narrower sets (the one default of ``deepfeat cv``,
+        ``deepfeat fit`` and ``DeepFeatureClassifier``). If it exceeds the number of columns of ``X``, all
+        columns are ranked and a warning says so (like ``SelectKBest``). Ignored when ``threshold`` is given
+        and left at "auto"; an int together with ``threshold`` is an error.
     threshold : float or None, default=None
         Instead of a fixed number, keep picking while the best candidate's mRMR score is >= ``threshold``
         (the reference study kept "521 features with weight above 0.25"); picking stops at the first step
@@ -120,13 +134,13 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_features": [Interval(Integral, 1, None, closed="left"), None],
+        "n_features": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "threshold": [Interval(Real, None, None, closed="neither"), None],
         "method": [StrOptions({"fcq", "fcd", "miq", "mid"})],
         "n_bins": [Interval(Integral, 2, 65536, closed="both")],
     }
 
-    def __init__(self, n_features=10, *, threshold=None, method="fcq", n_bins=256):
+    def __init__(self, n_features="auto", *, threshold=None, method="fcq", n_bins=256):
         self.n_features = n_features
         self.threshold = threshold
         self.method = method
@@ -147,8 +161,8 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         -------
         self : MRMRSelector
         """
-        n_select, threshold = self._selection_rule()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        n_select, threshold = self._selection_rule(X.shape[1])
         self._check_finite(X)
         check_classification_targets(y)
         classes, y_codes = np.unique(y, return_inverse=True)
@@ -181,8 +195,12 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
             )
         return self
 
-    def _selection_rule(self):
+    def _selection_rule(self, d: int):
         """(n_select, threshold) with exactly one of them set, or a clear error."""
+        if self.threshold is not None and self.n_features == "auto":
+            return None, self.threshold
+        if self.n_features == "auto":
+            return auto_n_features(d), None
         if self.threshold is not None and self.n_features is not None:
             raise DeepfeatError(
                 "MRMRSelector takes either n_features or threshold, not both: got "
