@@ -71,7 +71,8 @@ def mrmr_scores_png(mrmr) -> bytes:
     """mRMR score of each pick in pick order: first fold, and the mean over folds at each rank."""
     fig, ax = _figure(7, 4)
     first = mrmr[(mrmr["repeat"] == mrmr["repeat"].min()) & (mrmr["fold"] == mrmr["fold"].min())]
-    ax.bar(first["rank"] + 1, first["score"], width=1.0, color="tab:blue", alpha=0.6, label="first fold")
+    # one filled step curve, not one bar patch per pick: the same picture, drawn in a fraction of the time
+    ax.fill_between(first["rank"] + 1, first["score"], step="mid", color="tab:blue", alpha=0.6, label="first fold")
     mean = mrmr.groupby("rank")["score"].mean()
     ax.plot(mean.index + 1, mean.values, color="tab:red", lw=1.2, label="mean over folds")
     positive = (mrmr["score"] > 0).all()  # fcq/miq scores are > 0; fcd/mid differences can be <= 0

@@ -86,7 +86,7 @@ def _pct(x: float) -> str:
 
 
 def _pp(x: float) -> str:
-    return f"{100 * x:+.1f}"
+    return f"{100 * x:+.2f}"
 
 
 def _versus(best: str, other: str, label: str, comparisons, ivals: pd.DataFrame) -> str:
@@ -158,8 +158,9 @@ def build_verdict(results) -> dict:
     if HISTOGRAM in configs:
         sentences.append(_versus(best["config"], HISTOGRAM, "the colour-histogram baseline", comparisons, ivals))
     else:
-        skipped = results.honesty["baseline"].get("skipped") or "it was not requested"
-        sentences.append(f"The colour-histogram baseline was not scored ({skipped}).")
+        skipped = (results.honesty["baseline"].get("skipped") or "it was not requested").removeprefix(
+            "colour-histogram baseline skipped: ").removesuffix("; majority-class baseline only")
+        sentences.append(f"The colour-histogram baseline was not scored: {skipped}.")
         if MAJORITY in configs:
             sentences.append(_versus(best["config"], MAJORITY, "the majority-class baseline", comparisons, ivals))
     runner = deep.iloc[1] if len(deep) > 1 else None
