@@ -314,6 +314,9 @@ def finetune_cmd(
     result = finetune(source, backbone=model, weights=weights, out=output, config=cfg, resume=resume,
                       progress=progress)
     typer.echo(result.summary())
+    from deepfeat.evaluation.finetune_report import write_finetune_report
+
+    typer.echo(f"report: {write_finetune_report(result)['report_html']}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,49 +12,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from report_helpers import make_cells, run_cv
+from report_helpers import browser, make_cells, open_page, run_cv  # noqa: F401 - browser is a fixture
 
 from deepfeat.evaluation.report import write_report
-
-CHROMIUM = [os.environ.get("DEEPFEAT_CHROMIUM", ""), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-            shutil.which("chromium") or "", shutil.which("chromium-browser") or ""]
-DRIVER = [os.environ.get("DEEPFEAT_CHROMEDRIVER", ""), "/usr/bin/chromedriver", shutil.which("chromedriver") or ""]
-
-
-def _first(candidates):
-    return next((c for c in candidates if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install "
-                                                                  "'deepfeat[test]')")
-    binary, driver = _first(CHROMIUM), _first(DRIVER)
-    if binary is None or driver is None:
-        pytest.skip(f"no headless browser: chromium {'found' if binary else 'missing'}, chromedriver "
-                    f"{'found' if driver else 'missing'} (Debian: apt-get install chromium chromium-driver; "
-                    "or set DEEPFEAT_CHROMIUM / DEEPFEAT_CHROMEDRIVER)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1400", "--hide-scrollbars"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
-    yield drv
-    drv.quit()
-
-
-def _open(browser, page: Path) -> dict:
-    """Load a page; return its SEVERE console entries and, for every <img>, (complete, naturalWidth, alt)."""
-    browser.get_log("browser")  # drop what an earlier page logged
-    browser.get(page.resolve().as_uri())
-    images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.getAttribute('alt')]);")
-    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    return {"severe": severe, "images": images}
 
 
 def _artefact(path: Path):
@@ -70,7 +31,7 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path):
     page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
                     '<img alt="bad" src="data:image/png;base64,bm90IGFuIGltYWdl">'
                     '<script>console.error("deliberate failure")</script></body></html>')
-    seen = _open(browser, page)
+    seen = open_page(browser, page)
     assert any("deliberate failure" in e["message"] for e in seen["severe"])
     assert [w for _, w, _ in seen["images"]] == [0]
 
@@ -79,7 +40,7 @@ def test_report_renders_in_a_real_browser(browser, tmp_path):
     fs = make_cells(tmp_path / "cells")
     res = run_cv(fs)
     paths = write_report(res, tmp_path / "report", gallery_limits={"max_errors": 12})
-    seen = _open(browser, paths["report_html"])
+    seen = open_page(browser, paths["report_html"])
 
     assert seen["severe"] == [], seen["severe"]
     assert len(seen["images"]) >= 5 + 12  # five plots and the capped gallery, at least

@@ -233,3 +233,27 @@ def roc_grid_png(predictions, configs, classes) -> bytes:
 
     plt.close(fig)
     return buf.getvalue()
+
+
+def finetune_curves_png(curves, best_epoch: int | None = None) -> bytes:
+    """Fine-tuning loss and accuracy per epoch, train vs validation, the kept (best) epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
+    for ax, key, title in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "acc", "accuracy")):
+        scale = 100 if key == "acc" else 1
+        ax.plot(curves["epoch"], scale * curves[f"train_{key}"], "o-", label="train")
+        if curves[f"val_{key}"].notna().any():
+            ax.plot(curves["epoch"], scale * curves[f"val_{key}"].astype(float), "s-", label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", lw=1, label=f"kept: epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title + (" %" if key == "acc" else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)

@@ -53,6 +53,8 @@ def fmt_number(x, digits: int = 2) -> str:
     """
     if x is None or isinstance(x, str):
         return DASH if x is None else x
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
     x = float(x)
     if math.isnan(x):
         return DASH
