@@ -1,13 +1,8 @@
 """A small cross-validation run on real image files, shared by the report tests (HTML/markdown and browser)."""
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import pytest
 
 from deepfeat.evaluation.cross_validation import cross_validate
 from deepfeat.features import FeatureSet
@@ -67,42 +62,3 @@ def comparisons_for(results, *, diff_vs_hist: float, ci_vs_hist: tuple, p_vs_his
                          "ci_high": d + 0.2, "p_value": 0.5})
     return best, pd.DataFrame(rows)
 
-
-# --- headless Chromium (tests/test_report_browser.py, tests/test_finetune_report.py) ---------------------------
-CHROMIUM = [os.environ.get("DEEPFEAT_CHROMIUM", ""), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-            shutil.which("chromium") or "", shutil.which("chromium-browser") or ""]
-DRIVER = [os.environ.get("DEEPFEAT_CHROMEDRIVER", ""), "/usr/bin/chromedriver", shutil.which("chromedriver") or ""]
-
-
-def _first(candidates):
-    return next((c for c in candidates if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install "
-                                                                  "'deepfeat[test]')")
-    binary, driver = _first(CHROMIUM), _first(DRIVER)
-    if binary is None or driver is None:
-        pytest.skip(f"no headless browser: chromium {'found' if binary else 'missing'}, chromedriver "
-                    f"{'found' if driver else 'missing'} (Debian: apt-get install chromium chromium-driver; "
-                    "or set DEEPFEAT_CHROMIUM / DEEPFEAT_CHROMEDRIVER)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1400", "--hide-scrollbars"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
-    yield drv
-    drv.quit()
-
-
-def open_page(browser, page: Path) -> dict:
-    """Load a page; return its SEVERE console entries and, for every <img>, (complete, naturalWidth, alt)."""
-    browser.get_log("browser")  # drop what an earlier page logged
-    browser.get(page.resolve().as_uri())
-    images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.getAttribute('alt')]);")
-    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    return {"severe": severe, "images": images}

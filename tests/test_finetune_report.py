@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from report_helpers import browser, open_page  # noqa: F401 - browser is a fixture
-
 from deepfeat.data.sources import open_source
 from deepfeat.data.synthetic import make_synthetic_smears
 from deepfeat.evaluation.finetune_report import wilson_interval, write_finetune_report
@@ -40,12 +38,12 @@ def test_finetune_report_shows_curves_confusion_and_errors(tuned, browser, tmp_p
     assert page.count("data:image/jpeg;base64,") == n_wrong
     assert f"{n_wrong} of {tuned.n_val} validation images misclassified" in page
     lo, hi = wilson_interval(round(m["accuracy"] * tuned.n_val), tuned.n_val)
-    assert f"right {100 * m['accuracy']:.1f} % of the time (Wilson 95 % interval {100 * lo:.1f} %" in page
+    assert f"right {100 * m['accuracy']:.1f} % of the time (Wilson 95 % interval {100 * lo:.1f} % to {100 * hi:.1f} %)" in page
     assert f"kept epoch {tuned.best_epoch}." in page and "<td>no</td>" in page  # frozen_backbone as a word
     md = paths["report_md"].read_text()
     assert ("## Validation images it got wrong" in md) == (n_wrong > 0) and "## Tables" in md
 
-    seen = open_page(browser, paths["report_html"])
+    seen = browser.open_page(paths["report_html"])
     assert seen["severe"] == [] and len(seen["images"]) == 2 + n_wrong
     assert all(complete and width > 0 for complete, width, _ in seen["images"])
 

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
+import pytest
+from report_helpers import comparisons_for, make_cells, run_cv
 
 from deepfeat.evaluation.cross_validation import cross_validate
+from deepfeat.evaluation.gallery import error_gallery
+from deepfeat.evaluation.report import fmt_number, write_report
+from deepfeat.evaluation.verdict import build_verdict, find_comparison, t_interval
 from deepfeat.features import FeatureSet
-from deepfeat.evaluation.report import write_report
 
 
 def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_path):
@@ -51,17 +56,6 @@ def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_pat
     assert "class\\|1" in md  # pipes inside cells are escaped
 
 
-import re  # noqa: E402
-
-import pytest  # noqa: E402
-
-from report_helpers import comparisons_for, make_cells, run_cv  # noqa: E402
-
-from deepfeat.evaluation.gallery import error_gallery  # noqa: E402
-from deepfeat.evaluation.report import fmt_number  # noqa: E402
-from deepfeat.evaluation.verdict import build_verdict, find_comparison, t_interval  # noqa: E402
-
-
 @pytest.fixture(scope="module")
 def cells_run(tmp_path_factory):
     fs = make_cells(tmp_path_factory.mktemp("cells") / "img")
@@ -84,6 +78,12 @@ def test_verdict_without_comparisons_says_no_test_was_run(cells_run):
                                  f"over 3 fold scores: {100 * lo:.1f} % to {100 * hi:.1f} %).")
     assert "No statistical test was run" in v["text"] and not v["tested"]
     assert "colour-histogram baseline (baseline-histogram-svm" in v["text"]
+    # the cells differ by colour, so colour alone wins, and the verdict says so in words
+    hist = res.summary.set_index("config").loc["baseline-histogram-svm", "accuracy_mean"]
+    assert hist > best["accuracy_mean"]
+    assert (f"The colour histogram + SVM baseline scores at least as high ({100 * hist:.1f} %): on these images the "
+            "deep features show no advantage over it.") in v["sentences"]
+    assert not any("majority class baseline scores" in t for t in v["sentences"])
     # the warnings that change the reading: image-level folds and the conflicting duplicate
     assert any("NOT grouped by subject" in w for w in v["warnings"])
     assert any("carry different labels" in w for w in v["warnings"])
@@ -91,7 +91,8 @@ def test_verdict_without_comparisons_says_no_test_was_run(cells_run):
 
 def test_t_interval_matches_scipy_by_hand():
     mean, lo, hi, n = t_interval([0.8, 0.9, 1.0, float("nan")])
-    assert n == 3 and mean == pytest.approx(0.9) and hi - mean == pytest.approx(4.302652729911275 * 0.1 / 3 ** 0.5)
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert n == 3 and mean == pytest.approx(0.9) and (lo, hi) == (pytest.approx(0.9 - half), pytest.approx(0.9 + half))
     assert t_interval([0.7]) == (0.7, 0.7, 0.7, 1)
 
 
@@ -101,6 +102,7 @@ def test_verdict_uses_comparisons_and_flips_reversed_rows(cells_run, ci, p, word
     _, res = cells_run
     best, comp = comparisons_for(res, diff_vs_hist=0.25, ci_vs_hist=ci, p_vs_hist=p)
     res.comparisons = comp
+    assert best == _best(res)["config"]
     try:
         v = build_verdict(res)
     finally:
@@ -143,7 +145,7 @@ def test_gallery_embeds_thumbnails_most_confident_first_and_caps(cells_run, tmp_
     page = paths["report_html"].read_text()
     # 7 error thumbnails + 2 for the conflicting duplicate pair, nothing else
     assert page.count("data:image/jpeg;base64,") == 9
-    assert f"showing the 7 most confident errors (cap 7" in page and "at most 48 px" in page
+    assert "showing the 7 most confident errors (cap 7" in page and "at most 48 px" in page
     assert page.index('id="error-gallery"') < page.index('id="duplicate-gallery"') < page.index('id="tables"')
     assert re.search(r'class="pair conflict"', page)
     # numbers are clean in every table: no float feature counts, no NaN

@@ -12,8 +12,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-
-from report_helpers import browser, make_cells, open_page, run_cv  # noqa: F401 - browser is a fixture
+from report_helpers import make_cells, run_cv
 
 from deepfeat.evaluation.report import write_report
 
@@ -31,7 +30,7 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path):
     page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
                     '<img alt="bad" src="data:image/png;base64,bm90IGFuIGltYWdl">'
                     '<script>console.error("deliberate failure")</script></body></html>')
-    seen = open_page(browser, page)
+    seen = browser.open_page(page)
     assert any("deliberate failure" in e["message"] for e in seen["severe"])
     assert [w for _, w, _ in seen["images"]] == [0]
 
@@ -40,7 +39,7 @@ def test_report_renders_in_a_real_browser(browser, tmp_path):
     fs = make_cells(tmp_path / "cells")
     res = run_cv(fs)
     paths = write_report(res, tmp_path / "report", gallery_limits={"max_errors": 12})
-    seen = open_page(browser, paths["report_html"])
+    seen = browser.open_page(paths["report_html"])
 
     assert seen["severe"] == [], seen["severe"]
     assert len(seen["images"]) >= 5 + 12  # five plots and the capped gallery, at least

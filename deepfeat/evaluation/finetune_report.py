@@ -19,7 +19,7 @@ from deepfeat.evaluation.gallery import GALLERY_LIMITS, thumbnail_uri
 from deepfeat.evaluation.report import _table, fmt_number, render
 from deepfeat.finetuning.checkpoints import sibling
 
-__all__ = ["write_finetune_report", "wilson_interval"]
+__all__ = ["wilson_interval", "write_finetune_report"]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -58,7 +58,7 @@ def _errors(metrics: dict, class_names, limits: dict) -> dict | None:
     if missing:
         note += (f" {len(missing)} of them could not be drawn: the image files are not reachable at the recorded "
                  f"paths (first: {missing[0]}).")
-    return {"items": items, "n_errors": int(len(wrong)), "n_shown": len(items), "note": note,
+    return {"items": items, "n_errors": len(wrong), "n_shown": len(items), "note": note,
             "score_kind": "probability", "config": "the fine-tuned network"}
 
 
@@ -86,7 +86,7 @@ def write_finetune_report(result, out=None, *, gallery_limits: dict | None = Non
     sentences = [f"Fine-tuned on {result.n_train} images for {len(curves)} epoch(s) "
                  f"({fmt_number(result.seconds, 0)} s); kept epoch {result.best_epoch}."]
     if m.get("accuracy") is not None and result.n_val:
-        k = int(round(m["accuracy"] * result.n_val))
+        k = round(m["accuracy"] * result.n_val)
         lo, hi = wilson_interval(k, result.n_val)
         sentences.append(f"On its {result.n_val} validation images the network is right {100 * m['accuracy']:.1f} % "
                          f"of the time (Wilson 95 % interval {100 * lo:.1f} % to {100 * hi:.1f} %), macro F1 "

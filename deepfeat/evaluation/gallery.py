@@ -18,7 +18,7 @@ import numpy as np
 
 from deepfeat.errors import ImageReadError
 
-__all__ = ["GALLERY_LIMITS", "thumbnail_uri", "error_gallery", "duplicate_gallery"]
+__all__ = ["GALLERY_LIMITS", "duplicate_gallery", "error_gallery", "thumbnail_uri"]
 
 GALLERY_LIMITS = {"max_errors": 60, "max_duplicate_groups": 24, "max_per_group": 4, "px": 112, "quality": 70}
 
@@ -87,7 +87,7 @@ def error_gallery(predictions, config: str, classes, *, limits: dict | None = No
     if unreadable:
         note += (f" {len(unreadable)} of them could not be drawn: the image files are not reachable at the paths "
                  f"stored in the FeatureSet (first: {unreadable[0]}).")
-    return {"items": items, "n_errors": int(len(wrong)), "n_tested": int(len(p)), "n_shown": len(items),
+    return {"items": items, "n_errors": len(wrong), "n_tested": len(p), "n_shown": len(items),
             "n_unreadable": len(unreadable), "score_kind": kind, "repeat": repeat, "config": config, "note": note,
             "limits": lim}
 

@@ -23,7 +23,7 @@ from deepfeat.evaluation import plots
 from deepfeat.evaluation.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
 from deepfeat.evaluation.verdict import build_verdict
 
-__all__ = ["write_report", "render", "fmt_number"]
+__all__ = ["fmt_number", "render", "write_report"]
 
 _SUMMARY_COLS = ["config", "n_features", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
                  "specificity_macro", "f1_macro", "roc_auc", "fit_time", "predict_time"]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from deepfeat.evaluation.results import BASELINE_TEXT
 
-__all__ = ["fold_intervals", "find_comparison", "build_verdict"]
+__all__ = ["build_verdict", "find_comparison", "fold_intervals"]
 
 HISTOGRAM = "baseline-histogram-svm"
 MAJORITY = "baseline-majority"
@@ -155,6 +155,10 @@ def build_verdict(results) -> dict:
     sentences = [f"Best configuration: {best['config']}, accuracy {_pct(best['mean'])} "
                  f"(95 % t-interval over {best['n']} {folds} scores: {_pct(best['low'])} to {_pct(best['high'])})."]
     configs = set(ivals["config"])
+    above = ivals[(ivals["kind"] == "baseline") & (ivals["mean"] >= best["mean"])]
+    for _, b in above.iterrows():
+        sentences.append(f"The {BASELINE_TEXT.get(b['config'], b['config'])} baseline scores at least as high "
+                         f"({_pct(b['mean'])}): on these images the deep features show no advantage over it.")
     if HISTOGRAM in configs:
         sentences.append(_versus(best["config"], HISTOGRAM, "the colour-histogram baseline", comparisons, ivals))
     else:
