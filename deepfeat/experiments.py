@@ -132,6 +132,9 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
                               weights=features_opts.get("weights", "imagenet"), out=ckpt,
                               config=_finetune_config(experiment.finetune), progress=progress)
             features_opts["weights"] = str(getattr(result, "checkpoint", ckpt))
+            from deepfeat.evaluation.finetune_report import write_finetune_report
+
+            write_finetune_report(result)  # finetuned.report.html beside the checkpoint
             timings["finetune_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         log(f"[{experiment.name}] extracting features with {features_opts.get('model', 'default model')}")
