@@ -286,6 +286,7 @@ def finetune_cmd(
         freeze_backbone_epochs=freeze_backbone_epochs, head=head, device=device, workers=workers, seed=seed,
         precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor)
     typer.echo(result.summary())
+    typer.echo(f"report: {result.files['report_html']}")
 
 
 # --------------------------------------------------------------------------------------------------------------

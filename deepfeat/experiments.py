@@ -130,6 +130,9 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
                               weights=features_opts.get("weights", defaults.WEIGHTS), out=ckpt,
                               config=experiment.finetune_config(), progress=progress)
             features_opts["weights"] = str(getattr(result, "checkpoint", ckpt))
+            from deepfeat.evaluation.finetune_report import write_finetune_report
+
+            write_finetune_report(result)  # finetuned.report.html beside the checkpoint
             timings["finetune_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         log(f"[{experiment.name}] extracting features with {features_opts['model']}")
@@ -218,11 +221,15 @@ def fit_model(features, output, *, classifier=defaults.FIT_CLASSIFIER, select="n
 def finetune_from_options(source, output, *, model=defaults.MODEL, weights=defaults.WEIGHTS, config=None,
                           resume=None, progress: bool = True, **options):
     """``deepfeat finetune``: the ``[finetune]`` table of ``config`` (when given), then ``options`` (None = not
-    given), then fine-tune ``model`` on ``source``. Returns the FinetuneResult."""
+    given), then fine-tune ``model`` on ``source`` and write its report. Returns the FinetuneResult."""
     from deepfeat.finetuning.run import FinetuneConfig, finetune
 
     if config:
         cfg = Experiment.from_toml(config).finetune_config(**options)
     else:
         cfg = FinetuneConfig.from_dict(config_overrides(**options), where="fine-tune options")
-    return finetune(source, model=model, weights=weights, out=output, config=cfg, resume=resume, progress=progress)
+    from deepfeat.evaluation.finetune_report import write_finetune_report
+
+    result = finetune(source, model=model, weights=weights, out=output, config=cfg, resume=resume, progress=progress)
+    result.files["report_html"] = write_finetune_report(result)["report_html"]  # NAME.report.html beside it
+    return result

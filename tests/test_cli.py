@@ -205,6 +205,7 @@ def test_finetune_extract_cv_reports_the_finetuning_overlap(tmp_path, capsys, im
     assert code == 0, err
     assert ckpt.is_file() and (tmp_path / "ft.last.pt").is_file() and (tmp_path / "ft.curves.csv").is_file()
     assert "accuracy" in stdout.lower()
+    assert f"report: {tmp_path / 'ft.report.html'}" in stdout and (tmp_path / "ft.report.md").is_file()
     features = tmp_path / "ft.features"
     code, _, err = run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "test_efficientnet",
                        "--weights", str(ckpt), "--image-size", "32", "--workers", "0", "--quiet")

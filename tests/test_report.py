@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
+import pytest
+from report_helpers import comparisons_for, make_cells, run_cv
 
 from deepfeat.evaluation.cross_validation import cross_validate
-from deepfeat.evaluation.report import write_report
+from deepfeat.evaluation.gallery import error_gallery
+from deepfeat.evaluation.report import fmt_number, write_report
+from deepfeat.evaluation.verdict import build_verdict, find_comparison, t_interval
 from deepfeat.features import FeatureSet
 
 
@@ -32,16 +37,119 @@ def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_pat
     assert config["honesty"]["duplicates"]["n_pairs"] == 1
 
     pngs = [k for k in paths if k.startswith("plot_")]
-    assert {"plot_accuracy", "plot_mrmr_scores", "plot_confusion_svm_mrmr", "plot_roc_svm_mrmr"} <= set(pngs)
+    # one picture per question: confusion matrices and ROC curves as small multiples, not one plot per configuration
+    assert {"plot_accuracy", "plot_class_heatmap", "plot_confusion", "plot_roc", "plot_mrmr_scores"} == set(pngs)
     assert all(paths[k].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for k in pngs)
 
     page = paths["report_html"].read_text()
     assert page.count("data:image/png;base64,") == len(pngs)
-    assert "src='plots/" not in page and "http" not in page.split("<body>")[1]  # self-contained
-    assert page.index("Honesty") < page.index("Table 2")
+    assert 'src="plots/' not in page and "http" not in page.split("<body>")[1]  # self-contained
+    assert page.index('id="verdict"') < page.index("<img") < page.index("Honesty") < page.index("Table 2")
     assert "inside each training fold" in page and "cells/1.png [class|1] = cells/5.png [class|2]" in page
+    # the image paths of this FeatureSet do not exist: the gallery says so instead of failing or drawing nothing
+    assert "could not be drawn: the image files are not reachable" in page and "image not reachable" in page
+    assert "data:image/jpeg" not in page
 
     md = paths["report_md"].read_text()
-    assert md.index("## Honesty") < md.index("## Accuracy")
+    assert md.index("## Verdict") < md.index("## Honesty") < md.index("Table 2")
     assert "- WARNING: 1 group(s) of byte-identical images carry different labels" in md
     assert "class\\|1" in md  # pipes inside cells are escaped
+
+
+@pytest.fixture(scope="module")
+def cells_run(tmp_path_factory):
+    fs = make_cells(tmp_path_factory.mktemp("cells") / "img")
+    return fs, run_cv(fs)
+
+
+def _best(res):
+    deep = res.summary[res.summary["kind"] != "baseline"]
+    return deep.loc[deep["accuracy_mean"].idxmax()]
+
+
+def test_verdict_without_comparisons_says_no_test_was_run(cells_run):
+    _, res = cells_run
+    v = build_verdict(res)
+    best = _best(res)
+    folds = res.per_fold[res.per_fold["config"] == best["config"]]["accuracy"]
+    mean, lo, hi, n = t_interval(folds)
+    assert v["best"] == best["config"] and n == 3 and abs(mean - best["accuracy_mean"]) < 1e-12
+    assert v["sentences"][0] == (f"Best configuration: {best['config']}, accuracy {100 * mean:.1f} % (95 % t-interval "
+                                 f"over 3 fold scores: {100 * lo:.1f} % to {100 * hi:.1f} %).")
+    assert "No statistical test was run" in v["text"] and not v["tested"]
+    assert "colour-histogram baseline (baseline-histogram-svm" in v["text"]
+    # the cells differ by colour, so colour alone wins, and the verdict says so in words
+    hist = res.summary.set_index("config").loc["baseline-histogram-svm", "accuracy_mean"]
+    assert hist > best["accuracy_mean"]
+    assert (f"The colour histogram + SVM baseline scores at least as high ({100 * hist:.1f} %): on these images the "
+            "deep features show no advantage over it.") in v["sentences"]
+    assert not any("majority class baseline scores" in t for t in v["sentences"])
+    # the warnings that change the reading: image-level folds and the conflicting duplicate
+    assert any("NOT grouped by subject" in w for w in v["warnings"])
+    assert any("carry different labels" in w for w in v["warnings"])
+
+
+def test_t_interval_matches_scipy_by_hand():
+    mean, lo, hi, n = t_interval([0.8, 0.9, 1.0, float("nan")])
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert n == 3 and mean == pytest.approx(0.9) and (lo, hi) == (pytest.approx(0.9 - half), pytest.approx(0.9 + half))
+    assert t_interval([0.7]) == (0.7, 0.7, 0.7, 1)
+
+
+@pytest.mark.parametrize("ci, p, word", [((0.10, 0.40), 0.001, "distinguishable."),
+                                         ((-0.05, 0.30), 0.2, "not distinguishable.")])
+def test_verdict_uses_comparisons_and_flips_reversed_rows(cells_run, ci, p, word):
+    _, res = cells_run
+    best, comp = comparisons_for(res, diff_vs_hist=0.25, ci_vs_hist=ci, p_vs_hist=p)
+    res.comparisons = comp
+    assert best == _best(res)["config"]
+    try:
+        v = build_verdict(res)
+    finally:
+        del res.comparisons
+    hist = next(s for s in v["sentences"] if "colour-histogram" in s)
+    assert hist == (f"Against the colour-histogram baseline (baseline-histogram-svm): +25.00 percentage points "
+                    f"(95 % interval {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}, p = {p:.3g}): {word}")
+    runner = next(s for s in v["sentences"] if "runner-up" in s)
+    assert runner.endswith("not distinguishable.") and v["tested"] and "No statistical test" not in v["text"]
+
+
+def test_find_comparison_reads_bayesian_probabilities():
+    comp = pd.DataFrame([{"config_a": "b", "config_b": "a", "mean_diff": -0.1, "ci_low": -0.2, "ci_high": 0.0,
+                          "p_value": 0.04, "p_better": 0.01, "p_rope": 0.02, "p_worse": 0.97}])
+    c = find_comparison(comp, "a", "b")
+    assert (c["mean_diff"], c["ci_low"], c["ci_high"]) == (0.1, -0.0, 0.2)
+    assert (c["p_better"], c["p_rope"], c["p_worse"]) == (0.97, 0.02, 0.01)
+    assert find_comparison(comp, "a", "c") is None and find_comparison(None, "a", "b") is None
+
+
+def test_numbers_are_formatted_cleanly():
+    assert [fmt_number(v) for v in (1000.0, float("nan"), None, 0.5, np.float32(3.0))] == \
+        ["1000", "—", "—", "0.50", "3"]
+
+
+def test_gallery_embeds_thumbnails_most_confident_first_and_caps(cells_run, tmp_path):
+    fs, res = cells_run
+    best = _best(res)["config"]
+    g = error_gallery(res.predictions, best, res.classes, limits={"max_errors": 5})
+    p = res.predictions[(res.predictions["config"] == best)]
+    n_wrong = int((p["true"] != p["pred"]).sum())
+    assert n_wrong > 5 and g["n_errors"] == n_wrong and g["n_shown"] == 5
+    assert f"{n_wrong} of {len(fs)} test images misclassified" in g["note"]
+    assert "showing the 5 most confident errors (cap 5" in g["note"]
+    conf = [it["score_pred"] for it in g["items"]]
+    assert conf == sorted(conf, reverse=True) and all(it["true"] != it["pred"] for it in g["items"])
+    assert all(it["uri"].startswith("data:image/jpeg;base64,") for it in g["items"])
+
+    paths = write_report(res, tmp_path / "out", gallery_limits={"max_errors": 7, "px": 48})
+    page = paths["report_html"].read_text()
+    # 7 error thumbnails + 2 for the conflicting duplicate pair, nothing else
+    assert page.count("data:image/jpeg;base64,") == 9
+    assert "showing the 7 most confident errors (cap 7" in page and "at most 48 px" in page
+    assert page.index('id="error-gallery"') < page.index('id="duplicate-gallery"') < page.index('id="tables"')
+    assert re.search(r'class="pair conflict"', page)
+    # numbers are clean in every table: no float feature counts, no NaN
+    tables = page[page.index('id="tables"'):]
+    assert "<td>knn+mrmr</td><td>4</td>" in tables and "<td>10</td>" in tables  # feature counts, not 4.0
+    assert not re.search(r"<td>\d+\.0</td>", tables) and "nan" not in tables.lower()
+    assert "<td>baseline-majority</td><td>—</td>" in tables  # a baseline has no feature count

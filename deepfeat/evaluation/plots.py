@@ -71,7 +71,8 @@ def mrmr_scores_png(mrmr) -> bytes:
     """mRMR score of each pick in pick order: first fold, and the mean over folds at each rank."""
     fig, ax = _figure(7, 4)
     first = mrmr[(mrmr["repeat"] == mrmr["repeat"].min()) & (mrmr["fold"] == mrmr["fold"].min())]
-    ax.bar(first["rank"] + 1, first["score"], width=1.0, color="tab:blue", alpha=0.6, label="first fold")
+    # one filled step curve, not one bar patch per pick: the same picture, drawn in a fraction of the time
+    ax.fill_between(first["rank"] + 1, first["score"], step="mid", color="tab:blue", alpha=0.6, label="first fold")
     mean = mrmr.groupby("rank")["score"].mean()
     ax.plot(mean.index + 1, mean.values, color="tab:red", lw=1.2, label="mean over folds")
     positive = (mrmr["score"] > 0).all()  # fcq/miq scores are > 0; fcd/mid differences can be <= 0
@@ -101,4 +102,158 @@ def roc_png(predictions, config: str, classes) -> bytes:
     ax.set_ylabel("true positive rate")
     ax.set_title(f"ROC (one-vs-rest, pooled out-of-fold): {config}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+# The report's summary figures (issue 10): one picture per question, small multiples instead of one plot per
+# configuration.
+
+def _grid(n: int, cols: int, cell: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.4), dpi=90, squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def accuracy_intervals_png(intervals) -> bytes:
+    """Accuracy of every configuration, best on top, with 95 % t-interval bars; baselines as vertical lines."""
+    deep = intervals[intervals["kind"] != "baseline"].iloc[::-1]
+    base = intervals[intervals["kind"] == "baseline"]
+    fig, ax = _figure(7.5, max(2.5, 0.38 * len(deep) + 1.4))
+    y = np.arange(len(deep))
+    colours = ["tab:orange" if "+mrmr" in c else "tab:blue" for c in deep["config"]]
+    mean = 100 * deep["mean"].to_numpy()
+    err = 100 * np.vstack([deep["mean"] - deep["low"], deep["high"] - deep["mean"]])
+    ax.barh(y, mean, color=colours, alpha=0.85, height=0.65)
+    ax.errorbar(mean, y, xerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
+    for yi, m in zip(y, mean):
+        ax.text(1, yi, f"{m:.1f}", va="center", fontsize=8, color="white")
+    for (_, row), style in zip(base.iterrows(), ("--", ":", "-.")):
+        ax.axvline(100 * row["mean"], color="dimgrey", linestyle=style, lw=1.2,
+                   label=f"{row['config'].removeprefix('baseline-')} {100 * row['mean']:.1f} %")
+    ax.set_yticks(y, deep["config"], fontsize=9)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy % (mean over folds, 95 % t-interval)")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color="tab:blue", label="all features"), Patch(color="tab:orange", label="mRMR-selected")]
+    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=8, loc="lower left",
+              bbox_to_anchor=(0, 1.0), ncol=4, frameon=False)
+    return _png(fig)
+
+
+def class_heatmap_png(per_class, configs, classes, metrics=("recall", "f1")) -> bytes:
+    """Per-class recall and F1 (mean over folds, %) as configuration x class heatmaps, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = [str(c) for c in classes]
+    w = max(4.0, 0.55 * len(names) + 2.6)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(w * len(metrics), 0.33 * len(configs) + 1.8), dpi=90,
+                             squeeze=False)
+    pc = per_class.assign(**{"class": per_class["class"].astype(str)})
+    for ax, m in zip(axes[0], metrics):
+        grid = pc.pivot(index="config", columns="class", values=f"{m}_mean").reindex(index=configs, columns=names)
+        v = 100 * grid.to_numpy(dtype=float)
+        ax.imshow(v, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                ax.text(j, i, "–" if np.isnan(v[i, j]) else f"{v[i, j]:.0f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(len(configs)), configs if ax is axes[0][0] else [""] * len(configs), fontsize=8)
+        ax.set_title(f"{m} % per class", fontsize=10)
+    return _png(fig)
+
+
+def confusion_grid_png(confusion: dict, configs) -> bytes:
+    """Row-normalised confusion matrices of several configurations as small multiples (counts written in)."""
+    fig, axes = _grid(len(configs), 4, 3.1)
+    for ax, cfg in zip(axes, configs):
+        m = np.asarray(confusion[cfg]["matrix"])
+        classes = confusion[cfg]["classes"]
+        share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        if len(classes) <= 10:
+            for i in range(m.shape[0]):
+                for j in range(m.shape[1]):
+                    if m[i, j]:
+                        ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6,
+                                color="white" if share[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(classes)), [c[:6] for c in classes], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(classes)), [c[:6] for c in classes], fontsize=6)
+        acc = np.trace(m) / max(m.sum(), 1)
+        ax.set_title(f"{cfg}\n{100 * acc:.1f} % correct", fontsize=8)
+    fig.supxlabel("predicted", fontsize=9)
+    fig.supylabel("true", fontsize=9)
+    return _png(fig)
+
+
+def roc_grid_png(predictions, configs, classes) -> bytes:
+    """One-vs-rest ROC curves (pooled out-of-fold, first repeat) of several configurations as small multiples,
+    one colour per class throughout, macro AUC in each title."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    import matplotlib
+
+    names = [str(c) for c in classes]
+    shown = names[1:] if len(names) == 2 else names
+    colours = matplotlib.colormaps["tab10"]
+    fig, axes = _grid(len(configs), 4, 2.8)
+    first = predictions[predictions["repeat"] == predictions["repeat"].min()]
+    for ax, cfg in zip(axes, configs):
+        p = first[first["config"] == cfg]
+        aucs = []
+        for k, name in enumerate(shown):
+            truth = (p["true"].astype(str) == name).to_numpy()
+            if 0 < truth.sum() < len(truth):
+                score = p[f"score_{name}"].to_numpy()
+                fpr, tpr, _ = roc_curve(truth, score)
+                aucs.append(roc_auc_score(truth, score))
+                ax.plot(fpr, tpr, lw=1.0, color=colours(k % 10), label=name)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.6, linestyle="--")
+        ax.set_title(f"{cfg}\nmacro AUC {np.mean(aucs):.3f}" if aucs else cfg, fontsize=8)
+        ax.tick_params(labelsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8) or 1, fontsize=7, frameon=False)
+    fig.supxlabel("false positive rate", fontsize=9)
+    fig.supylabel("true positive rate", fontsize=9)
+    buf = io.BytesIO()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(buf, format="png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def finetune_curves_png(curves, best_epoch: int | None = None) -> bytes:
+    """Fine-tuning loss and accuracy per epoch, train vs validation, the kept (best) epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
+    for ax, key, title in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "acc", "accuracy")):
+        scale = 100 if key == "acc" else 1
+        ax.plot(curves["epoch"], scale * curves[f"train_{key}"], "o-", label="train")
+        if curves[f"val_{key}"].notna().any():
+            ax.plot(curves["epoch"], scale * curves[f"val_{key}"].astype(float), "s-", label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", lw=1, label=f"kept: epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title + (" %" if key == "acc" else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return _png(fig)

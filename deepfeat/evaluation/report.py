@@ -1,10 +1,18 @@
-"""Write a cross-validation run to disk: CSV tables, ``config.json``, ``report.md`` and a self-contained
-``report.html`` (plots embedded as base64 PNG), with the honesty statements at the top of both reports."""
+"""Write a cross-validation run to disk: CSV tables, ``config.json``, the plots, and ``report.md`` and a
+self-contained ``report.html`` rendered from the Jinja2 templates in ``deepfeat/evaluation/templates``.
+
+The page reads top to bottom as a researcher asks: the verdict (generated from the numbers, with the warnings that
+change how to read it), pictures (accuracy with intervals, per-class heatmap, confusion and ROC small multiples,
+mRMR scores), the cells themselves (misclassified and duplicate images as embedded thumbnails, bounded by
+:data:`deepfeat.evaluation.gallery.GALLERY_LIMITS`), how it was measured (the honesty statements), then the
+tables, collapsed. Plots are embedded as base64 PNG and thumbnails as base64 JPEG, so the single HTML file works
+when mailed.
+"""
 from __future__ import annotations
 
 import base64
-import html
 import json
+import math
 import re
 from pathlib import Path
 
@@ -12,11 +20,15 @@ import numpy as np
 import pandas as pd
 
 from deepfeat.evaluation import plots
+from deepfeat.evaluation.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
+from deepfeat.evaluation.verdict import build_verdict
 
-__all__ = ["write_report"]
+__all__ = ["fmt_number", "render", "write_report"]
 
 _SUMMARY_COLS = ["config", "n_features", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
                  "specificity_macro", "f1_macro", "roc_auc", "fit_time", "predict_time"]
+TEMPLATES = Path(__file__).parent / "templates"
+DASH = "—"
 
 
 def _slug(name: str) -> str:
@@ -31,36 +43,79 @@ def _json_default(obj):
     return str(obj)
 
 
-def _compact_summary(summary: pd.DataFrame) -> pd.DataFrame:
-    """mean +- std strings, percentages for the rate metrics."""
-    out = pd.DataFrame({"config": summary["config"], "features": summary["n_features"].round(0)})
+def fmt_number(x, digits: int = 2) -> str:
+    """A number as a reader wants it: whole numbers without ``.0``, missing values as an em dash.
+
+    Examples
+    --------
+    >>> fmt_number(1000.0), fmt_number(float("nan")), fmt_number(0.12345, 3), fmt_number(None)
+    ('1000', '—', '0.123', '—')
+    """
+    if x is None or isinstance(x, str):
+        return DASH if x is None else x
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    x = float(x)
+    if math.isnan(x):
+        return DASH
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:.{digits}f}"
+
+
+def _pm(mean, std, scale=100.0, digits=2) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return DASH
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}" if not math.isnan(std) else \
+        f"{scale * mean:.{digits}f}"
+
+
+def _table(df: pd.DataFrame, *, title: str, key: str, open_: bool = False, note: str = "") -> dict:
+    """A table for the templates: column names and rows of already formatted strings."""
+    rows = [[fmt_number(v) if not isinstance(v, str) else v for v in row] for row in df.itertuples(index=False)]
+    return {"key": key, "title": title, "columns": [str(c) for c in df.columns], "rows": rows, "open": open_,
+            "note": note, "n_rows": len(rows)}
+
+
+def _summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """mean ± std strings, percentages for the rate metrics, feature counts as whole numbers."""
+    out = pd.DataFrame({"config": summary["config"], "features": [fmt_number(v, 0) for v in summary["n_features"]]})
     for m in _SUMMARY_COLS[2:]:
         mean, std = summary[f"{m}_mean"], summary[f"{m}_std"]
         if m.endswith("time"):
-            out[f"{m} (s)"] = [f"{a:.3f}" for a in mean]
+            out[f"{m} (s)"] = [fmt_number(a, 3) for a in mean]
         elif m == "roc_auc":
-            out[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(mean, std)]
+            out[m] = [_pm(a, b, 1.0, 3) for a, b in zip(mean, std)]
         else:
-            out[f"{m} %"] = [f"{100 * a:.2f} ± {100 * b:.2f}" for a, b in zip(mean, std)]
+            out[f"{m} %"] = [_pm(a, b) for a, b in zip(mean, std)]
     return out
 
 
 def _table3(per_class: pd.DataFrame) -> pd.DataFrame:
-    """The study's Table 3: per-class precision / recall / F1 (%) for each configuration."""
-    out = per_class[["config", "class", "support"]].copy()
+    """The study's Table 3: per-class precision / recall / specificity / F1 (%) for each configuration."""
+    out = per_class[["config", "class"]].copy()
+    out["support"] = [fmt_number(v, 0) for v in per_class["support"]]
     for m in ("precision", "recall", "specificity", "f1"):
-        out[f"{m} %"] = [f"{100 * a:.2f} ± {100 * b:.2f}" for a, b in zip(per_class[f"{m}_mean"],
-                                                                          per_class[f"{m}_std"])]
+        out[f"{m} %"] = [_pm(a, b) for a, b in zip(per_class[f"{m}_mean"], per_class[f"{m}_std"])]
     return out
 
 
-def _markdown(df: pd.DataFrame, index: bool = False) -> str:
-    df = df.reset_index() if index else df
-    cells = [[str(c) for c in df.columns]] + [[str(v).replace("|", "\\|") for v in row]
-                                             for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(r) + " |" for r in cells]
-    lines.insert(1, "|" + "---|" * len(df.columns))
-    return "\n".join(lines)
+def _intervals_table(ivals: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"config": ivals["config"], "accuracy %": [f"{100 * v:.2f}" for v in ivals["mean"]],
+                         "95 % t-interval": [f"{100 * a:.2f} to {100 * b:.2f}" if not math.isnan(a) else DASH
+                                             for a, b in zip(ivals["low"], ivals["high"])],
+                         "fold scores": [str(n) for n in ivals["n"]]})
+
+
+def _comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    out = comparisons[["config_a", "config_b"]].copy()
+    out["difference (pp)"] = [f"{100 * v:+.2f}" for v in comparisons["mean_diff"]]
+    out["95 % interval (pp)"] = [f"{100 * a:+.2f} to {100 * b:+.2f}" for a, b in
+                                 zip(comparisons["ci_low"], comparisons["ci_high"])]
+    for col in ("p_value", "p_better", "p_rope", "p_worse"):
+        if col in comparisons.columns:
+            out[col] = [fmt_number(v, 3) for v in comparisons[col]]
+    return out
 
 
 def _duplicates_table(dups: dict) -> pd.DataFrame:
@@ -69,24 +124,50 @@ def _duplicates_table(dups: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["sha256", "paths", "labels", "conflict"])
 
 
-def _figures(results) -> list[tuple[str, str, bytes]]:
-    """(file stem, caption, PNG bytes) for every plot."""
-    figs = [("accuracy", "Accuracy of each classifier: all vs selected features (baselines as lines)",
-             plots.accuracy_bars_png(results.summary))]
+def _figures(results, verdict) -> list[dict]:
+    """Every plot: stem, caption and PNG bytes, in reading order."""
+    order = list(verdict["intervals"]["config"])
+    informative = [c for c in order if not c.startswith("baseline-majority")]  # constant scores: nothing to see
+    figs = [("accuracy", "Accuracy of every configuration (95 % t-interval over folds); baselines as lines",
+             plots.accuracy_intervals_png(verdict["intervals"])),
+            ("class_heatmap", "Per-class recall and F1 (%, mean over folds): where each configuration fails",
+             plots.class_heatmap_png(results.per_class, order, results.classes)),
+            ("confusion", "Confusion matrices (summed over folds; shading = share of the true class)",
+             plots.confusion_grid_png(results.confusion, order)),
+            ("roc", "ROC curves, one-vs-rest, pooled out-of-fold scores",
+             plots.roc_grid_png(results.predictions, informative, results.classes))]
     if len(results.mrmr):
         figs.append(("mrmr_scores", "Feature weights: mRMR scores in pick order", plots.mrmr_scores_png(results.mrmr)))
-    for cfg, entry in results.confusion.items():
-        figs.append((f"confusion_{_slug(cfg)}", f"Confusion matrix (summed over folds): {cfg}",
-                     plots.confusion_png(entry["matrix"], entry["classes"], cfg)))
-    for cfg in results.confusion:
-        if not cfg.startswith("baseline-majority"):  # constant scores: an uninformative diagonal
-            figs.append((f"roc_{_slug(cfg)}", f"ROC curves: {cfg}", plots.roc_png(results.predictions, cfg,
-                                                                                   results.classes)))
-    return figs
+    return [{"stem": s, "caption": c, "png": p} for s, c, p in figs]
 
 
-def write_report(results, out_dir) -> dict:
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                      autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["num"] = fmt_number
+    env.filters["md_cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+    env.filters["b64png"] = lambda png: "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Render one of the package's templates (``report.html.j2``, ``report.md.j2``, ...) with ``context``."""
+    return _environment().get_template(template).render(**context)
+
+
+def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dict:
     """Write every table, ``config.json``, the plots, ``report.md`` and ``report.html`` into ``out_dir``.
+
+    Parameters
+    ----------
+    results : CVResults
+    out_dir : path-like
+    gallery_limits : dict, optional
+        Overrides of :data:`deepfeat.evaluation.gallery.GALLERY_LIMITS` (``max_errors``, ``max_duplicate_groups``,
+        ``max_per_group``, ``px``, ``quality``): the caps that bound the size of ``report.html``.
 
     Returns
     -------
@@ -101,59 +182,50 @@ def write_report(results, out_dir) -> dict:
                      ("per_class", results.per_class), ("predictions", results.predictions)):
         paths[name] = out / f"{name}.csv"
         df.to_csv(paths[name], index=False)
+    comparisons = getattr(results, "comparisons", None)
+    if comparisons is not None:
+        paths["comparisons"] = out / "comparisons.csv"
+        comparisons.to_csv(paths["comparisons"], index=False)
     paths["config"] = out / "config.json"
     config = {**results.config, "honesty": results.honesty,
               "confusion": {k: {"classes": v["classes"], "matrix": v["matrix"]} for k, v in results.confusion.items()}}
     paths["config"].write_text(json.dumps(config, indent=2, default=_json_default))
 
-    figs = _figures(results)
-    for stem, _, png in figs:
-        paths[f"plot_{stem}"] = out / "plots" / f"{stem}.png"
-        paths[f"plot_{stem}"].write_bytes(png)
+    verdict = build_verdict(results)
+    figs = _figures(results, verdict)
+    for f in figs:
+        paths[f"plot_{f['stem']}"] = out / "plots" / f"{f['stem']}.png"
+        paths[f"plot_{f['stem']}"].write_bytes(f["png"])
 
-    honesty = results.honesty_lines()
-    table = results.table()
-    summary = _compact_summary(results.summary)
-    table3 = _table3(results.per_class)
-    dups = _duplicates_table(results.honesty["duplicates"])
+    limits = {**GALLERY_LIMITS, **(gallery_limits or {})}
+    errors = error_gallery(results.predictions, verdict["best"], results.classes, limits=limits) \
+        if verdict["best"] else None
+    dups = duplicate_gallery(results.honesty["duplicates"], limits=limits)
+    tables = [_table(results.table().reset_index(), title="Accuracy % (Table 2 at a glance, mean ± std over folds)",
+                     key="table2", open_=True),
+              _table(_intervals_table(verdict["intervals"]), title="Accuracy with 95 % t-intervals, best first",
+                     key="intervals")]
+    if comparisons is not None:
+        tables.append(_table(_comparisons_table(comparisons), title="Pairwise comparisons (accuracy difference "
+                             "a - b, percentage points)", key="comparisons"))
+    tables += [_table(_summary_table(results.summary), title="All metrics (mean ± std over folds)", key="metrics"),
+               _table(_table3(results.per_class), title="Per-class precision / recall / specificity / F1 (Table 3)",
+                      key="table3")]
+    dup_table = _duplicates_table(results.honesty["duplicates"])
+    if len(dup_table):
+        tables.append(_table(dup_table, title="Byte-identical images", key="duplicates"))
     meta = results.config["featureset"]
-    title = f"deepfeat cross-validation report ({meta['meta'].get('backbone', 'features')})"
-    intro = (f"{meta['n_rows']} images x {meta['n_features']} features, classes {meta['class_counts']}; "
-             f"FeatureSet identity {meta['identity'][:16]}.")
-
-    md = [f"# {title}", "", intro, "", "## Honesty", ""] + [f"- {line}" for line in honesty]
-    md += ["", "## Accuracy (Table 2 at a glance)", "", _markdown(table, index=True), "",
-           "## All metrics (mean ± std over folds)", "", _markdown(summary), "",
-           "## Per-class precision / recall / F1 (Table 3)", "", _markdown(table3), ""]
-    if len(dups):
-        md += ["## Byte-identical images", "", _markdown(dups), ""]
-    md += ["## Figures", ""] + [f"![{cap}](plots/{stem}.png)" for stem, cap, _ in figs]
-    md += ["", "Files: results.csv, per_fold.csv, per_class.csv, predictions.csv, config.json (versions, seeds, "
-           "parameters: everything needed to re-run)."]
+    model = meta["meta"].get("model") or meta["meta"].get("backbone") or "features"
+    context = {
+        "title": f"deepfeat cross-validation report ({model})",
+        "intro": (f"{meta['n_rows']} images x {fmt_number(meta['n_features'])} features, classes "
+                  + ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items())
+                  + f"; FeatureSet identity {meta['identity'][:16]}."),
+        "verdict": verdict, "figures": figs, "errors": errors, "duplicates": dups, "limits": limits,
+        "honesty": results.honesty_lines(), "tables": tables,
+    }
     paths["report_md"] = out / "report.md"
-    paths["report_md"].write_text("\n".join(md) + "\n")
-
-    def frame(df, index=False):
-        return df.to_html(index=index, border=0, classes="t", escape=True)
-
-    items = "".join(f"<li class='{'warn' if line.startswith('WARNING') else ''}'>{html.escape(line)}</li>"
-                    for line in honesty)
-    imgs = "".join(f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,"
-                   f"{base64.b64encode(png).decode()}'><figcaption>{html.escape(cap)}</figcaption></figure>"
-                   for _, cap, png in figs)
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
-body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table.t{{border-collapse:collapse;font-size:13px;margin:0.5em 0}} table.t td,table.t th{{padding:3px 8px;
-border-bottom:1px solid #ddd;text-align:left}} li.warn{{color:#b00;font-weight:bold}}
-figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}} figcaption{{font-size:12px;color:#555}}
-</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>
-<h2>Honesty</h2><ul>{items}</ul>
-<h2>Accuracy (Table 2 at a glance)</h2>{frame(table, index=True)}
-<h2>All metrics (mean &plusmn; std over folds)</h2>{frame(summary)}
-<h2>Per-class precision / recall / F1 (Table 3)</h2>{frame(table3)}
-{"<h2>Byte-identical images</h2>" + frame(dups) if len(dups) else ""}
-<h2>Figures</h2>{imgs}
-<p>Tables as CSV beside this file; config.json holds versions, seeds and parameters.</p></body></html>"""
+    paths["report_md"].write_text(render("report.md.j2", **context))
     paths["report_html"] = out / "report.html"
-    paths["report_html"].write_text(page)
+    paths["report_html"].write_text(render("report.html.j2", **context))
     return paths

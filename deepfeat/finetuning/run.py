@@ -365,6 +365,7 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
                "lr": lr_now, "frozen_backbone": frozen, "seconds": tr.seconds + (va.seconds if va else 0.0),
                "train_images_per_s": tr.images_per_s}
         metrics = T.classification_metrics(va, val_t, class_names)
+        metrics["val_paths"] = [str(v) for v in val_paths]  # the report's gallery of validation errors
         row["val_f1_macro"] = metrics["f1_macro"]
         curves.append(plain(row))
         sd, head_sd = T.split_state(net, cfg.head)

@@ -226,6 +226,7 @@ class EpochStats:
     seconds: float
     images: int
     predictions: np.ndarray | None = None
+    confidences: np.ndarray | None = None  # softmax probability of each predicted class (evaluation only)
 
     @property
     def images_per_s(self) -> float:
@@ -302,12 +303,13 @@ def evaluate(stepper: Stepper, loader) -> EpochStats:
     was_training = stepper.model.training
     stepper.model.eval()
     t0 = time.perf_counter()
-    total_loss, preds, targets = 0.0, [], []
+    total_loss, preds, targets, confs = 0.0, [], [], []
     try:
         for x, y in _batches(loader):
             logits, y = stepper.predict(x, y)
             total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             preds.append(logits.argmax(1).cpu().numpy())
+            confs.append(logits.softmax(1).max(1).values.cpu().numpy())
             targets.append(y.cpu().numpy())
     finally:
         stepper.model.train(was_training)
@@ -315,7 +317,8 @@ def evaluate(stepper: Stepper, loader) -> EpochStats:
     targets = np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
     n = len(targets)
     acc = float((preds == targets).mean()) if n else float("nan")
-    return EpochStats(total_loss / n if n else float("nan"), acc, time.perf_counter() - t0, n, preds)
+    return EpochStats(total_loss / n if n else float("nan"), acc, time.perf_counter() - t0, n, preds,
+                      np.concatenate(confs) if confs else np.zeros(0, dtype=np.float32))
 
 
 def classification_metrics(stats, targets, class_names) -> dict:
@@ -331,4 +334,7 @@ def classification_metrics(stats, targets, class_names) -> dict:
                                                      zero_division=0)],
         "confusion": confusion_matrix(targets, stats.predictions, labels=labels).astype(int).tolist(),
         "class_names": list(class_names), "n_val": int(len(targets)),
+        # per validation image, in split order, for the fine-tuning report's gallery of errors
+        "val_true": [int(v) for v in targets], "val_predictions": [int(v) for v in stats.predictions],
+        "val_confidence": [float(v) for v in stats.confidences] if stats.confidences is not None else None,
     }

@@ -1,0 +1,130 @@
+"""The fine-tuning report: ``NAME.report.html`` and ``NAME.report.md`` beside the checkpoint, from the same
+templates, styles and thumbnail gallery as the cross-validation report.
+
+It shows what a fine-tuning run did, in reading order: a summary generated from the numbers (kept epoch,
+validation accuracy with a Wilson 95 % interval over the validation images, macro F1, the train / validation
+gap), the loss and accuracy curves, the validation confusion matrix, the validation images the network got wrong
+(most confident first, capped as in :data:`deepfeat.evaluation.gallery.GALLERY_LIMITS`), then the per-epoch table.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepfeat.evaluation import plots
+from deepfeat.evaluation.gallery import GALLERY_LIMITS, thumbnail_uri
+from deepfeat.evaluation.report import _table, fmt_number, render
+from deepfeat.finetuning.checkpoints import sibling
+
+__all__ = ["wilson_interval", "write_finetune_report"]
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95 % by default).
+
+    Examples
+    --------
+    >>> [round(v, 4) for v in wilson_interval(45, 50)]
+    [0.7864, 0.9565]
+    """
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def _errors(metrics: dict, class_names, limits: dict) -> dict | None:
+    paths = metrics.get("val_paths") or []
+    pred, true, conf = metrics.get("val_predictions"), metrics.get("val_true"), metrics.get("val_confidence")
+    if not paths or pred is None or true is None or len(paths) != len(pred):
+        return None
+    frame = pd.DataFrame({"path": paths, "true": [class_names[i] for i in true],
+                          "pred": [class_names[i] for i in pred],
+                          "score_pred": conf if conf is not None else [math.nan] * len(pred)})
+    wrong = frame[frame["true"] != frame["pred"]].sort_values("score_pred", ascending=False, kind="stable")
+    shown = wrong.head(limits["max_errors"])
+    items = [{"uri": thumbnail_uri(r.path, limits["px"], limits["quality"]) if Path(r.path).is_file() else None,
+              "path": r.path, "true": r.true, "pred": r.pred, "score_pred": float(r.score_pred), "score_true": None,
+              "fold": None} for r in shown.itertuples(index=False)]
+    missing = [it["path"] for it in items if it["uri"] is None]
+    note = (f"{len(wrong)} of {len(frame)} validation images misclassified by the kept network; "
+            + (f"showing the {len(items)} most confident errors (cap {limits['max_errors']})"
+               if len(items) < len(wrong) else f"showing all {len(items)}, most confident first") + ".")
+    if missing:
+        note += (f" {len(missing)} of them could not be drawn: the image files are not reachable at the recorded "
+                 f"paths (first: {missing[0]}).")
+    return {"items": items, "n_errors": len(wrong), "n_shown": len(items), "note": note,
+            "score_kind": "probability", "config": "the fine-tuned network"}
+
+
+def write_finetune_report(result, out=None, *, gallery_limits: dict | None = None) -> dict:
+    """Write ``NAME.report.html`` and ``NAME.report.md`` for a :class:`deepfeat.finetuning.run.FinetuneResult`.
+
+    Parameters
+    ----------
+    result : FinetuneResult
+    out : path-like, optional
+        The HTML file to write; default: beside the checkpoint, ``NAME.report.html``.
+    gallery_limits : dict, optional
+        Overrides of :data:`deepfeat.evaluation.gallery.GALLERY_LIMITS`.
+
+    Returns
+    -------
+    dict
+        ``report_html`` and ``report_md`` paths.
+    """
+    limits = {**GALLERY_LIMITS, **(gallery_limits or {})}
+    html_path = Path(out) if out is not None else sibling(Path(result.checkpoint), "report", ".html")
+    md_path = html_path.with_suffix(".md")
+    m, curves, names = result.metrics, result.curves, list(result.class_names)
+    best = curves[curves["epoch"] == result.best_epoch]
+    sentences = [f"Fine-tuned on {result.n_train} images for {len(curves)} epoch(s) "
+                 f"({fmt_number(result.seconds, 0)} s); kept epoch {result.best_epoch}."]
+    if m.get("accuracy") is not None and result.n_val:
+        k = round(m["accuracy"] * result.n_val)
+        lo, hi = wilson_interval(k, result.n_val)
+        sentences.append(f"On its {result.n_val} validation images the network is right {100 * m['accuracy']:.1f} % "
+                         f"of the time (Wilson 95 % interval {100 * lo:.1f} % to {100 * hi:.1f} %), macro F1 "
+                         f"{m['f1_macro']:.3f}.")
+        if len(best) and pd.notna(best["train_acc"].iloc[0]):
+            gap = best["train_acc"].iloc[0] - m["accuracy"]
+            sentences.append(f"Training accuracy at that epoch: {100 * best['train_acc'].iloc[0]:.1f} % "
+                             f"(gap {100 * gap:+.1f} percentage points).")
+        sentences.append("The validation split also chose the kept epoch, so its accuracy is slightly optimistic; "
+                         "quote cross-validation with fine-tuning inside the folds instead.")
+    else:
+        sentences.append("No validation split: nothing was measured on held-out images.")
+    figures = [{"stem": "curves", "caption": "Loss and accuracy per epoch (dashed: the kept epoch)",
+                "png": plots.finetune_curves_png(curves, result.best_epoch)}]
+    if m.get("confusion"):
+        figures.append({"stem": "confusion", "caption": "Validation confusion matrix of the kept network",
+                        "png": plots.confusion_png(m["confusion"], names, "validation")})
+    table = curves.copy()
+    for col in table.columns:
+        if table[col].dtype.kind == "f":
+            digits = 6 if col == "lr" else 4 if "loss" in col or "acc" in col or "f1" in col else 2
+            table[col] = [fmt_number(v, digits) if col != "lr" else _lr(v) for v in table[col]]
+    tables = [_table(table, title="Per-epoch curves", key="curves", open_=True)]
+    if m.get("f1_per_class"):
+        tables.append(_table(pd.DataFrame({"class": names, "validation F1": [fmt_number(v, 3) for v in
+                                                                             m["f1_per_class"]]}),
+                             title="Per-class F1 on the validation split", key="f1"))
+    context = {"title": f"deepfeat fine-tuning report ({Path(result.checkpoint).name})",
+               "intro": f"checkpoint {result.checkpoint}; classes {', '.join(names)}.",
+               "sentences": sentences, "figures": figures, "errors": _errors(m, names, limits), "limits": limits,
+               "tables": tables}
+    html_path.write_text(render("finetune_report.html.j2", **context))
+    md_path.write_text(render("finetune_report.md.j2", **context,
+                              figure_files={"curves": Path(result.files["curves_png"]).name}
+                              if result.files.get("curves_png") else {}))
+    return {"report_html": html_path, "report_md": md_path}
+
+
+def _lr(v) -> str:
+    """Learning rates in scientific notation, missing as a dash."""
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3g}"

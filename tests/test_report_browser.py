@@ -1,0 +1,72 @@
+"""report.html as a browser renders it: headless Chromium through Selenium.
+
+Checks no console errors, every image decoded, the verdict present and consistent with results.csv, and the
+gallery present; writes screenshots into pytest's tmp_path (and into $DEEPFEAT_ARTEFACTS when set). Uses the
+system Chromium and chromedriver (Debian: `apt-get install chromium chromium-driver`, which .ci/run does as root);
+browser downloads are impossible offline, so without them the tests skip and say why.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from report_helpers import make_cells, run_cv
+
+from deepfeat.evaluation.report import write_report
+
+
+def _artefact(path: Path):
+    folder = os.environ.get("DEEPFEAT_ARTEFACTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / path.name)
+
+
+def test_the_checks_catch_a_broken_page(browser, tmp_path):
+    """The detectors themselves: a console error and an undecodable image are seen."""
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+                    '<img alt="bad" src="data:image/png;base64,bm90IGFuIGltYWdl">'
+                    '<script>console.error("deliberate failure")</script></body></html>')
+    seen = browser.open_page(page)
+    assert any("deliberate failure" in e["message"] for e in seen["severe"])
+    assert [w for _, w, _ in seen["images"]] == [0]
+
+
+def test_report_renders_in_a_real_browser(browser, tmp_path):
+    fs = make_cells(tmp_path / "cells")
+    res = run_cv(fs)
+    paths = write_report(res, tmp_path / "report", gallery_limits={"max_errors": 12})
+    seen = browser.open_page(paths["report_html"])
+
+    assert seen["severe"] == [], seen["severe"]
+    assert len(seen["images"]) >= 5 + 12  # five plots and the capped gallery, at least
+    undecoded = [alt for complete, width, alt in seen["images"] if not complete or width <= 0]
+    assert undecoded == []
+
+    from selenium.webdriver.common.by import By
+
+    # the verdict is on the page, first, and agrees with results.csv
+    table = pd.read_csv(paths["results"])
+    deep = table[table["kind"] != "baseline"]
+    best = deep.loc[deep["accuracy_mean"].idxmax()]
+    verdict = browser.find_element(By.ID, "verdict")
+    first = verdict.find_element(By.CSS_SELECTOR, "p.best").text
+    assert first.startswith(f"Best configuration: {best['config']}, accuracy {100 * best['accuracy_mean']:.1f} %")
+    assert verdict.location["y"] < browser.find_element(By.TAG_NAME, "img").location["y"]
+    assert "No statistical test was run" in verdict.text
+
+    cards = browser.find_elements(By.CSS_SELECTOR, "#error-gallery .cell")
+    assert len(cards) == 12 and all("→" in c.text and "fold" in c.text for c in cards)
+    assert "showing the 12 most confident errors" in browser.find_element(By.ID, "gallery-note").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#duplicate-gallery .pair.conflict")
+
+    top = tmp_path / "report_top.png"
+    assert browser.save_screenshot(str(top)) and top.stat().st_size > 10_000
+    gallery = tmp_path / "report_gallery.png"
+    browser.find_element(By.ID, "error-gallery").screenshot(str(gallery))
+    assert gallery.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for shot in (top, gallery):
+        _artefact(shot)
