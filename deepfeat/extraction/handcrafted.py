@@ -89,7 +89,7 @@ def colour_moments(paths, *, crop_border: bool = False) -> np.ndarray:
     --------
     >>> import tempfile, os; from PIL import Image
     >>> p = os.path.join(tempfile.mkdtemp(), "grey.png"); Image.new("RGB", (4, 4), (51, 51, 51)).save(p)
-    >>> colour_moments([p])[0, :3].round(3).tolist()      # R mean, std, skew
+    >>> [round(float(v), 3) for v in colour_moments([p])[0, :3]]      # R mean, std, skew
     [0.2, 0.0, 0.0]
     """
     out = np.empty((len(paths), 3 * len(_MOMENT_CHANNELS)), dtype=np.float32)
