@@ -361,10 +361,11 @@ def fuse_features(feature_sets, *, names=None) -> FeatureSet:
                 value, first = v, lab
                 continue
             bad = np.flatnonzero(np.asarray([str(a) != str(b) for a, b in zip(value, v)]))
-            conflicts += [f"{sets[0].paths[i] if sets[0].paths is not None else order[i]}: {value[i]!r} in {first}"
-                          f" vs {v[i]!r} in {lab}" for i in bad]
+            conflicts += [f"{sets[0].paths[i] if sets[0].paths is not None else order[i]}: '{value[i]}' in {first}"
+                          f" vs '{v[i]}' in {lab}" for i in bad]
         if conflicts:
-            raise DeepfeatError(f"fuse_features: {len(conflicts)} image(s) have conflicting {field_name}: "
+            what = {"y": "labels", "groups": "subject ids"}[field_name]
+            raise DeepfeatError(f"fuse_features: {len(conflicts)} image(s) have conflicting {what}: "
                                 f"{'; '.join(conflicts[:5])}")
         return value
 
