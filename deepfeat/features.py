@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ class FeatureSet:
 
     def __repr__(self) -> str:
         classes = "unlabelled" if self.y is None else f"{len(self.classes_)} classes"
-        backbone = self.meta.get("backbone", "?")
+        backbone = self.meta.get("backbone", self.meta.get("recipe", "?"))
         return f"FeatureSet({len(self)} x {self.n_features}, {classes}, backbone={backbone!r})"
 
     @property
@@ -388,6 +389,7 @@ def fuse_features(feature_sets, *, names=None) -> FeatureSet:
             "recipe": " + ".join(f"{b['model']}:{b['layer']}" for b in blocks), "aligned_by": by,
             "inputs": [{"name": lab, "n_features": f.n_features, "identity": f.identity(),
                         "source": f.meta.get("source")} for f, lab in zip(sets, labels)],
-            "source": first.meta.get("source"), "n_images": len(order)}
+            "source": first.meta.get("source"), "n_images": len(order),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return FeatureSet(np.hstack([f.X[r] for f, r in zip(sets, rows)]), y, first.paths,
                       groups, first.sha256, meta, columns)
