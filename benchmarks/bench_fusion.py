@@ -54,7 +54,8 @@ def main(argv=None):
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--batch-size", type=int, default=None)
     args = ap.parse_args(argv)
-    common = dict(weights="imagenet", device=args.device, precision=args.precision, batch_size=args.batch_size)
+    common = {"weights": "imagenet", "device": args.device, "precision": args.precision,
+              "batch_size": args.batch_size}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths, what = images(args.n, tmp)
@@ -63,7 +64,7 @@ def main(argv=None):
         from deepfeat.backbones import create_backbone
 
         create_backbone("tf_efficientnet_lite0", "imagenet")(torch.zeros(1, 3, 224, 224))
-        fused = dict(model="tf_efficientnet_lite0,tf_efficientnet_lite1,colour_histogram", layer="logits")
+        fused = {"model": "tf_efficientnet_lite0,tf_efficientnet_lite1,colour_histogram", "layer": "logits"}
         single_s, single = timed(paths, tmp / "cache-a", model="tf_efficientnet_lite0", layer="logits", **common)
         plain_s, plain = timed(paths, tmp / "cache-b", **fused, **common)
         d4_s, d4 = timed(paths, tmp / "cache-c", **fused, tta="d4", **common)
