@@ -329,7 +329,8 @@ def fuse(
     output: Annotated[Path, typer.Option("-o", "--output", help="Fused FeatureSet file to write.")],
 ):
     """Put the columns of several FeatureSet files side by side (rows matched by image sha256, any order)."""
-    from deepfeat.features import fuse_features, load_features
+    from deepfeat.features import load_features
+    from deepfeat.fusion import fuse_features
 
     fs = fuse_features([load_features(p) for p in inputs], names=[str(p) for p in inputs])
     fs.save(output)

@@ -17,7 +17,8 @@ from deepfeat.cli import main
 from deepfeat.errors import DeepfeatError
 from deepfeat.extraction.api import extract_features
 from deepfeat.extraction.cache import model_key
-from deepfeat.features import FeatureSet, fuse_features, load_features
+from deepfeat.features import FeatureSet, load_features
+from deepfeat.fusion import fuse_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -350,3 +351,13 @@ def test_pipeline_features_table_accepts_lists_and_tta(tmp_path):
     exp = Experiment.from_toml(path)
     assert exp.features == {"model": ["tf_efficientnet_lite0", "colour_histogram"], "layer": "logits,pooled",
                             "tta": "d4"}
+
+
+def test_fine_tuning_provenance_survives_fusion(two_blocks):
+    deep, colour = two_blocks
+    deep.meta["finetune"] = {"checkpoint_sha256": "c" * 64, "train_sha256": [deep.sha256[0]], "val_sha256": []}
+    fused = fuse_features([colour, deep])
+    assert fused.meta["finetune"]["train_sha256"] == [deep.sha256[0]]  # the CV overlap check still sees it
+    from deepfeat.evaluation.honesty import finetune_overlap
+
+    assert finetune_overlap(fused)["train_overlap"] == 1

@@ -53,6 +53,7 @@ from deepfeat.extraction.inputs import (
     say,
 )
 from deepfeat.features import FeatureSet
+from deepfeat.fusion import merged_finetune
 from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 
 __all__ = ["UnreadableImagesError", "extract_features", "request_identity"]
@@ -374,6 +375,9 @@ def _extract_fused(source, *, models, layers, tta, options, cache, batch_size, n
             "num_workers": (deep_meta or {}).get("num_workers"), "channels_last": (deep_meta or {}).get(
                 "channels_last"), "versions": {d: _version(d) for d in _VERSIONED},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    finetune = merged_finetune([r.get("finetune") for r in records])
+    if finetune:  # at the top too: the CV report's fine-tuning overlap check reads meta["finetune"]
+        meta["finetune"] = finetune
     fs = _feature_set(paths, labels, groups, name, root, rows, shas, failed, meta, hits,
                       len(paths) - hits - len(failed), store, t0, progress)
     fs.feature_names = np.asarray(names, dtype=str)
