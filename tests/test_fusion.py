@@ -361,3 +361,18 @@ def test_fine_tuning_provenance_survives_fusion(two_blocks):
     from deepfeat.evaluation.honesty import finetune_overlap
 
     assert finetune_overlap(fused)["train_overlap"] == 1
+
+
+def test_unreadable_images_in_a_fused_request(images, tmp_path):
+    from deepfeat.extraction.inputs import UnreadableImagesError
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    mixed = images[:3] + [str(bad)] + images[3:]
+    with pytest.raises(UnreadableImagesError, match="1 image.*broken.png"):
+        extract_features(mixed, model="test_efficientnet,colour_histogram", weights="none", cache=tmp_path / "c",
+                         **FAST)
+    fs = extract_features(mixed, model="test_efficientnet,colour_histogram", weights="none", cache=tmp_path / "c",
+                          on_error="skip", **FAST)
+    assert len(fs) == 6 and [s["path"] for s in fs.meta["skipped"]] == [str(bad)]
+    assert fs.meta["cache_hits"] == 6  # the readable images were cached before the error was raised
