@@ -18,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 _LAZY = {
     "FeatureSet": "deepfeat.features",
     "load_features": "deepfeat.features",
+    "fuse_features": "deepfeat.fusion",
     "DeepfeatError": "deepfeat.errors",
     "MRMRSelector": "deepfeat.selection.mrmr",
     "FeatureExtractor": "deepfeat.extraction.engine",

@@ -22,11 +22,6 @@ app = typer.Typer(
 )
 
 
-class Layer(str, Enum):
-    logits = "logits"
-    pooled = "pooled"
-
-
 class OnError(str, Enum):
     raise_ = "raise"
     skip = "skip"
@@ -80,12 +75,16 @@ def extract(
                                                "folder of unlabelled images.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="FeatureSet file to write (.npz archive).")],
     model: Annotated[str, typer.Option(help="Backbone: darknet19, tiny_darknet, resnet50, tf_efficientnet_lite0 "
-                                            "or any timm name.")] = defaults.MODEL,
+                                            "or any timm name; several, comma-separated, and the hand-crafted "
+                                            "colour_histogram / colour_moments give one fused FeatureSet.")]
+    = defaults.MODEL,
     weights: Annotated[str, typer.Option(help="'imagenet' (offline-first), a file (.pth/.pt/.safetensors/Darknet "
                                               ".weights/deepfeat fine-tune checkpoint) or 'none' (random).")]
     = defaults.WEIGHTS,
-    layer: Annotated[Layer, typer.Option(help="logits = the 1000-d output (as in the study); pooled = pre-logits.")]
-    = Layer.logits,
+    layer: Annotated[str, typer.Option(help="logits = the 1000-d output (as in the study); pooled = pre-logits; "
+                                            "stageN = N-th stage feature map, average-pooled; comma-separated "
+                                            "for several (one forward pass per model).")]
+    = defaults.LAYER,
     manifest: Annotated[Optional[str], typer.Option(help="Dataset manifest (name in data_manifests/ or a TOML "
                                                          "path) to apply: class names, subject ids, counts.")]
     = None,
@@ -105,6 +104,8 @@ def extract(
                                               "the readable ones). Default: leave them out and list them.")]
     = False,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    tta: Annotated[str, typer.Option(help="none; flip = mean over identity + horizontal flip; d4 = mean over the "
+                                          "8 flips / quarter turns (8x compute, one batch).")] = "none",
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
     from deepfeat.extraction.api import (  # torch-free until something is computed
@@ -113,11 +114,11 @@ def extract(
     )
 
     _show_messages(progress)
-    fs = extract_features(source, manifest=manifest, model=model, weights=weights, layer=layer.value,
+    fs = extract_features(source, manifest=manifest, model=model, weights=weights, layer=layer,
                           batch_size=batch_size, device=device, num_workers=workers,
                           cache=(cache_dir or True) if cache else False, precision=precision,
                           crop_border=crop_border, image_size=image_size, on_error="raise" if strict else "skip",
-                          progress=progress)
+                          progress=progress, tta=tta)
     failed_csv = save_features(fs, output)
     meta = fs.meta
     skipped = meta.get("skipped") or []
@@ -287,6 +288,21 @@ def finetune_cmd(
         precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor)
     typer.echo(result.summary())
     typer.echo(f"report: {result.files['report_html']}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+@app.command()
+def fuse(
+    inputs: Annotated[list[Path], typer.Argument(help="Two or more FeatureSet files of the same images.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Fused FeatureSet file to write.")],
+):
+    """Put the columns of several FeatureSet files side by side (rows matched by image sha256, any order)."""
+    from deepfeat.features import load_features
+    from deepfeat.fusion import fuse_features
+
+    fs = fuse_features([load_features(p) for p in inputs], names=[str(p) for p in inputs])
+    fs.save(output)
+    typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features ({fs.meta['recipe']})")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ TOML layout (every table optional except ``[data]`` for ``run_experiment``)::
     [experiment]  name, description, reference
     [data]        source = "path/to/folder | file.csv"; manifest = "taleqani_all"; crop_border = false
     [finetune]    enabled = true; in_fold = false; + any FinetuneConfig field (epochs, lr, batch_size, ...)
-    [features]    model, weights, layer, batch_size, device, precision
+    [features]    model, weights, layer, batch_size, device, precision, tta; model and layer may be lists or
+                  comma-separated strings (a fused FeatureSet: several models / layers / colour blocks)
     [cv]          classifiers, selections, n_features | mrmr_threshold, mrmr_method, folds, repeats,
                   groups, seed, n_jobs, class_weight, baseline
 """
@@ -24,7 +25,8 @@ from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 
 _TABLES = {"experiment", "data", "finetune", "features", "cv"}
-FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border"}
+FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border",
+                "tta"}
 CV_KEYS = {"classifiers", "selections", "n_features", "threshold", "mrmr_method", "folds", "repeats", "groups",
            "seed", "n_jobs", "class_weight", "baseline"}
 
@@ -108,6 +110,10 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     if "crop_border" in experiment.data:
         features_opts.setdefault("crop_border", experiment.data["crop_border"])
     cv_opts = {**experiment.cv, **(overrides or {})}
+    model_opt = features_opts.get("model", "")
+    if experiment.finetune_enabled and (isinstance(model_opt, list) or "," in str(model_opt)):
+        raise DeepfeatError(f"experiment {experiment.name!r}: [finetune] needs one [features] model; got "
+                            f"{model_opt!r}")
     timings = {}
     t0 = time.perf_counter()
     if experiment.finetune_enabled and experiment.finetune.get("in_fold", False):

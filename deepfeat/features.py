@@ -115,7 +115,7 @@ class FeatureSet:
 
     def __repr__(self) -> str:
         classes = "unlabelled" if self.y is None else f"{len(self.classes_)} classes"
-        backbone = self.meta.get("backbone", "?")
+        backbone = self.meta.get("backbone", self.meta.get("recipe", "?"))
         return f"FeatureSet({len(self)} x {self.n_features}, {classes}, backbone={backbone!r})"
 
     @property

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from deepfeat.errors import DeepfeatError, ImageReadError
+from deepfeat.extraction.handcrafted import (
+    colour_histograms,  # the one implementation (also a fusion block)
+)
 
 SELECTION_TEXT = ("Feature standardisation and mRMR selection were fitted inside each training fold only "
                   "(never on the test fold); one mRMR ranking per fold is shared by every classifier.")
@@ -166,21 +169,6 @@ def finetune_overlap(features) -> dict | None:
         info["text"] = ("The backbone was fine-tuned on images that do not overlap the CV data "
                         f"({len(train)} training, {len(val)} validation images checked by sha256).")
     return info
-
-
-def colour_histograms(paths, bins: int = 32) -> np.ndarray:
-    """Per-channel RGB histograms with ``bins`` bins each, L1-normalised per channel: shape (n, 3 * bins)."""
-    from deepfeat.data.images import load_image
-
-    if 256 % bins:
-        raise DeepfeatError(f"bins must divide 256; got {bins}")
-    out = np.empty((len(paths), 3 * bins), dtype=np.float32)
-    shift = 256 // bins
-    for i, p in enumerate(paths):
-        px = np.asarray(load_image(p), dtype=np.uint8).reshape(-1, 3) // shift
-        for c in range(3):
-            out[i, c * bins:(c + 1) * bins] = np.bincount(px[:, c], minlength=bins) / px.shape[0]
-    return out
 
 
 def histogram_features(features, baseline: str) -> tuple[np.ndarray | None, str]:

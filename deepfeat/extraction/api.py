@@ -34,7 +34,18 @@ import numpy as np
 
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
+from deepfeat.extraction.blocks import (
+    TTA_OPTIONS,
+    as_list,
+    assemble,
+    block_record,
+    check_layers,
+    handcrafted_block,
+    is_fused,
+    serve_from_note,
+)
 from deepfeat.extraction.cache import FeatureCache
+from deepfeat.extraction.handcrafted import HANDCRAFTED
 from deepfeat.extraction.inputs import (
     UnreadableImagesError,
     hash_all,
@@ -43,6 +54,7 @@ from deepfeat.extraction.inputs import (
     say,
 )
 from deepfeat.features import FeatureSet
+from deepfeat.fusion import merged_finetune
 from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 from deepfeat.provenance import package_versions
 
@@ -109,7 +121,7 @@ def _host() -> dict:
 
 
 def request_identity(*, model, weights, layer, device, precision, channels_last, crop_border,
-                     image_size) -> dict | None:
+                     image_size, tta="none") -> dict | None:
     """Everything an extraction request's features depend on, found without torch; None = no fast path.
 
     None for a built model (only its parameters name it) and for weights whose file cannot be named without
@@ -127,6 +139,8 @@ def request_identity(*, model, weights, layer, device, precision, channels_last,
             "channels_last": channels_last in ("auto", True, "on"), "crop_border": bool(crop_border),
             "image_size": None if image_size is None else int(image_size), "host": _host(),
             "versions": package_versions(_VERSIONED, python=False)}
+    if tta != "none":  # absent for plain requests: their ids stay those of release 0.1
+        body["tta"] = tta
     blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return {"id": hashlib.sha256(blob).hexdigest(), "body": body, "weights_source": source, "weights_path": path}
 
@@ -153,7 +167,7 @@ def _serve_cached(store: FeatureCache, request: dict, paths):
 def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, layer=defaults.LAYER,
                      batch_size=None, device=defaults.DEVICE, num_workers=None, cache=True,
                      precision=defaults.PRECISION, channels_last="auto", crop_border=False, image_size=None,
-                     on_error="raise", progress=True, manifest=None) -> FeatureSet:
+                     on_error="raise", progress=True, manifest=None, tta="none") -> FeatureSet:
     """Deep features of every image in ``source``, through the on-disk cache.
 
     Parameters
@@ -161,14 +175,18 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
     source : ImageSource, str, path or list of paths
         An ``ImageSource`` (labels and groups are kept), anything ``deepfeat.data.sources.open_source``
         accepts, or a list of image paths (unlabelled).
-    model : str or torch.nn.Module, default 'tf_efficientnet_lite0'
+    model : str, torch.nn.Module or list of them, default 'tf_efficientnet_lite0'
         A backbone name for ``deepfeat.backbones.create_backbone`` or a built model (e.g. just fine-tuned; it is
-        put in eval mode and moved to the device and memory format in place).
+        put in eval mode and moved to the device and memory format in place). Several models (a list or a
+        comma-separated string) and the hand-crafted blocks 'colour_histogram' / 'colour_moments'
+        (:mod:`deepfeat.extraction.handcrafted`) give one fused FeatureSet (:mod:`deepfeat.extraction.blocks`).
     weights : str, default 'imagenet'
         'imagenet', a weights file / fine-tune checkpoint, or 'none' (random). Ignored for a built model.
-    layer : {'logits', 'pooled'}, default 'logits'
+    layer : str or list of str, default 'logits'
         'logits' = ``model(x)`` (1000-d for ImageNet models, as in the study); 'pooled' =
-        ``forward_head(forward_features(x), pre_logits=True)``.
+        ``forward_head(forward_features(x), pre_logits=True)``; 'stageN' = the N-th feature map of timm's
+        ``forward_intermediates``, global-average-pooled. Several layers (a list or 'logits,pooled') come from one
+        forward pass per model (:mod:`deepfeat.extraction.multipass`).
     batch_size : int, optional
         Images per forward pass; default 32 on CUDA, 8 on the CPU (faster there: see ``extract.default_batch_size``).
     device : str, default 'auto'
@@ -197,6 +215,9 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
         logger at INFO (DEBUG when False).
     manifest : str or path, optional
         A dataset manifest applied to a folder ``source`` (class names, subject ids, counts).
+    tta : {'none', 'flip', 'd4'}, default 'none'
+        Average each image's features over its views: 'flip' = identity + horizontal flip, 'd4' = the 8 flips
+        and quarter turns, batched into one forward pass. Part of the cache key and of ``meta["blocks"]``.
 
     Returns
     -------
@@ -210,6 +231,18 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
         (an ``ImageReadError``) when ``on_error='raise'`` and some images could not be read.
     """
     t0 = time.perf_counter()
+    if tta not in TTA_OPTIONS:
+        raise DeepfeatError(f"The 'tta' parameter must be one of {list(TTA_OPTIONS)}. Got {tta!r} instead.")
+    models, layers = as_list(model, "model"), as_list(layer, "layer")
+    check_layers(layers)
+    if is_fused(models, layers, tta):
+        _check_params("logits", precision, channels_last, on_error, ("raise", "skip"), batch_size)
+        return _extract_fused(source, models=models, layers=layers, tta=tta, t0=t0, progress=progress, manifest=manifest,
+                              on_error=on_error, cache=cache, batch_size=batch_size, num_workers=num_workers,
+                              options={"weights": weights, "device": device, "precision": precision,
+                                       "channels_last": channels_last, "crop_border": crop_border,
+                                       "image_size": image_size})
+    model, layer = models[0], layers[0]
     _check_params(layer, precision, channels_last, on_error, ("raise", "skip"), batch_size)
     paths, labels, groups, name, root = open_paths(source, manifest)
     if not paths:
@@ -289,3 +322,89 @@ def save_features(fs: FeatureSet, path) -> Path | None:
 
     atomic_write(failed, write)
     return failed
+
+
+# ----------------------------------------------------------------------------------------------- fused requests
+
+def _extract_fused(source, *, models, layers, tta, options, cache, batch_size, num_workers, on_error, progress,
+                   t0, manifest=None) -> FeatureSet:
+    """Several blocks (models x layers, hand-crafted blocks) as one FeatureSet; see :mod:`deepfeat.extraction.blocks`.
+
+    One forward pass per deep model gives all its layers; a deep model whose every (layer, tta) block has a request
+    note and cached rows is served without being built (without torch when all are).
+    """
+    paths, labels, groups, name, root = open_paths(source, manifest)
+    if not paths:
+        raise DeepfeatError(f"no images to extract features from in {source!r}")
+    store = open_cache(cache)
+    shas, hash_failures = hash_all(paths)
+    failures = dict(hash_failures)
+    blocks, hit_sets, deep_meta = [], [], None
+    for model in models:
+        if isinstance(model, str) and model in HANDCRAFTED:
+            rows, fails, hit, meta = handcrafted_block(model, paths, shas, store, crop_border=options["crop_border"])
+            failures.update(fails)
+            blocks.append((block_record(model, "features", "none", meta, meta["cache_key"], hit, shas), rows))
+            hit_sets.append(hit)
+            continue
+        requests = {layer: request_identity(model=model, layer=layer, tta=tta, **options) if store else None
+                    for layer in layers}
+        served = {layer: serve_from_note(store, req, shas) for layer, req in requests.items() if req is not None}
+        if len(served) == len(layers) and all(v is not None for v in served.values()):
+            say(f"{model}: all {len(paths)} images cached for {','.join(layers)} (tta {tta}): served without "
+                "building the model", progress)
+            every = {s for s in shas if s is not None}
+            for layer in layers:
+                rows, note = served[layer]
+                deep_meta = deep_meta or note["meta"]
+                blocks.append((block_record(note["meta"].get("backbone", model), layer, tta, note["meta"],
+                                            note["model_key"], every, shas), rows))
+                hit_sets.append(every)
+            continue
+        from deepfeat.extraction.multipass import (
+            BlocksEngine,  # torch, timm and the model from here on
+        )
+
+        engine = BlocksEngine(model=model, layers=layers, tta=tta, batch_size=batch_size, num_workers=num_workers,
+                              cache=store, progress=progress, **options)
+        rows_by_layer, fails, hit, _ = engine.run_blocks(paths, (shas, hash_failures))
+        failures.update(fails)
+        for layer in layers:
+            meta = engine.layer_meta(layer)
+            deep_meta = deep_meta or meta
+            rows = rows_by_layer[layer]
+            blocks.append((block_record(engine.backbone, layer, tta, meta, engine.block_key(layer), hit[layer], shas),
+                           rows))
+            hit_sets.append(hit[layer])
+            req = requests[layer]
+            dim = next((len(r) for r in rows if r is not None), None)
+            if req is not None and dim and engine.precision_settled and engine.info.get("weights_source") == \
+                    req["weights_source"] and engine.info.get("weights_path") == req["weights_path"]:
+                store.write_request(req["id"], {"identity": req["body"], "model_key": engine.block_key(layer),
+                                                "dim": int(dim), "meta": {k: v for k, v in meta.items()
+                                                                          if k != "created"}})
+    rows, names, records = assemble(blocks, len(paths))
+    for i, row in enumerate(rows):
+        if row is None and i not in failures:  # cannot happen unless a block lost a row: never silently
+            failures[i] = "some feature block has no row for this image"
+    failed = sorted(failures.items())
+    if failed and on_error == "raise":
+        raise UnreadableImagesError([(paths[i], reason) for i, reason in failed])
+    # an image counts as a cache hit when every block of it came from the cache
+    hits = sum(1 for i, sha in enumerate(shas) if sha is not None and i not in failures
+               and all(sha in hit for hit in hit_sets))
+    meta = {"fused": True, "models": list(dict.fromkeys(r["model"] for r in records)), "layers": list(layers),
+            "tta": tta, "blocks": records,
+            "recipe": " + ".join(f"{r['model']}:{r['layer']}" for r in records) + ("" if tta == "none" else
+                                                                                   f" (tta {tta})"),
+            "device": (deep_meta or {}).get("device", "cpu"), "batch_size": (deep_meta or {}).get("batch_size"),
+            "num_workers": (deep_meta or {}).get("num_workers"), "channels_last": (deep_meta or {}).get(
+                "channels_last"), "versions": package_versions(_VERSIONED, python=False),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    finetune = merged_finetune([r.get("finetune") for r in records])
+    if finetune:  # at the top too: the CV report's fine-tuning overlap check reads meta["finetune"]
+        meta["finetune"] = finetune
+    fs = _feature_set(paths, labels, groups, name, root, rows, shas, failed, meta, hits,
+                      len(paths) - hits - len(failed), store, t0, progress)
+    fs.feature_names = np.asarray(names, dtype=str)
+    return fs

@@ -46,10 +46,17 @@ _HEADER = struct.Struct("<8sQ")
 _DIGEST = 8
 
 
-def model_key(*, backbone: str, weights_id: str, layer: str, preprocessing: dict, precision: str = "fp32") -> str:
-    """sha256 hex naming one way of turning images into features (everything but the image itself)."""
+def model_key(*, backbone: str, weights_id: str, layer: str, preprocessing: dict, precision: str = "fp32",
+              tta: str = "none") -> str:
+    """sha256 hex naming one way of turning images into features (everything but the image itself).
+
+    ``tta`` ('none', 'flip', 'd4': test-time view averaging) joins the key only when it is not 'none', so
+    the keys of plain extractions are those of release 0.1.
+    """
     config = {"cache_format": CACHE_FORMAT_VERSION, "backbone": backbone, "weights": weights_id,
               "layer": layer, "preprocessing": preprocessing, "precision": precision}
+    if tta != "none":
+        config["tta"] = tta
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
