@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def tuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     make_synthetic_smears(root / "imgs", n_per_class=12, classes=["blast", "lymphocyte"], size=32, seed=3)
-    return finetune(open_source(root / "imgs"), backbone="test_efficientnet", weights="none", out=root / "m.pt",
+    return finetune(open_source(root / "imgs"), model="test_efficientnet", weights="none", out=root / "m.pt",
                     progress=False, batch_size=8, image_size=32, workers=0, epochs=2)
 
 
