@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfeat.evaluation import plots
+from deepfeat.evaluation import plots, report_stats
 
 __all__ = ["write_report"]
 
@@ -101,8 +101,9 @@ def write_report(results, out_dir) -> dict:
                      ("per_class", results.per_class), ("predictions", results.predictions)):
         paths[name] = out / f"{name}.csv"
         df.to_csv(paths[name], index=False)
+    paths.update(report_stats.write_statistics_tables(results, out))
     paths["config"] = out / "config.json"
-    config = {**results.config, "honesty": results.honesty,
+    config = {**results.config, "honesty": results.honesty, "nested": report_stats.nested_config(results),
               "confusion": {k: {"classes": v["classes"], "matrix": v["matrix"]} for k, v in results.confusion.items()}}
     paths["config"].write_text(json.dumps(config, indent=2, default=_json_default))
 
@@ -122,6 +123,7 @@ def write_report(results, out_dir) -> dict:
              f"FeatureSet identity {meta['identity'][:16]}.")
 
     md = [f"# {title}", "", intro, "", "## Honesty", ""] + [f"- {line}" for line in honesty]
+    md += [""] + report_stats.statistics_markdown(results)
     md += ["", "## Accuracy (Table 2 at a glance)", "", _markdown(table, index=True), "",
            "## All metrics (mean ± std over folds)", "", _markdown(summary), "",
            "## Per-class precision / recall / F1 (Table 3)", "", _markdown(table3), ""]
@@ -148,6 +150,7 @@ border-bottom:1px solid #ddd;text-align:left}} li.warn{{color:#b00;font-weight:b
 figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}} figcaption{{font-size:12px;color:#555}}
 </style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>
 <h2>Honesty</h2><ul>{items}</ul>
+{report_stats.statistics_html(results)}
 <h2>Accuracy (Table 2 at a glance)</h2>{frame(table, index=True)}
 <h2>All metrics (mean &plusmn; std over folds)</h2>{frame(summary)}
 <h2>Per-class precision / recall / F1 (Table 3)</h2>{frame(table3)}
