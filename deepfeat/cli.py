@@ -120,8 +120,9 @@ def extract(
 # --------------------------------------------------------------------------------------------------------------
 @app.command()
 def cv(
-    features: Annotated[Optional[str], typer.Argument(help="FeatureSet file (from 'deepfeat extract'); with "
-                                                           "--finetune or --config: an image source.")] = None,
+    features: Annotated[Optional[list[str]], typer.Argument(
+        help="FeatureSet file(s) (from 'deepfeat extract'); several form a grid scored on identical folds, named by "
+             "their file stems; with --finetune or --config: one image source.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path("deepfeat-cv"),
     classifier: Annotated[Optional[list[str]], typer.Option("--classifier", help="Preset name (repeatable): svm, "
                                                             "knn, ann, nb, svm-linear, knn-fine, ann-wide, nb-kernel"
@@ -148,6 +149,12 @@ def cv(
                                                           "training fold (FEATURES is then an image source).")]
     = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    nested: Annotated[Optional[bool], typer.Option("--nested", help="Also run nested CV: each outer fold chooses "
+                                                   "feature set, mRMR size, classifier and its C / k by inner CV "
+                                                   "on its training part only (the honest headline).")] = None,
+    inner_folds: Annotated[Optional[int], typer.Option(min=2, help="Inner folds of --nested (default 5).")] = None,
+    fold_cache: Annotated[Optional[str], typer.Option(help="Folder caching fold results by identity (default: "
+                                                      "<cache root>/cv-folds); 'none' disables.")] = None,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.experiments import Experiment, config_overrides, run_experiment
@@ -156,12 +163,18 @@ def cv(
         classifiers=classifier or None, selections=select or None, n_features=n_features, threshold=mrmr_threshold,
         mrmr_method=mrmr_method.value if mrmr_method != MRMRMethod.fcq else None, folds=folds, repeats=repeats,
         groups=groups, seed=seed, n_jobs=n_jobs, class_weight=class_weight, baseline=baseline,
+        nested=nested, inner_folds=inner_folds,
+        fold_cache=None if fold_cache is None else (False if fold_cache.lower() == "none" else fold_cache),
     )
+    features = features or None
+    if features is not None and len(features) > 1 and (config or finetune):
+        raise DeepfeatError("--config / --finetune take one image source, not several FeatureSet files")
     if config or finetune:
         exp = Experiment.from_toml(config or finetune)
         if finetune:
             exp.finetune = {**exp.finetune, "enabled": True, "in_fold": True}
-        run = run_experiment(exp, output, source=features, overrides=overrides, progress=progress)
+        run = run_experiment(exp, output, source=features[0] if features else None, overrides=overrides,
+                             progress=progress)
         results = run["results"]
     else:
         if features is None:
@@ -170,13 +183,19 @@ def cv(
         from deepfeat.evaluation.report import write_report
         from deepfeat.features import load_features
 
-        fs = load_features(features)
+        from deepfeat.evaluation.grid import named_by_stem
+
+        fs = load_features(features[0]) if len(features) == 1 else named_by_stem(features, load_features)
         if mrmr_method == MRMRMethod.fcq:
             overrides.setdefault("mrmr_method", "fcq")
         results = cross_validate(fs, progress=progress, **overrides)
         write_report(results, output)
     typer.echo(results.table().to_string())
     for line in results.honesty_lines() if hasattr(results, "honesty_lines") else []:
+        typer.echo(line)
+    from deepfeat.evaluation.report_stats import comparison_lines, nested_lines
+
+    for line in nested_lines(results) + (comparison_lines(results) if results.comparisons is not None else []):
         typer.echo(line)
     typer.echo(f"report: {output / 'report.html'}")
 

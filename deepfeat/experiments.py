@@ -25,7 +25,7 @@ from deepfeat.errors import DeepfeatError
 _TABLES = {"experiment", "data", "finetune", "features", "cv"}
 FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border"}
 CV_KEYS = {"classifiers", "selections", "n_features", "threshold", "mrmr_method", "folds", "repeats", "groups",
-           "seed", "n_jobs", "class_weight", "baseline"}
+           "seed", "n_jobs", "class_weight", "baseline", "nested", "inner_folds", "fold_cache", "rope"}
 
 
 @dataclass

@@ -92,3 +92,9 @@ def as_feature_sets(features) -> dict | None:
             raise DeepfeatError(f"feature sets {name0!r} and {name!r} give different labels to the same images")
         out[name] = aligned
     return out
+
+
+def named_by_stem(files, load) -> dict:
+    """``{file stem: load(file)}`` for a grid given as files (stems made unique with -2, -3...)."""
+    names = _unique([Path(f).stem for f in files])
+    return {n: load(f) for n, f in zip(names, files)}
