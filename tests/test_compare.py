@@ -9,7 +9,11 @@ import pytest
 from scipy import stats
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation.compare import bayesian_t_test, compare_scores, corrected_t_test
+from deepfeat.evaluation.compare import (
+    bayesian_t_test,
+    compare_scores,
+    corrected_t_test,
+)
 
 
 def test_corrected_t_worked_example_by_hand():

@@ -20,7 +20,7 @@ from scipy import stats
 
 from deepfeat.errors import DeepfeatError
 
-__all__ = ["corrected_t_test", "bayesian_t_test", "compare_scores", "compare_configs", "fold_size_ratio"]
+__all__ = ["bayesian_t_test", "compare_configs", "compare_scores", "corrected_t_test", "fold_size_ratio"]
 
 
 def corrected_t_test(diffs, test_train_ratio: float, *, confidence: float = 0.95) -> dict:

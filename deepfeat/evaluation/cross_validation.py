@@ -328,6 +328,7 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
         results.nested = nested_cross_validate(
             {name: data[name] for name in sets}, y, tasks, results, classifiers=classifiers, seed=seed,
             class_weight=class_weight, inner_folds=inner_folds, group_ids=group_ids, mrmr_method=mrmr_method,
-            cache=cache, n_jobs=n_jobs, progress=progress)
+            cache=cache, n_jobs=n_jobs, progress=progress,
+            defaults={name: default_n_features(fs.n_features) for name, fs in sets.items()})
     results.comparisons = compare_configs(results, rope=rope)
     return results

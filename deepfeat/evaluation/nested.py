@@ -19,23 +19,38 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from deepfeat.classifiers.presets import get_classifier, make_selector
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation.compare import compare_scores, fold_size_ratio, corrected_t_test
+from deepfeat.evaluation.compare import (
+    compare_scores,
+    corrected_t_test,
+    fold_size_ratio,
+)
 
-__all__ = ["nested_cross_validate", "candidate_grid", "HYPERPARAMETERS", "nested_sizes"]
+__all__ = ["HYPERPARAMETERS", "candidate_grid", "nested_cross_validate", "nested_sizes"]
 
 #: The main hyper-parameter searched per preset: (parameter name, values).
 HYPERPARAMETERS = {"svm": ("C", (1.0, 10.0)), "knn": ("n_neighbors", (5, 10))}
 
 
-def nested_sizes(d: int) -> list[int]:
-    """mRMR sizes searched for ``d`` features: all, the default (521 of >= 1,000, else half) and 100, clamped."""
-    from deepfeat.evaluation.cross_validation import default_n_features
+def nested_sizes(d: int, default: int | None = None) -> list[int]:
+    """mRMR sizes searched for ``d`` features: all, ``default`` (cross_validate's: 521 of >= 1,000, else half) and
+    100, clamped to ``d``."""
+    default = (521 if d >= 1000 else max(1, d // 2)) if default is None else default
+    return sorted({d, min(d, default), min(d, 100)}, reverse=True)
 
-    return sorted({d, min(d, default_n_features(d)), min(d, 100)}, reverse=True)
+
+def _inner_splits(y, groups, folds: int, seed: int):
+    """Stratified (grouped when ``groups``) shuffled splits, as the outer folds are made."""
+    if groups is None:
+        return StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    if len(set(groups)) < folds:
+        raise DeepfeatError(f"inner_folds={folds} but an outer training part holds only {len(set(groups))} "
+                            "subjects; use fewer inner folds")
+    return StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
 
 
 def _set_main_param(est, param: str, value):
@@ -45,10 +60,11 @@ def _set_main_param(est, param: str, value):
     return clone(est).set_params(**{names[-1]: value})
 
 
-def candidate_grid(widths: dict, classifiers, *, seed: int = 0, class_weight=None) -> list[dict]:
+def candidate_grid(widths: dict, classifiers, *, seed: int = 0, class_weight=None, defaults=None) -> list[dict]:
     """Every configuration searched: feature set x mRMR size x classifier x its main hyper-parameter.
 
-    ``widths``: feature-set name (None for a single set) -> number of features. Each candidate is a dict with
+    ``widths``: feature-set name (None for a single set) -> number of features; ``defaults``: name -> the default
+    mRMR size (see :func:`nested_sizes`). Each candidate is a dict with
     ``name``, ``features``, ``size``, ``classifier`` (label) and ``estimator``.
     """
     ests = []
@@ -64,7 +80,7 @@ def candidate_grid(widths: dict, classifiers, *, seed: int = 0, class_weight=Non
             ests.append((key or type(clf).__name__.lower(), est))
     out = []
     for fs, d in widths.items():
-        for size in nested_sizes(d):
+        for size in nested_sizes(d, (defaults or {}).get(fs)):
             sel = "all" if size == d else f"mrmr{size}"
             for label, est in ests:
                 name = f"{label}+{sel}" if fs is None else f"{fs}/{label}+{sel}"
@@ -121,19 +137,17 @@ def _split_accuracies(data, y, tr, te, cands, mrmr_method, cache) -> np.ndarray:
 
 
 def _outer_fold(task, data, y, cands, inner_folds, group_ids, seed, mrmr_method, cache) -> dict:
-    from deepfeat.evaluation.cross_validation import make_folds
-
     r, k, tr, te, _ = task
     counts = np.bincount(y[tr])
     if counts[counts > 0].min() < inner_folds:
         raise DeepfeatError(f"inner_folds={inner_folds} but the training part of outer fold {k} (repeat {r}) has a "
                             f"class with only {counts[counts > 0].min()} images; use fewer inner folds")
-    inner = make_folds(y[tr], None if group_ids is None else group_ids[tr], inner_folds, 1, seed)
+    inner = list(_inner_splits(y[tr], None if group_ids is None else group_ids[tr], inner_folds, seed))
     by_set = {}
     for i, c in enumerate(cands):
         by_set.setdefault(c["features"], []).append(i)
     scores = np.empty((len(inner), len(cands)))
-    for j, (_, _, itr, ite) in enumerate(inner):
+    for j, (itr, ite) in enumerate(inner):
         for fs, idx in by_set.items():  # inner rows are positions within tr: map back to the data's rows
             scores[j, idx] = _split_accuracies(data[fs], y, tr[itr], tr[ite], [cands[i] for i in idx],
                                                mrmr_method, cache)
@@ -148,7 +162,7 @@ def _outer_fold(task, data, y, cands, inner_folds, group_ids, seed, mrmr_method,
 
 def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0, class_weight=None,
                           inner_folds: int = 5, group_ids=None, mrmr_method="fcq", cache=None, n_jobs=1,
-                          progress=True) -> dict:
+                          progress=True, defaults=None) -> dict:
     """Nested CV on the outer folds ``tasks`` of ``results`` (an ordinary run on the same folds).
 
     Parameters
@@ -164,6 +178,8 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
         As ``cross_validate``; presets in :data:`HYPERPARAMETERS` are searched over their main parameter.
     inner_folds : int
         Stratified (grouped when ``group_ids``) inner folds, shuffled with ``seed``.
+    defaults : dict, optional
+        Feature-set name -> default mRMR size (``cross_validate`` passes its own).
 
     Returns
     -------
@@ -178,7 +194,7 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
     if not isinstance(inner_folds, (int, np.integer)) or inner_folds < 2:
         raise DeepfeatError(f"inner_folds must be an int >= 2; got {inner_folds!r}")
     widths = {fs: (x[1] if isinstance(x, tuple) else x).shape[1] for fs, x in data.items()}
-    cands = candidate_grid(widths, classifiers, seed=seed, class_weight=class_weight)
+    cands = candidate_grid(widths, classifiers, seed=seed, class_weight=class_weight, defaults=defaults)
     t0 = time.perf_counter()
     args = (data, y, cands, inner_folds, group_ids, seed, mrmr_method, cache)
     if n_jobs == 1:

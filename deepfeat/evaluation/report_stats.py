@@ -9,7 +9,7 @@ from pathlib import Path
 
 from deepfeat.evaluation.compare import lookup
 
-__all__ = ["nested_lines", "comparison_lines", "statistics_markdown", "statistics_html", "write_statistics_tables"]
+__all__ = ["comparison_lines", "nested_lines", "statistics_html", "statistics_markdown", "write_statistics_tables"]
 
 HIST = "baseline-histogram-svm"
 
