@@ -254,6 +254,12 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
     named = sets is not None
     sets = sets if named else {None: features}
     features = next(iter(sets.values()))  # the first set carries labels, groups, paths for folds and honesty
+    if not isinstance(nested, bool):
+        raise DeepfeatError(f"nested must be True or False; got {nested!r}")
+    if nested and (not isinstance(inner_folds, (int, np.integer)) or inner_folds < 2):
+        raise DeepfeatError(f"inner_folds must be an int >= 2; got {inner_folds!r}")
+    if rope is not None and not (isinstance(rope, (int, float)) and 0 <= rope < 1):
+        raise DeepfeatError(f"rope must be an accuracy difference in [0, 1) or None; got {rope!r}")
     if fold_features is not None and (named or nested):
         raise DeepfeatError("fold_features works with one FeatureSet and nested=False only")
     sizes = {}
@@ -314,7 +320,8 @@ def cross_validate(features, *, classifiers=("svm", "knn", "ann", "nb"), selecti
               else None, "wall_time_s": time.perf_counter() - t0}
     if named:
         params["features"] = list(sets)
-    params["fold_cache"] = str(cache.root) if cache is not None else None
+    params.update(fold_cache=str(cache.root) if cache is not None else None, nested=bool(nested),
+                  inner_folds=inner_folds if nested else None, rope=rope)
     results = assemble_results(features, classes, y, tasks, fold_out, params=params, grouping=grouping,
                                group_ids=group_ids, notes=notes, hist_note=hist_note,
                                sets=sets if named else None)
