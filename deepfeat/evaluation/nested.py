@@ -224,10 +224,10 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
         repeats = int(results.config["parameters"]["repeats"])
         baseline = {"config": base_cfg, "accuracy": float(b.mean()),
                     **compare_scores(accs, b, ratio, repeats=repeats)}
-    return {"estimate": float(accs.mean()), "ci_low": float(accs.mean() + spread["ci_low"]),
-            "ci_high": float(accs.mean() + spread["ci_high"]), "std": float(accs.std(ddof=1)),
+    return {"estimate": float(accs.mean()), "ci_low": max(0.0, float(accs.mean() + spread["ci_low"])),
+            "ci_high": min(1.0, float(accs.mean() + spread["ci_high"])), "std": float(accs.std(ddof=1)),
             "interval": "95 % t interval over the outer folds, variance corrected for overlapping training sets "
-                        "(Nadeau & Bengio)",
+                        "(Nadeau & Bengio), clipped to [0, 1]",
             "outer": outer, "best_of_table": str(best["config"]),
             "best_of_table_accuracy": float(best["accuracy_mean"]),
             "gap": float(best["accuracy_mean"] - accs.mean()), "baseline": baseline,
