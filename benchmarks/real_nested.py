@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--folds", type=int, default=10)
     ap.add_argument("--inner-folds", type=int, default=5)
     ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--only", nargs="*", default=None, help="keep only these feature sets of the grid")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
 
@@ -53,7 +54,10 @@ def main():
         other = as_feature_sets({"a": deep, "b": load_features(path)})["b"]
         sets[name] = other
         sets[f"lite0+{name}+colour"] = fuse(deep, other, colour)
-    print({k: v.n_features for k, v in sets.items()}, len(deep), "images; classifiers", args.classifiers)
+    if args.only:
+        sets = {k: v for k, v in sets.items() if k in args.only}
+    print({k: v.n_features for k, v in sets.items()}, len(deep), "images; classifiers", args.classifiers,
+          f"; {args.folds} outer x {args.inner_folds} inner folds")
     t0 = time.perf_counter()
     res = cross_validate(sets, classifiers=args.classifiers, folds=args.folds, nested=True,
                          inner_folds=args.inner_folds, n_jobs=args.n_jobs, progress=False)

@@ -33,7 +33,9 @@ def nested_lines(results) -> list[str]:
              f"fold by {n['inner_folds']}-fold CV on its training part only, among {len(n['candidates'])} "
              "candidates.",
              f"Best row of the ordinary table: {n['best_of_table']} {_pct(n['best_of_table_accuracy'])}; gap "
-             f"(selection optimism) {100 * n['gap']:+.2f} points.",
+             f"(selection optimism) {100 * n['gap']:+.2f} points"
+             + (" (negative: the nested search also tries settings the table lacks, SVM C=10, KNN k=10 and mRMR "
+                "size 100)." if n["gap"] < 0 else "."),
              "Chosen per outer fold: " + ", ".join(f"{c} ({k}x)" for c, k in chosen.items()) + "."]
     b = n.get("baseline")
     if b:
