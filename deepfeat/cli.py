@@ -135,8 +135,9 @@ def extract(
 @app.command()
 def cv(
     ctx: typer.Context,
-    features: Annotated[Optional[str], typer.Argument(help="FeatureSet file (from 'deepfeat extract'); with "
-                                                           "--finetune or --config: an image source.")] = None,
+    features: Annotated[Optional[list[str]], typer.Argument(
+        help="FeatureSet file(s) (from 'deepfeat extract'); several form a grid scored on identical folds, named by "
+             "their file stems; with --finetune or --config: one image source.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path("deepfeat-cv"),
     classifier: Annotated[Optional[list[str]], typer.Option("--classifier", help="Preset name (repeatable): svm, "
                                                             "knn, ann, nb, svm-linear, knn-fine, ann-wide, nb-kernel"
@@ -164,6 +165,12 @@ def cv(
                                                           "training fold (FEATURES is then an image source).")]
     = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    nested: Annotated[Optional[bool], typer.Option("--nested", help="Also run nested CV: each outer fold chooses "
+                                                   "feature set, mRMR size, classifier and its C / k by inner CV "
+                                                   "on its training part only (the honest headline).")] = None,
+    inner_folds: Annotated[Optional[int], typer.Option(min=2, help="Inner folds of --nested (default 5).")] = None,
+    fold_cache: Annotated[Optional[str], typer.Option(help="Folder caching fold results by identity (default: "
+                                                      "<cache root>/cv-folds); 'none' disables.")] = None,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.experiments import cross_validate_experiment
@@ -171,15 +178,21 @@ def cv(
     _show_messages(progress)
     values = dict(classifier=classifier, select=select, n_features=_n_features(n_features),
                   mrmr_threshold=mrmr_threshold, mrmr_method=mrmr_method.value, folds=folds, repeats=repeats,
-                  groups=groups, seed=seed, n_jobs=n_jobs, class_weight=class_weight, baseline=baseline)
+                  groups=groups, seed=seed, n_jobs=n_jobs, class_weight=class_weight, baseline=baseline,
+                  nested=nested, inner_folds=inner_folds,
+                  fold_cache=None if fold_cache is None else (False if fold_cache.lower() == "none" else fold_cache))
     if config or finetune:  # an experiment file's [cv] table, overridden by what was typed
         values = _given(ctx, **values)
     names = {"classifier": "classifiers", "select": "selections", "mrmr_threshold": "threshold"}
     overrides = {names.get(k, k): v for k, v in values.items() if v is not None}
-    results = cross_validate_experiment(features, output, config=config, finetune_in_fold=finetune,
+    results = cross_validate_experiment(features or None, output, config=config, finetune_in_fold=finetune,
                                         overrides=overrides, progress=progress, log=typer.echo)
     typer.echo(results.table().to_string())
     for line in results.honesty_lines() if hasattr(results, "honesty_lines") else []:
+        typer.echo(line)
+    from deepfeat.evaluation.report_stats import comparison_lines, nested_lines
+
+    for line in nested_lines(results) + (comparison_lines(results) if results.comparisons is not None else []):
         typer.echo(line)
     typer.echo(f"report: {output / 'report.html'}")
 

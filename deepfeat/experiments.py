@@ -28,7 +28,7 @@ _TABLES = {"experiment", "data", "finetune", "features", "cv"}
 FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border",
                 "tta"}
 CV_KEYS = {"classifiers", "selections", "n_features", "threshold", "mrmr_method", "folds", "repeats", "groups",
-           "seed", "n_jobs", "class_weight", "baseline"}
+           "seed", "n_jobs", "class_weight", "baseline", "nested", "inner_folds", "fold_cache", "rope"}
 
 
 @dataclass
@@ -187,22 +187,30 @@ def config_overrides(**values: Any) -> dict:
 
 def cross_validate_experiment(source, out_dir, *, config=None, finetune_in_fold=None, overrides: dict | None = None,
                               progress: bool = True, log=print):
-    """``deepfeat cv``: a FeatureSet file -> cross-validation -> report, or, with an experiment file, its whole
+    """``deepfeat cv``: FeatureSet file(s) -> cross-validation (several: a grid on identical folds) -> report, or,
+    with an experiment file, its whole
     procedure on ``source`` as the image source (``finetune_in_fold``: an experiment / fine-tune TOML whose
     fine-tuning runs inside each training fold). Returns the results object."""
     overrides = dict(overrides or {})
+    sources = [source] if isinstance(source, (str, Path)) else list(source or [])
     if config or finetune_in_fold:
+        if len(sources) > 1:
+            raise DeepfeatError("an experiment file (--config / --finetune) takes one image source, not several "
+                                "FeatureSet files")
         exp = Experiment.from_toml(config or finetune_in_fold)
         if finetune_in_fold:
             exp.finetune = {**exp.finetune, "enabled": True, "in_fold": True}
-        return run_experiment(exp, out_dir, source=source, overrides=overrides, progress=progress, log=log)["results"]
-    if source is None:
+        return run_experiment(exp, out_dir, source=sources[0] if sources else None, overrides=overrides,
+                              progress=progress, log=log)["results"]
+    if not sources:
         raise DeepfeatError("give a FeatureSet file (deepfeat cv FEATURES -o DIR) or --config EXPERIMENT.toml")
     from deepfeat.evaluation.cross_validation import cross_validate
+    from deepfeat.evaluation.grid import named_by_stem
     from deepfeat.evaluation.report import write_report
     from deepfeat.features import load_features
 
-    results = cross_validate(load_features(source), progress=progress, **overrides)
+    features = load_features(sources[0]) if len(sources) == 1 else named_by_stem(sources, load_features)
+    results = cross_validate(features, progress=progress, **overrides)
     write_report(results, out_dir)
     return results
 

@@ -22,7 +22,9 @@ from sklearn.svm import SVC
 from deepfeat import defaults
 from deepfeat.classifiers.presets import get_classifier, make_selector
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation import honesty
+from deepfeat.evaluation import grid, honesty
+from deepfeat.evaluation.compare import compare_configs
+from deepfeat.evaluation.fold_cache import resolve_fold_cache
 from deepfeat.evaluation.results import CVResults, assemble_results
 from deepfeat.selection.mrmr import auto_n_features
 
@@ -103,37 +105,74 @@ def _fit_score(est, Xtr, ytr, Xte) -> dict:
             "fit_time": t1 - t0, "predict_time": time.perf_counter() - t1}
 
 
-def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold_features, tick=None) -> dict:
-    """One fold: scale + select once, then fit and score every classifier and baseline on the same split."""
+def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold_features, tick=None, cache=None,
+              name=None) -> dict:
+    """One fold: scale + select once, then fit and score every classifier and baseline on the same split.
+
+    With ``cache`` (a FoldCache; ``X`` then carries its identity as ``(identity, X)``), cells already computed on
+    the same data, rows and configuration are read back and scaling / mRMR run only when some cell is missing.
+    ``name`` labels the feature set of a grid (results are keyed ``(name, classifier, selection)``).
+    """
     r, k, tr, te, fold_index = task
+    data_id = None
+    if isinstance(X, tuple):
+        data_id, X = X
     if fold_features is not None:
         X = np.asarray(fold_features(fold_index, tr, te))
         if X.ndim != 2 or X.shape[0] != len(y) or not np.isfinite(X).all():
             raise DeepfeatError(f"fold_features for fold {fold_index} returned shape {X.shape} or non-finite values; "
                                 f"it must return a finite ({len(y)}, d) matrix")
-    scaler = StandardScaler().fit(X[tr])
-    Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
-    views, mrmr = {"none": (Xtr, Xte, None)}, None
+    if data_id is None:
+        cache = None
+    views = {}
+
+    def view(s):  # scaling and mRMR are computed on the first cell that needs them
+        if "none" not in views:
+            scaler = StandardScaler().fit(X[tr])
+            views["none"] = (scaler.transform(X[tr]), scaler.transform(X[te]), None)
+        if s == "mrmr" and "mrmr" not in views and mrmr is not None:  # cached ranking: its prefix, in column order
+            Xtr, Xte, _ = views["none"]
+            cols = np.sort(mrmr["ranking"][:mrmr["n_selected"]])
+            views["mrmr"] = (Xtr[:, cols], Xte[:, cols], mrmr)
+        if s == "mrmr" and "mrmr" not in views:
+            Xtr, Xte, _ = views["none"]
+            t0 = time.perf_counter()
+            sel = clone(selector).fit(Xtr, y[tr])
+            info = {"ranking": np.asarray(sel.ranking_), "scores": np.asarray(sel.scores_)[np.asarray(sel.ranking_)],
+                    "fit_time": time.perf_counter() - t0}
+            views["mrmr"] = (sel.transform(Xtr), sel.transform(Xte), info)
+            info["n_selected"] = views["mrmr"][0].shape[1]
+            if cache is not None:
+                cache.put(cache.key(data_id, tr, "mrmr", selector), info)
+        return views[s]
+
+    mrmr = None  # view() reads it
     if "mrmr" in selections:
-        t0 = time.perf_counter()
-        sel = clone(selector).fit(Xtr, y[tr])
-        mrmr = {"ranking": np.asarray(sel.ranking_), "scores": np.asarray(sel.scores_)[np.asarray(sel.ranking_)],
-                "fit_time": time.perf_counter() - t0}
-        views["mrmr"] = (sel.transform(Xtr), sel.transform(Xte), mrmr)
-    out = {"repeat": r, "fold": k, "test": te, "mrmr": mrmr, "n_features": {s: views[s][0].shape[1] for s in views},
-           "results": {}}
+        mrmr = cache.get(cache.key(data_id, tr, "mrmr", selector)) if cache is not None else None
+        if mrmr is None:
+            mrmr = view("mrmr")[2]
+    n_features = {s: (X.shape[1] if s == "none" else mrmr["n_selected"]) for s in selections}
+    out = {"repeat": r, "fold": k, "test": te, "mrmr": mrmr, "n_features": n_features, "results": {},
+           "features": name}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # class_weight notes were recorded once, up front
         warnings.simplefilter("ignore", ConvergenceWarning)  # MATLAB-style lbfgs presets stop at their limit
-        for name, est in estimators.items():
+        for clf, est in estimators.items():
             for s in selections:
-                a, b, _ = views[s]
-                out["results"][(name, s)] = _fit_score(clone(est), a, y[tr], b)
+                key = cache.key(data_id, tr, te, "cell", est, s, selector if s == "mrmr" else None) \
+                    if cache is not None else None
+                res = cache.get(key) if cache is not None else None
+                if res is None:
+                    a, b, _ = view(s)
+                    res = _fit_score(clone(est), a, y[tr], b)
+                    if cache is not None:
+                        cache.put(key, res)
+                out["results"][(clf, s) if name is None else (name, clf, s)] = res
                 if tick:
                     tick()
         if majority:
-            out["results"][(BASELINE_MAJORITY, "baseline")] = _fit_score(
-                DummyClassifier(strategy="prior"), Xtr[:, :1], y[tr], Xte[:, :1])
+            out["results"][(BASELINE_MAJORITY, "baseline")] = _fit_score(  # the prior ignores X
+                DummyClassifier(strategy="prior"), X[tr][:, :1], y[tr], X[te][:, :1])
         if hist is not None:
             hs = StandardScaler().fit(hist[tr])
             out["results"][(BASELINE_HISTOGRAM, "baseline")] = _fit_score(
@@ -147,14 +186,17 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
                    n_features=defaults.N_FEATURES, threshold=None, mrmr_method: str = defaults.MRMR_METHOD,
                    folds: int = defaults.FOLDS, repeats: int = defaults.REPEATS, groups=defaults.GROUPS,
                    seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
-                   baseline=defaults.BASELINE,
-                   fold_features: Callable | None = None, progress: bool = True) -> CVResults:
+                   baseline=defaults.BASELINE, fold_features: Callable | None = None, progress: bool = True,
+                   nested: bool = False, inner_folds: int = 5, fold_cache="auto", rope: float = 0.01) -> CVResults:
     """Cross-validate classifiers on all vs mRMR-selected features, with baselines on the same folds.
 
     Parameters
     ----------
-    features : FeatureSet
-        Labelled features (``y``); ``groups``, ``paths`` and ``sha256`` are used when present.
+    features : FeatureSet, list of FeatureSet or dict name -> FeatureSet
+        Labelled features (``y``); ``groups``, ``paths`` and ``sha256`` are used when present. Several sets form a
+        grid: every set x classifier x selection is scored on identical folds (rows aligned by sha256; an error if
+        the sets hold different images); configurations are then named ``<set>/<classifier>+<selection>`` and the
+        tables gain a ``features`` column. Folds, groups and baselines come from the first set.
     classifiers : sequence of str or classifier instances
         Preset names (:data:`deepfeat.classifiers.presets.PRESETS`) or scikit-learn classifiers.
     selections : subset of ("none", "mrmr")
@@ -180,10 +222,25 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         picklable when ``n_jobs != 1``.
     progress : bool
         tqdm bar over folds x configurations.
+    nested : bool
+        Also run nested CV (:func:`deepfeat.evaluation.nested.nested_cross_validate`) on the same outer folds: in
+        each outer fold the configuration (feature set, mRMR size, classifier and its main hyper-parameter) is
+        chosen by ``inner_folds``-fold CV on the outer training rows only, then scored once on the outer test fold.
+    inner_folds : int
+        Inner folds of the nested CV.
+    fold_cache : "auto", str, Path or None
+        Where fold results are cached by identity (features content + fold rows + configuration): "auto" is
+        ``<deepfeat cache root>/cv-folds``; None disables. Adding repeats or configurations then computes only the
+        new cells. Not used with ``fold_features``.
+    rope : float
+        Region of practical equivalence (accuracy) of the Bayesian comparison (when ``baycomp`` is installed).
 
     Returns
     -------
     CVResults
+        ``results.comparisons``: paired statistics of every pair of configurations
+        (:func:`deepfeat.evaluation.compare.compare_configs`); ``results.nested``: the nested estimate (dict) or
+        None.
 
     Notes
     -----
@@ -193,14 +250,31 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     baseline = None if baseline == "none" else baseline
     classifiers = [classifiers] if isinstance(classifiers, str) else list(classifiers)
     selections = [selections] if isinstance(selections, str) else list(selections)
-    if n_features == "auto":
-        n_features = None if threshold is not None else auto_n_features(features.n_features)
-    if n_features is None and threshold is None and "mrmr" in selections:
-        n_features = auto_n_features(features.n_features)
-    _check_inputs(features, selections, n_features, threshold, folds, baseline, repeats)
+    sets = grid.as_feature_sets(features)
+    named = sets is not None
+    sets = sets if named else {None: features}
+    features = next(iter(sets.values()))  # the first set carries labels, groups, paths for folds and honesty
+    if not isinstance(nested, bool):
+        raise DeepfeatError(f"nested must be True or False; got {nested!r}")
+    if nested and (not isinstance(inner_folds, (int, np.integer)) or inner_folds < 2):
+        raise DeepfeatError(f"inner_folds must be an int >= 2; got {inner_folds!r}")
+    if rope is not None and not (isinstance(rope, (int, float)) and 0 <= rope < 1):
+        raise DeepfeatError(f"rope must be an accuracy difference in [0, 1) or None; got {rope!r}")
+    if fold_features is not None and (named or nested):
+        raise DeepfeatError("fold_features works with one FeatureSet and nested=False only")
+    sizes = {}
+    for name, fs in sets.items():
+        size = n_features
+        if size == "auto":
+            size = None if threshold is not None else auto_n_features(fs.n_features)
+        if size is None and threshold is None and "mrmr" in selections:
+            size = auto_n_features(fs.n_features)
+        _check_inputs(fs, selections, size, threshold, folds, baseline, repeats)
+        sizes[name] = size
     group_ids, grouping = honesty.resolve_groups(features, groups)
     classes, y = np.unique(features.y, return_inverse=True)
     tasks = [(r, k, tr, te, r * folds + k) for r, k, tr, te in make_folds(y, group_ids, folds, repeats, seed)]
+    cache = resolve_fold_cache(fold_cache) if fold_features is None else None
 
     notes, estimators, taken = [], {}, set()
     for clf in classifiers:
@@ -209,36 +283,61 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
             est = get_classifier(clf, seed=seed, class_weight=class_weight)
         notes += [str(w.message) for w in caught]
         estimators[_label(clf, taken)] = est
-    selector = make_selector("mrmr", n_features=n_features, threshold=threshold, mrmr_method=mrmr_method) \
-        if "mrmr" in selections else None
+    selectors = {name: make_selector("mrmr", n_features=size, threshold=threshold, mrmr_method=mrmr_method)
+                 if "mrmr" in selections else None for name, size in sizes.items()}
+    selector = selectors[next(iter(sets))]
     hist, hist_note = (None, "") if baseline in (None, "majority") else honesty.histogram_features(features, baseline)
     if baseline is None:
         notes.append("no baseline was requested (baseline=None)")
 
-    n_configs = len(estimators) * len(selections) + (baseline is not None) + (hist is not None)
+    n_configs = len(sets) * len(estimators) * len(selections) + (baseline is not None) + (hist is not None)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(tasks) * n_configs, desc="cv folds x configs", disable=not progress, leave=False)
     t0 = time.perf_counter()
-    args = (features.X, y, estimators, selections, selector, baseline is not None, hist, fold_features)
+    data = {name: ((fs.identity(), fs.X) if cache is not None else fs.X) for name, fs in sets.items()}
+    jobs = [(t, data[name], y, estimators, selections, selectors[name], baseline is not None and i == 0,
+             hist if i == 0 else None, fold_features) for t in tasks for i, name in enumerate(sets)]
+    names = [name for _ in tasks for name in sets]
     if n_jobs == 1:
-        fold_out = [_run_fold(t, *args, tick=lambda n=1: bar.update(n)) for t in tasks]
+        fold_out = [_run_fold(*job, tick=lambda n=1: bar.update(n), cache=cache, name=name)
+                    for job, name in zip(jobs, names)]
     else:
         from joblib import Parallel, delayed
 
         fold_out = []
-        for res in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_run_fold)(t, *args)
-                                                                             for t in tasks):
+        for res in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_run_fold)(*job, cache=cache, name=name) for job, name in zip(jobs, names)):
             fold_out.append(res)
-            bar.update(n_configs)
-        fold_out.sort(key=lambda f: (f["repeat"], f["fold"]))
+            bar.update(n_configs // len(sets))
+        order = {name: i for i, name in enumerate(sets)}
+        fold_out.sort(key=lambda f: (f["repeat"], f["fold"], order[f["features"]]))
     bar.close()
     params = {"classifiers": list(estimators), "classifier_params": {n: repr(e) for n, e in estimators.items()},
-              "selections": selections, "n_features": n_features, "threshold": threshold,
+              "selections": selections, "n_features": n_features if named else sizes[None], "threshold": threshold,
               "mrmr_method": mrmr_method, "selector": repr(selector) if selector is not None else None,
               "folds": folds, "repeats": repeats, "groups": groups if isinstance(groups, str) or groups is None
               else "array", "seed": seed, "n_jobs": n_jobs, "class_weight": class_weight, "baseline": baseline,
               "fold_features": getattr(fold_features, "__qualname__", repr(fold_features)) if fold_features
               else None, "wall_time_s": time.perf_counter() - t0}
-    return assemble_results(features, classes, y, tasks, fold_out, params=params, grouping=grouping,
-                            group_ids=group_ids, notes=notes, hist_note=hist_note)
+    if named:
+        params["features"] = list(sets)
+    params.update(fold_cache=str(cache.root) if cache is not None else None, nested=bool(nested),
+                  inner_folds=inner_folds if nested else None, rope=rope)
+    results = assemble_results(features, classes, y, tasks, fold_out, params=params, grouping=grouping,
+                               group_ids=group_ids, notes=notes, hist_note=hist_note,
+                               sets=sets if named else None)
+    if named:
+        results.config["featuresets"] = {name: {"identity": fs.identity(), "n_features": fs.n_features,
+                                                "mrmr_n_features": sizes[name], "meta": fs.meta}
+                                         for name, fs in sets.items()}
+    if nested:
+        from deepfeat.evaluation.nested import nested_cross_validate
+
+        results.nested = nested_cross_validate(
+            {name: data[name] for name in sets}, y, tasks, results, classifiers=classifiers, seed=seed,
+            class_weight=class_weight, inner_folds=inner_folds, group_ids=group_ids, mrmr_method=mrmr_method,
+            cache=cache, n_jobs=n_jobs, progress=progress,
+            defaults={name: auto_n_features(fs.n_features) for name, fs in sets.items()})
+    results.comparisons = compare_configs(results, rope=rope)
+    return results

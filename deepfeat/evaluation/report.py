@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfeat.evaluation import plots
+from deepfeat.evaluation import plots, report_stats
 from deepfeat.evaluation.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
 from deepfeat.evaluation.verdict import build_verdict
 
@@ -183,11 +183,9 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
         paths[name] = out / f"{name}.csv"
         df.to_csv(paths[name], index=False)
     comparisons = getattr(results, "comparisons", None)
-    if comparisons is not None:
-        paths["comparisons"] = out / "comparisons.csv"
-        comparisons.to_csv(paths["comparisons"], index=False)
+    paths.update(report_stats.write_statistics_tables(results, out))  # comparisons.csv, nested.csv
     paths["config"] = out / "config.json"
-    config = {**results.config, "honesty": results.honesty,
+    config = {**results.config, "honesty": results.honesty, "nested": report_stats.nested_config(results),
               "confusion": {k: {"classes": v["classes"], "matrix": v["matrix"]} for k, v in results.confusion.items()}}
     paths["config"].write_text(json.dumps(config, indent=2, default=_json_default))
 
@@ -223,6 +221,7 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
                   + f"; FeatureSet identity {meta['identity'][:16]}."),
         "verdict": verdict, "figures": figs, "errors": errors, "duplicates": dups, "limits": limits,
         "honesty": results.honesty_lines(), "tables": tables,
+        "stats_md": report_stats.statistics_markdown(results), "stats_html": report_stats.statistics_html(results),
     }
     paths["report_md"] = out / "report.md"
     paths["report_md"].write_text(render("report.md.j2", **context))

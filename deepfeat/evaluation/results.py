@@ -40,6 +40,10 @@ class CVResults:
     mrmr : ranking and score in pick order per repeat and fold.
     honesty : selection / grouping / duplicates / baseline / fine-tuning statements and warnings.
     config : everything needed to re-run: versions, seeds, parameters, FeatureSet identity and metadata.
+    comparisons : paired statistics of every pair of configurations scored on the same folds
+        (:func:`deepfeat.evaluation.compare.compare_configs`), or None.
+    nested : the nested cross-validation estimate (:func:`deepfeat.evaluation.nested.nested_cross_validate`), or
+        None when nested CV was not asked for.
     """
 
     summary: pd.DataFrame
@@ -51,6 +55,8 @@ class CVResults:
     honesty: dict
     config: dict
     classes: list = field(default_factory=list)
+    comparisons: pd.DataFrame | None = None
+    nested: dict | None = None
 
     def table(self) -> pd.DataFrame:
         """Accuracy % (mean +- std over folds): classifiers as rows, all vs selected features as columns,
@@ -122,28 +128,41 @@ def _meta_summary(meta: dict) -> dict:
 
 
 def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping, group_ids, notes,
-                     hist_note) -> CVResults:
-    """Turn the per-fold outputs of ``cross_validate`` into a :class:`CVResults`."""
+                     hist_note, sets=None) -> CVResults:
+    """Turn the per-fold outputs of ``cross_validate`` into a :class:`CVResults`.
+
+    A fold output whose ``features`` is a name belongs to that set of a grid (``sets``: name -> FeatureSet):
+    its configurations are named ``<set>/<config>`` and the tables gain a ``features`` column.
+    """
     K, class_names = len(classes), [str(c) for c in classes]
     fold_rows, class_rows, pred_frames, mrmr_rows, confusion = [], [], [], [], {}
     base = pd.DataFrame({"row": np.arange(len(y)), "path": features.paths, "sha256": features.sha256,
                          "group": group_ids if group_ids is not None else features.groups})
     warnings_ = []
+    named = any(f.get("features") is not None for f in fold_out)
     for f in fold_out:
         r, k, te = f["repeat"], f["fold"], f["test"]
+        fs_name = f.get("features")
+        names = (sets[fs_name] if fs_name is not None else features).feature_names
         if len(np.unique(y[te])) < K:
             warnings_.append(f"repeat {r} fold {k}: the test fold lacks class(es) "
                              f"{sorted(set(class_names) - set(np.asarray(class_names)[np.unique(y[te])]))}")
         if f["mrmr"] is not None:
-            mrmr_rows += [{"repeat": r, "fold": k, "rank": i, "feature": int(j),
-                           "feature_name": str(features.feature_names[j]), "score": float(s)}
+            mrmr_rows += [{**({"features": fs_name} if named else {}), "repeat": r, "fold": k, "rank": i,
+                           "feature": int(j), "feature_name": str(names[j]), "score": float(s)}
                           for i, (j, s) in enumerate(zip(f["mrmr"]["ranking"], f["mrmr"]["scores"]))]
-        for (clf, sel), res in f["results"].items():
+        for key, res in f["results"].items():
+            clf, sel = key[-2:]
+            clf = clf if len(key) == 2 else f"{key[0]}/{clf}"  # a grid's classifier rows are per feature set
             cfg = config_name(clf, sel)
             macro, per_class, cm = fold_metrics(y[te], res["pred"], res["scores"], K)
             kind = "baseline" if sel == "baseline" else "deep features"
             n_feat = f["n_features"].get(sel, np.nan)
-            fold_rows.append({"config": cfg, "classifier": clf, "selection": sel, "kind": kind, "repeat": r,
+            if named:  # the grid's column: which feature set (baselines have their own features)
+                fold_rows.append({"features": key[0] if len(key) == 3 else "baseline"})
+            else:
+                fold_rows.append({})
+            fold_rows[-1].update({"config": cfg, "classifier": clf, "selection": sel, "kind": kind, "repeat": r,
                               "fold": k, "n_features": n_feat, **macro, "fit_time": res["fit_time"],
                               "predict_time": res["predict_time"],
                               "mrmr_time": f["mrmr"]["fit_time"] if sel == "mrmr" else np.nan})
@@ -163,7 +182,7 @@ def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping,
     order = list(dict.fromkeys(per_fold["config"]))
     timing = ("fit_time", "predict_time")
     summary = per_fold.groupby("config", sort=False).agg(
-        classifier=("classifier", "first"), selection=("selection", "first"), kind=("kind", "first"),
+        **({"features": ("features", "first")} if named else {}), classifier=("classifier", "first"), selection=("selection", "first"), kind=("kind", "first"),
         n_features=("n_features", "mean"),
         **{f"{m}_{s}": (m, s) for m in (*METRICS, *timing) for s in ("mean", "std")}).reindex(order).reset_index()
     pc = pd.DataFrame(class_rows)
@@ -171,7 +190,8 @@ def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping,
         **{f"{m}_{s}": (m, s) for m in CLASS_METRICS for s in ("mean", "std")},
         support=("support", "sum")).reset_index()
     predictions = pd.concat(pred_frames, ignore_index=True).dropna(axis=1, how="all")
-    mrmr = pd.DataFrame(mrmr_rows, columns=["repeat", "fold", "rank", "feature", "feature_name", "score"])
+    mrmr = pd.DataFrame(mrmr_rows, columns=(["features"] if named else []) + ["repeat", "fold", "rank", "feature",
+                                                                              "feature_name", "score"])
 
     fold_of_rows = []
     for r in range(params["repeats"]):
@@ -199,7 +219,8 @@ def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping,
                  f"{params['folds']}-fold cross-validation, shuffled with seed {params['seed']}"
                  + (" (+ repeat index)" if params["repeats"] > 1 else "") + "; folds were not reduced.")
     honesty_ = {"selection": honesty.SELECTION_TEXT, "grouping": grouping, "folds": folds_txt,
-                "duplicates": dups, "baseline": baseline, "finetune": finetune, "warnings": warnings_,
+                "duplicates": dups, "baseline": baseline, "finetune": finetune,
+                "warnings": list(dict.fromkeys(warnings_)),
                 "notes": list(dict.fromkeys(notes))}
     config = {"versions": _versions(), "parameters": params, "classes": class_names,
               "featureset": {"identity": features.identity(), "n_rows": len(features),

@@ -119,7 +119,7 @@ def _nested_text(nested) -> str | None:
         return None
     if not isinstance(nested, dict):
         return f"Nested cross-validation estimate: {nested}."
-    mean = next((nested[k] for k in ("accuracy_mean", "mean", "accuracy", "score") if k in nested), None)
+    mean = next((nested[k] for k in ("estimate", "accuracy_mean", "mean", "accuracy", "score") if k in nested), None)
     lo = next((nested[k] for k in ("ci_low", "low", "accuracy_ci_low") if k in nested), None)
     hi = next((nested[k] for k in ("ci_high", "high", "accuracy_ci_high") if k in nested), None)
     if isinstance(mean, (int, float)):
