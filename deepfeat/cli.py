@@ -5,6 +5,7 @@ message naming the file or option and what to do).
 """
 from __future__ import annotations
 
+import errno
 import sys
 from enum import Enum
 from pathlib import Path
@@ -360,6 +361,25 @@ def main(argv=None):
     except (DeepfeatError, FileNotFoundError) as exc:
         _echo_err(f"error: {exc}")
         sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in _ORDINARY_ERRNOS:
+            raise
+        _echo_err(f"error: {_ordinary_os_error(exc)}")
+        sys.exit(2)
+
+
+# Operating-system failures a user can fix (permissions, a full or read-only disk): an `error:` line, not a traceback.
+_ORDINARY_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR,
+                    errno.ENOTDIR, errno.ENAMETOOLONG, errno.EMFILE}
+
+
+def _ordinary_os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+            errno.EROFS: "write somewhere writable", errno.EACCES: "check the permissions or write elsewhere",
+            errno.EPERM: "check the permissions or write elsewhere"}.get(exc.errno, "check the path")
+    return (f"{exc.strerror or exc}{where}: {hint}. Files are written atomically, so nothing finished before was "
+            "lost or left half-written")
 
 
 if __name__ == "__main__":  # pragma: no cover
