@@ -87,32 +87,39 @@ def extract(
                                               "the readable ones). Default: leave them out and list them.")]
     = False,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
+                                                                  "this (default: Pillow's 89,478,485; a guard "
+                                                                  "against decompression bombs).")] = None,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
+    from deepfeat.data.sources import open_source
     from deepfeat.extraction.api import (
         extract_features,  # torch-free until something must be computed
     )
 
-    src = source
-    if manifest:
-        from deepfeat.data.sources import open_source
-
-        src = open_source(source, manifest=manifest)
+    _set_max_pixels(max_pixels)
+    src = open_source(source, manifest=manifest) if manifest else _open_quietly(source)
+    _echo_source(src)
     fs = extract_features(src, model=model, weights=weights, layer=layer.value, batch_size=batch_size,
                           device=device, num_workers=workers, cache=(cache_dir or True) if cache else False,
                           precision=precision, crop_border=crop_border, image_size=image_size,
                           on_error="raise" if strict else "skip", progress=progress)
     fs.save(output)
     meta = fs.meta
-    skipped = meta.get("skipped") or []
+    skipped = list(getattr(src, "skipped", None) or []) + list(meta.get("skipped") or [])
+    skipped = [{"path": s[0], "reason": s[1]} if isinstance(s, (list, tuple)) else s for s in skipped]
     typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features, cache hits "
                f"{meta.get('cache_hits', 0)}/{meta.get('n_input', len(fs))}, skipped {len(skipped)}, "
                f"{meta.get('seconds', 0):.1f} s")
+    failed_csv = output.with_name(output.name + ".failed.csv")
+    if not skipped:
+        failed_csv.unlink(missing_ok=True)  # a rerun replaces the old list, it does not keep it beside new results
     if skipped:
         import pandas as pd
 
-        failed_csv = output.with_name(output.name + ".failed.csv")
-        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(failed_csv, index=False)
+        from deepfeat.fileio import write_csv
+
+        write_csv(pd.DataFrame(skipped, columns=["path", "reason"]), failed_csv)
         _echo_err(f"{len(skipped)} unreadable image(s) were left out (listed in {failed_csv}):")
         for item in skipped:
             _echo_err(f"  {item['path']}: {item['reason']}")
@@ -232,26 +239,39 @@ def predict(
                                                                 "per class, error.")] = Path("predictions.csv"),
     allow_version_mismatch: Annotated[bool, typer.Option(help="Load a model saved with other library "
                                                               "versions anyway.")] = False,
+    trust: Annotated[bool, typer.Option("--trust", help="Load a .joblib model that this deepfeat install did "
+                                                        "not write (a pickle: it runs code). .skops files "
+                                                        "never need it.")] = False,
+    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
+                                                                  "this (default: Pillow's 89,478,485).")] = None,
 ):
     """Predict the class of each image; unreadable images are listed in the CSV and on stderr, not fatal."""
     from deepfeat.classifiers.model_files import load_model
     from deepfeat.data.sources import open_source
+    from deepfeat.fileio import regular_file_problem
 
-    clf = load_model(model, allow_version_mismatch=allow_version_mismatch)
+    _set_max_pixels(max_pixels)
+    clf = load_model(model, allow_version_mismatch=allow_version_mismatch, trusted=trust)
     paths: list[str] = []
     for item in images:
         p = Path(item)
         if p.is_dir():
-            paths.extend(open_source(p).paths)
+            src = _open_quietly(p)
+            _echo_source(src)
+            paths.extend(src.paths)
         elif p.exists():
+            problem = regular_file_problem(p)  # a FIFO or a device would block forever
+            if problem is not None:
+                raise DeepfeatError(f"{item} {problem}; give image files or folders")
             paths.append(str(p))
         else:
             raise DeepfeatError(f"{item} does not exist")
     if not paths:
         raise DeepfeatError(f"no images found in {', '.join(images)}")
     table = clf.predict_paths(paths, on_error="skip")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(output, index=False)
+    from deepfeat.fileio import write_csv
+
+    write_csv(table, output)
     bad = table[table["error"].fillna("").astype(str) != ""] if "error" in table else table.iloc[:0]
     typer.echo(f"wrote {output}: {len(table) - len(bad)} predicted, {len(bad)} unreadable")
     for _, row in bad.iterrows():
@@ -352,6 +372,38 @@ def demo(
     run_ = run_demo(output, n_per_class=n_per_class, folds=folds, progress=progress, log=typer.echo)
     typer.echo(run_["results"].table().to_string())
     typer.echo(f"demo finished in {run_['timings']['total_s']:.0f} s; report: {output / 'report.html'}")
+
+
+def _set_max_pixels(max_pixels):
+    """--max-pixels for this run, decoding worker processes included (they inherit the environment)."""
+    if max_pixels is not None:
+        import os
+
+        from deepfeat.data.images import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(int(max_pixels))
+
+
+def _open_quietly(spec):
+    """open_source, with its 'skipped' warning left to _echo_source (said once, with the counts)."""
+    import warnings
+
+    from deepfeat.data.sources import open_source
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*skipped, never opened")
+        return open_source(spec)
+
+
+def _echo_source(src):
+    """Say what was found: class counts (so a missing class shows) and every entry skipped unopened."""
+    if src.labels is not None:
+        counts = ", ".join(f"{c}: {n}" for c, n in src.class_counts.items())
+        _echo_err(f"found {len(src)} images in {len(src.class_names)} classes ({counts})")
+    else:
+        _echo_err(f"found {len(src)} unlabelled images in {src.root or src.name}")
+    for path, why in src.skipped:
+        _echo_err(f"  skipped, never opened: {path}: {why}")
 
 
 def main(argv=None):

@@ -100,7 +100,7 @@ def regular_file_problem(path) -> str | None:
     Examples
     --------
     >>> regular_file_problem("/dev/null")
-    'not a regular file (character device)'
+    'is not a regular file (character device)'
     """
     import stat
 
@@ -115,4 +115,4 @@ def regular_file_problem(path) -> str | None:
     kind = ("directory" if stat.S_ISDIR(mode) else "FIFO (named pipe)" if stat.S_ISFIFO(mode) else
             "character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode) else
             "socket" if stat.S_ISSOCK(mode) else "special file")
-    return f"not a regular file ({kind})"
+    return f"is not a regular file ({kind})"

@@ -29,6 +29,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 
+from deepfeat.classifiers.model_trust import check_joblib_trusted, dump_skops, load_skops, record_trusted
 from deepfeat.errors import ModelFileError
 from deepfeat.fileio import atomic_write, sha256_file
 
@@ -87,6 +88,18 @@ def describe_model(model) -> dict:
     return info
 
 
+def check_against_sidecar(path, model, info: dict) -> None:
+    """The sidecar's class, classes and extractor fields must describe the model actually loaded."""
+    found = describe_model(model)
+    differ = [k for k in ("class", "classes", "backbone", "weights", "layer") if k in info and info[k] != found[k]]
+    if differ:
+        k = differ[0]
+        raise ModelFileError(
+            f"model file {path} does not match its sidecar {sidecar_path(path).name}: {', '.join(differ)} differ "
+            f"(e.g. {k}: sidecar {info[k]!r}, model {found[k]!r}); the sidecar belongs to another model or was "
+            "edited, so deepfeat refuses to use it")
+
+
 def save_model(model, path) -> Path:
     """Write ``model`` to ``path`` with joblib and a JSON sidecar ``path + ".json"``.
 
@@ -119,7 +132,11 @@ def save_model(model, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: joblib.dump(model, tmp))
+    fmt = "skops" if path.suffix.lower() == ".skops" else "joblib"
+    if fmt == "skops":
+        atomic_write(path, lambda tmp: dump_skops(model, tmp))
+    else:
+        atomic_write(path, lambda tmp: joblib.dump(model, tmp))
     sidecar = {
         "deepfeat_model_format": SIDECAR_FORMAT,
         "file": path.name,
@@ -128,8 +145,11 @@ def save_model(model, path) -> Path:
         "versions": {name: _package_version(name) for name in RECORDED_PACKAGES},
         "python": platform.python_version(),
         "warning": "joblib files execute code when loaded: load only files from a trusted source",
+        "format": fmt,
         **describe_model(model),
     }
+    if fmt == "joblib":
+        record_trusted(sidecar["sha256"])  # this install wrote it: load_model accepts it without trusted=True
 
     def write_sidecar(tmp):
         Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
@@ -153,6 +173,12 @@ def read_sidecar(path) -> dict:
         raise ModelFileError(f"sidecar {side} of model file {path} is not readable JSON: {exc}") from exc
     if not isinstance(info, dict) or "sha256" not in info or "versions" not in info:
         raise ModelFileError(f"sidecar {side} is not a deepfeat model sidecar (no 'sha256' / 'versions' entries)")
+    versions = info["versions"]
+    if not isinstance(versions, dict) or any(not isinstance(versions.get(n), str) for n in STRICT_PACKAGES):
+        raise ModelFileError(
+            f"sidecar {side} does not record the {' and '.join(STRICT_PACKAGES)} versions that wrote the model "
+            f"(its 'versions' is {json.dumps(versions)[:80]}); deepfeat cannot check it, so it refuses to load it. "
+            "Save the model again with deepfeat.save_model / 'deepfeat fit'")
     return info
 
 
@@ -171,7 +197,7 @@ def _check_versions(path: Path, recorded: dict, allow_version_mismatch: bool) ->
         warnings.warn(f"{msg}; loading anyway", UserWarning, stacklevel=3)
 
 
-def load_model(path, *, allow_version_mismatch: bool = False, device: str | None = None):
+def load_model(path, *, allow_version_mismatch: bool = False, device: str | None = None, trusted: bool = False):
     """Load a model written by :func:`save_model`, after checking its sidecar.
 
     .. warning::
@@ -185,6 +211,9 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
     allow_version_mismatch : bool, default=False
         Load even when the file was written by another deepfeat or scikit-learn major.minor version (a warning
         is still issued). Differences in torch, timm, numpy or joblib always only warn.
+    trusted : bool, default=False
+        Load a ``.joblib`` file that this deepfeat install did not write (see
+        :mod:`deepfeat.classifiers.model_trust`). ``.skops`` files never need it: they are read without running code.
     device : str, optional
         Override the device the model's feature extractor will run on (``"cpu"``, ``"cuda"``, ``"auto"``), e.g.
         for a model saved with ``device="cuda"`` and loaded on a CPU-only machine. ``None`` keeps the saved one.
@@ -214,7 +243,12 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
             f"belongs to another model); deepfeat refuses to load it."
         )
     _check_versions(path, info["versions"], allow_version_mismatch)
-    model = joblib.load(path)
+    if info.get("format") == "skops" or path.suffix.lower() == ".skops":
+        model = load_skops(path)
+    else:
+        check_joblib_trusted(path, found, trusted)
+        model = joblib.load(path)
+    check_against_sidecar(path, model, info)
     if device is not None:
         if "device" not in model.get_params():
             raise ModelFileError(f"model in {path} ({type(model).__name__}) has no 'device' to override")
