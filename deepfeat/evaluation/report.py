@@ -6,12 +6,15 @@ import base64
 import html
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation import plots
+from deepfeat.fileio import atomic_write_bytes, sha256_file, write_csv
 
 __all__ = ["write_report"]
 
@@ -85,6 +88,51 @@ def _figures(results) -> list[tuple[str, str, bytes]]:
     return figs
 
 
+#: Written last; a folder without it (or whose files differ from it) is an unfinished report.
+COMPLETE_MARKER = "report.complete.json"
+#: Everything write_report owns in a report folder; a rerun removes these first (replace, not merge).
+REPORT_FILES = ("results.csv", "per_fold.csv", "per_class.csv", "predictions.csv", "config.json", "report.md",
+                "report.html")
+
+
+def start_report(out: Path) -> None:
+    """Remove the completion marker, the previous report's files and its plots/ before writing a new one.
+
+    Other files in the folder (an experiment's features.npz, finetuned.pt, demo images) are left alone.
+    """
+    (out / COMPLETE_MARKER).unlink(missing_ok=True)  # first: from now on the folder reads as unfinished
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "plots", ignore_errors=True)
+
+
+def finish_report(out: Path, paths: dict) -> Path:
+    """Write the completion marker: every report file with its sha256."""
+    files = {p.relative_to(out).as_posix(): sha256_file(p) for p in paths.values()}
+    marker = out / COMPLETE_MARKER
+    atomic_write_bytes(marker, json.dumps({"complete": True, "files": files}, indent=1).encode())
+    return marker
+
+
+def check_report(out_dir) -> dict:
+    """The marker of a finished report folder; :class:`DeepfeatError` when it is unfinished or was changed.
+
+    An interrupted ``deepfeat cv`` leaves CSVs without the marker: this tells such a folder from a finished one.
+    """
+    out = Path(out_dir)
+    try:
+        marker = json.loads((out / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        raise DeepfeatError(f"report folder {out} is unfinished (no valid {COMPLETE_MARKER}): the run that wrote it "
+                            "was interrupted or failed; run it again") from None
+    changed = [f for f, sha in marker.get("files", {}).items()
+               if not (out / f).is_file() or sha256_file(out / f) != sha]
+    if changed:
+        raise DeepfeatError(f"report folder {out}: {len(changed)} file(s) missing or changed since the report was "
+                            f"finished (e.g. {changed[0]}); run it again")
+    return marker
+
+
 def write_report(results, out_dir) -> dict:
     """Write every table, ``config.json``, the plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
@@ -95,12 +143,13 @@ def write_report(results, out_dir) -> dict:
         ``report_md``, ``report_html``, and ``plot_<stem>`` for each PNG under ``plots/``).
     """
     out = Path(out_dir)
+    start_report(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, df in (("results", results.summary), ("per_fold", results.per_fold),
                      ("per_class", results.per_class), ("predictions", results.predictions)):
         paths[name] = out / f"{name}.csv"
-        df.to_csv(paths[name], index=False)
+        write_csv(df, paths[name])
     paths["config"] = out / "config.json"
     config = {**results.config, "honesty": results.honesty,
               "confusion": {k: {"classes": v["classes"], "matrix": v["matrix"]} for k, v in results.confusion.items()}}
@@ -156,4 +205,5 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}} figcaption{{f
 <p>Tables as CSV beside this file; config.json holds versions, seeds and parameters.</p></body></html>"""
     paths["report_html"] = out / "report.html"
     paths["report_html"].write_text(page)
+    paths["complete"] = finish_report(out, paths)
     return paths
