@@ -84,14 +84,20 @@ def write_csv(frame, path, *, index: bool = False) -> Path:
 
     The one way deepfeat writes a CSV meant for people (predictions, failed-image lists, report tables).
     """
+    from pandas.api import types
+
     out = frame.copy()
-    out.columns = [csv_safe_cell(str(c)) if isinstance(c, str) else c for c in out.columns]
-    for col in out.columns:
-        if out[col].dtype == object or str(out[col].dtype) in ("string", "category"):
-            out[col] = out[col].astype(object).map(csv_safe_cell)
+    out.columns = [csv_safe_cell(c) for c in out.columns]
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if not (types.is_numeric_dtype(col) or types.is_bool_dtype(col) or types.is_datetime64_any_dtype(col)):
+            out.isetitem(i, col.astype(object).map(csv_safe_cell))  # text (any pandas string dtype) or mixed
     if index:
         out.index = out.index.map(csv_safe_cell)
-    return atomic_write(path, lambda tmp: out.to_csv(tmp, index=index), fsync=False)
+    import csv
+
+    # Text quoted: a cell holding a bare CR (not a line end for pandas' "\n") must not split its row.
+    return atomic_write(path, lambda tmp: out.to_csv(tmp, index=index, quoting=csv.QUOTE_NONNUMERIC), fsync=False)
 
 
 def regular_file_problem(path) -> str | None:

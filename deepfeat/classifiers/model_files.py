@@ -90,7 +90,7 @@ def describe_model(model) -> dict:
 
 def check_against_sidecar(path, model, info: dict) -> None:
     """The sidecar's class, classes and extractor fields must describe the model actually loaded."""
-    found = describe_model(model)
+    found = json.loads(json.dumps(describe_model(model), default=str))  # as the sidecar stores it
     differ = [k for k in ("class", "classes", "backbone", "weights", "layer") if k in info and info[k] != found[k]]
     if differ:
         k = differ[0]

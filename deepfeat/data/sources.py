@@ -106,13 +106,14 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name != "__MACOSX"
 
 
-def _walk_images(folder: str, skipped: list | None = None) -> list[str]:
+def _walk_images(folder: str, skipped: list | None = None, others: Sequence[str] = ()) -> list[str]:
     """Image files anywhere under ``folder`` as sorted relative POSIX paths; never silent, never stuck.
 
     - A folder that cannot be listed (no permission, I/O error) is an error naming it: a class must never go
       missing quietly.
     - Symlinked folders are followed, but each real folder is entered at most once, and a link that points at
-      one of its own ancestors (``loop -> ..``) is not entered at all; both are listed in ``skipped``.
+      one of its own ancestors (``loop -> ..``), or into another class folder (``others``, real paths), is not
+      entered at all, so no image gets a second, wrong label; all are listed in ``skipped``.
     - Entries that are not regular files or folders (FIFOs, devices, sockets) and broken links are never opened;
       those with an image extension are listed in ``skipped``.
     """
@@ -122,8 +123,14 @@ def _walk_images(folder: str, skipped: list | None = None) -> list[str]:
 
     def walk(path: str, rel: str, ancestors: tuple[str, ...]):
         real = os.path.realpath(path)
-        if real in ancestors:
+        here = ancestors[-1] if ancestors else None
+        if real in ancestors or (here is not None and here.startswith(real.rstrip(os.sep) + os.sep)):
             skipped.append((path, f"symlinked folder points at its own ancestor {real}; not followed"))
+            return
+        inside = [o for o in others if real == o or real.startswith(o.rstrip(os.sep) + os.sep)]
+        if inside:
+            skipped.append((path, f"symlinked folder points into another class folder {inside[0]}; not followed "
+                                  "(its images keep their own label)"))
             return
         if real in visited:
             skipped.append((path, f"folder {real} was already read through another path; not read twice"))
@@ -182,7 +189,9 @@ def _from_folder(folder: str, manifest: DatasetManifest | None) -> ImageSource:
     name = manifest.name if manifest is not None else (os.path.basename(os.path.normpath(folder)) or folder)
     if manifest is not None and manifest.label_from == "file_name":
         return _labelled_by_file_name(folder, manifest)
-    per_class = {d: _walk_images(os.path.join(folder, d), skipped) for d in subdirs}
+    reals = {d: os.path.realpath(os.path.join(folder, d)) for d in subdirs}
+    per_class = {d: _walk_images(os.path.join(folder, d), skipped, [r for e, r in reals.items() if e != d])
+                 for d in subdirs}
     per_class = {d: files for d, files in per_class.items() if files}
     if top_images and per_class:
         raise DeepfeatError(
