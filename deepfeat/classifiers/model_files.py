@@ -11,7 +11,9 @@ deepfeat or scikit-learn major.minor version (unpickling across those versions c
    A joblib file is a pickle: **loading one runs code chosen by whoever wrote it**. The sha256 check catches a
    damaged file or a sidecar that belongs to another model; it is not a security boundary, because anyone who can
    replace the model file can replace its sidecar too. Load only model files you made yourself or received from
-   someone you trust, over a channel you trust.
+   someone you trust, over a channel you trust. Since 0.2 a joblib file this install did not write needs
+   ``trusted=True`` (see :mod:`deepfeat.classifiers.model_trust`), and ``save_model(model, "m.skops")`` writes the
+   skops format, which loads without running code from the file.
 
 Nothing CUDA-bound is pickled: :class:`~deepfeat.extraction.engine.FeatureExtractor` drops its torch model when pickled and
 rebuilds it lazily on first use (``device="auto"`` picks what the loading machine has), so a model trained on a GPU
@@ -29,7 +31,12 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 
-from deepfeat.classifiers.model_trust import check_joblib_trusted, dump_skops, load_skops, record_trusted
+from deepfeat.classifiers.model_trust import (
+    check_joblib_trusted,
+    dump_skops,
+    load_skops,
+    record_trusted,
+)
 from deepfeat.errors import ModelFileError
 from deepfeat.fileio import atomic_write, sha256_file
 

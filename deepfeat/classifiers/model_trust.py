@@ -60,7 +60,7 @@ def load_skops(path: Path):
 
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
-    except Exception as exc:  # a damaged zip / schema: skops raises many kinds
+    except Exception as exc:  # noqa: BLE001 - a damaged zip / schema: skops raises many kinds
         raise ModelFileError(f"model file {path} is not a readable .skops file: {type(exc).__name__}: {exc}") from None
     refused = sorted(t for t in untrusted if not is_trusted_type(t))
     if refused:
