@@ -100,6 +100,9 @@ def extract(
     _set_max_pixels(max_pixels)
     src = open_source(source, manifest=manifest) if manifest else _open_quietly(source)
     _echo_source(src)
+    if strict and src.skipped:
+        raise DeepfeatError(f"--strict: {len(src.skipped)} entr(y/ies) under {source} were skipped unopened, e.g. "
+                            f"{src.skipped[0][0]}: {src.skipped[0][1]}")
     fs = extract_features(src, model=model, weights=weights, layer=layer.value, batch_size=batch_size,
                           device=device, num_workers=workers, cache=(cache_dir or True) if cache else False,
                           precision=precision, crop_border=crop_border, image_size=image_size,
