@@ -170,7 +170,7 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         self.ranking_, self.scores_ = _greedy_mrmr(
             relevance, redundancy_of, combine, n_select=n_select, threshold=threshold
         )
-        if len(self.ranking_) == 0:
+        if len(self.ranking_) == 0 and not (relevance > 0).any():
             # Nothing relevant (e.g. every feature constant): keep the single most relevant one, so the pipeline
             # downstream still has an input, and say so rather than hand on 0 columns.
             best = int(np.argmax(relevance))
