@@ -27,14 +27,91 @@ TIMEOUT = 180
 EXTRACT = ["--model", "tiny_darknet", "--weights", "none", "--quiet", "--image-size", "32", "--device", "cpu"]
 
 
-def cli(args, *, cwd, env=None, as_nobody=False, prelude="", timeout=TIMEOUT):
-    code = prelude + "\nfrom deepfeat.cli import main; main()"
-    cmd = [PY, "-c", code, *map(str, args)]
+def cli(args, *, cwd, env=None, as_nobody=False, prelude="", timeout=TIMEOUT, isolated=False):
+    """Run ``deepfeat ARGS``: in this process (fast: torch is imported once) unless ``isolated`` (a case that may
+    hang needs a subprocess and a time limit). Returns (exit code, the `error:` or last stderr line, stdout)."""
+    if isolated:
+        return _cli_subprocess(args, cwd=cwd, env=env, timeout=timeout)
+    import contextlib
+    import io
+    import traceback
+
+    os.environ.update(env or {})
+    err, out = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    undo = _apply(prelude)
     if as_nobody and os.geteuid() == 0:
-        cmd = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *cmd]
-    full_env = {**os.environ, **(env or {})}
+        os.setegid(65534)
+        os.seteuid(65534)
     try:
-        p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), warnings_shown(err):
+            try:
+                from deepfeat.cli import main as _main
+                _main([str(a) for a in args])
+                rc = 0
+            except SystemExit as exc:
+                rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException as exc:  # what the console script would show as a traceback: exit 1
+                traceback.print_exc(file=err)
+                rc = 1
+                err.write(f"{type(exc).__name__}: {exc}\n")
+    finally:
+        if as_nobody and os.getuid() == 0:
+            os.seteuid(0)
+            os.setegid(0)
+        undo()
+        os.chdir(here)
+    lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
+    last = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "")
+    return rc, last[:200], out.getvalue()
+
+
+def warnings_shown(stream):
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            old = warnings.showwarning
+            warnings.showwarning = lambda m, c, f, n, file=None, line=None: stream.write(f"{c.__name__}: {m}\n")
+            try:
+                yield
+            finally:
+                warnings.showwarning = old
+    return ctx()
+
+
+def _apply(prelude):
+    """Monkeypatches named by ``prelude`` ('enospc' or 'interrupt'); returns the undo function."""
+    import errno
+    if prelude == "enospc":
+        real = os.replace
+
+        def full(a, b, *k, **kw):
+            if str(b).endswith(".features"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(b))
+            return real(a, b, *k, **kw)
+        os.replace = full
+        return lambda: setattr(os, "replace", real)
+    if prelude == "interrupt":
+        import deepfeat.evaluation.report as report
+        real_fig = report._figures
+
+        def stop(*a, **k):
+            raise KeyboardInterrupt
+        report._figures = stop
+        return lambda: setattr(report, "_figures", real_fig)
+    return lambda: None
+
+
+def _cli_subprocess(args, *, cwd, env=None, timeout=TIMEOUT):
+    cmd = [PY, "-c", "from deepfeat.cli import main; main()", *map(str, args)]
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                           timeout=timeout)
     except subprocess.TimeoutExpired:
         return "timeout", f"no answer after {timeout} s (hang)", ""
     err = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
@@ -58,12 +135,11 @@ def classes(root, names=("a", "b"), n=6):
 def labels_of(fs_path):
     if not Path(fs_path).exists():
         return "no FeatureSet written"
-    sys_path = os.environ.get("PYTHONPATH", "")
-    code = ("import collections,sys; from deepfeat import load_features; fs=load_features(sys.argv[1]); "
-            "print(dict(collections.Counter(map(str, fs.y))) if fs.y is not None else len(fs))")
-    out = subprocess.run([PY, "-c", code, str(fs_path)], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": sys_path})
-    return out.stdout.strip() or out.stderr.strip()[-150:]
+    import collections
+
+    from deepfeat import load_features
+    fs = load_features(fs_path)
+    return dict(collections.Counter(map(str, fs.y))) if fs.y is not None else len(fs)
 
 
 def make_features(path, X, y, paths=None):
@@ -88,6 +164,12 @@ def main():
         rows.append((name, rc, msg, data))
         print(f"| {name} | {rc} | {msg} | {data} |", flush=True)
 
+    # warm-up as root: every lazily imported module is loaded before a case runs as 'nobody' (who cannot read
+    # root's Python installation)
+    import importlib.metadata  # noqa: F401
+    cli(["extract", classes(tmp / "warm", ("a", "b"), n=2), "-o", tmp / "warm.features", *EXTRACT, "--no-cache"],
+        cwd=tmp, env=env)
+    import deepfeat.features  # noqa: F401
     # 1. unreadable class folder / sub-folder (as nobody)
     d = classes(tmp / "unread_class", ("a", "b", "c"))
     os.chmod(d / "c", 0o000)
@@ -110,14 +192,23 @@ def main():
     d = classes(tmp / "fifo", ("a", "b"))
     os.mkfifo(d / "a" / "pipe.jpg")
     out = tmp / "fifo.features"
-    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, timeout=30)
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, timeout=120, isolated=True)
     case("FIFO a/pipe.jpg (extract)", r, labels_of(out))
     d = classes(tmp / "zero", ("a", "b"))
     os.symlink("/dev/zero", d / "a" / "zero.jpg")
     out = tmp / "zero.features"
-    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, timeout=30)
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, timeout=120, isolated=True)
     case("a/zero.jpg -> /dev/zero (extract)", r, labels_of(out))
     # 4. a decompression bomb: a small 16-bit PNG declaring 9500 x 9500 (90.25 M pixels > Pillow's 89.5 M)
+    if os.environ.get("PROBE_SKIP_BOMB"):  # minutes and gigabytes on the release before the fix
+        bomb = None
+    else:
+        _bomb_case(tmp, env, case)
+    # 5. model files: a forged joblib with a matching sidecar runs code
+    _rest(tmp, env, case, cache)
+
+
+def _bomb_case(tmp, env, case):
     bomb = tmp / "bomb" / "x" / "bomb.png"
     bomb.parent.mkdir(parents=True)
     Image.new("I;16", (9500, 9500), 1000).save(bomb)
@@ -133,7 +224,9 @@ def main():
     case(f"16-bit PNG 9500^2 ({bomb.stat().st_size} bytes)", (p.returncode, (err[-2] if len(err) > 1 else "")[:160],
                                                               ""), f"peak RSS {err[-1] if err else '?'}; "
                                                                    f"{labels_of(out)}")
-    # 5. model files: a forged joblib with a matching sidecar runs code
+
+
+def _rest(tmp, env, case, cache):
     d = classes(tmp / "train", ("a", "b"), n=6)
     feats = tmp / "train.features"
     cli(["extract", d, "-o", feats, *EXTRACT], cwd=tmp, env=env)
@@ -180,9 +273,7 @@ def main():
     victim.write_bytes(saved)
     # 7. disk full while saving a FeatureSet
     out = tmp / "full.features"
-    prelude = ("import errno, os\n_r=os.replace\ndef _full(a,b,*k,**kw):\n"
-               "    if str(b).endswith('.features'): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(b))\n"
-               "    return _r(a,b,*k,**kw)\nos.replace=_full")
+    prelude = "enospc"
     r = cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env, prelude=prelude)
     case("disk full (ENOSPC) writing the FeatureSet", r, f"{out.name} exists: {out.exists()}; temp files left: "
                                                           f"{len(list(tmp.glob('.full.features*')))}")
@@ -227,8 +318,7 @@ def main():
                 bad_cells += sum(1 for row in csv.reader(fh) for c in row if c[:1] in ("=", "+", "-", "@"))
     case("labels/paths starting with = + @ in CSVs", r, f"unescaped formula cells: {bad_cells}")
     # 12. interrupted cv; rerun into an old folder; stale .failed.csv
-    prelude = ("import deepfeat.evaluation.report as R\n"
-               "def _stop(*a, **k): raise KeyboardInterrupt\nR._figures=_stop")
+    prelude = "interrupt"
     rep = tmp / "rep_int"
     r = cli(["cv", out, "-o", rep, "--classifier", "knn", "--select", "none", "--folds", "2", "--quiet",
              "--baseline", "majority"], cwd=tmp, env=env, prelude=prelude)
