@@ -5,6 +5,7 @@ message naming the file or option and what to do).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from enum import Enum
@@ -106,6 +107,9 @@ def extract(
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
     tta: Annotated[str, typer.Option(help="none; flip = mean over identity + horizontal flip; d4 = mean over the "
                                           "8 flips / quarter turns (8x compute, one batch).")] = "none",
+    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
+                                                                  "this (default: Pillow's 89,478,485; a guard "
+                                                                  "against decompression bombs).")] = None,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
     from deepfeat.extraction.api import (  # torch-free until something is computed
@@ -114,14 +118,18 @@ def extract(
     )
 
     _show_messages(progress)
-    fs = extract_features(source, manifest=manifest, model=model, weights=weights, layer=layer,
-                          batch_size=batch_size, device=device, num_workers=workers,
-                          cache=(cache_dir or True) if cache else False, precision=precision,
+    _set_max_pixels(max_pixels)
+    src = _open_quietly(source, manifest=manifest)
+    _echo_source(src)
+    if strict and src.skipped:
+        raise DeepfeatError(f"--strict: {len(src.skipped)} entr(y/ies) under {source} were skipped unopened, e.g. "
+                            f"{src.skipped[0][0]}: {src.skipped[0][1]}")
+    fs = extract_features(src, model=model, weights=weights, layer=layer, batch_size=batch_size, device=device,
+                          num_workers=workers, cache=(cache_dir or True) if cache else False, precision=precision,
                           crop_border=crop_border, image_size=image_size, on_error="raise" if strict else "skip",
                           progress=progress, tta=tta)
-    failed_csv = save_features(fs, output)
+    failed_csv, skipped = save_features(fs, output, also_skipped=src.skipped)
     meta = fs.meta
-    skipped = meta.get("skipped") or []
     typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features, cache hits "
                f"{meta.get('cache_hits', 0)}/{meta.get('n_input', len(fs))}, skipped {len(skipped)}, "
                f"{meta.get('seconds', 0):.1f} s")
@@ -235,15 +243,21 @@ def predict(
                                                                 "per class, error.")] = Path("predictions.csv"),
     allow_version_mismatch: Annotated[bool, typer.Option(help="Load a model saved with other library "
                                                               "versions anyway.")] = False,
+    trust: Annotated[bool, typer.Option("--trust", help="Load a .joblib model that this deepfeat install did "
+                                                        "not write (a pickle: it runs code). .skops files "
+                                                        "never need it.")] = False,
+    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
+                                                                  "this (default: Pillow's 89,478,485).")] = None,
 ):
     """Predict the class of each image; unreadable images are listed in the CSV and on stderr, not fatal."""
     from deepfeat.classifiers.model_files import load_model
     from deepfeat.data.sources import expand_image_paths
+    from deepfeat.fileio import write_csv
 
-    clf = load_model(model, allow_version_mismatch=allow_version_mismatch)
+    _set_max_pixels(max_pixels)
+    clf = load_model(model, allow_version_mismatch=allow_version_mismatch, trusted=trust)
     table = clf.predict_paths(expand_image_paths(images), on_error="skip")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(output, index=False)
+    write_csv(table, output)
     bad = table[table["error"].fillna("").astype(str) != ""] if "error" in table else table.iloc[:0]
     typer.echo(f"wrote {output}: {len(table) - len(bad)} predicted, {len(bad)} unreadable")
     for _, row in bad.iterrows():
@@ -370,6 +384,38 @@ def _n_features(value: str):
     return n
 
 
+def _set_max_pixels(max_pixels):
+    """--max-pixels for this run, decoding worker processes included (they inherit the environment)."""
+    if max_pixels is not None:
+        import os
+
+        from deepfeat.data.images import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(int(max_pixels))
+
+
+def _open_quietly(spec, manifest=None):
+    """open_source, with its 'skipped' warning left to _echo_source (said once, with the counts)."""
+    import warnings
+
+    from deepfeat.data.sources import open_source
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*skipped, never opened")
+        return open_source(spec, manifest=manifest)
+
+
+def _echo_source(src):
+    """Say what was found: class counts (so a missing class shows) and every entry skipped unopened."""
+    if src.labels is not None:
+        counts = ", ".join(f"{c}: {n}" for c, n in src.class_counts.items())
+        _echo_err(f"found {len(src)} images in {len(src.class_names)} classes ({counts})")
+    else:
+        _echo_err(f"found {len(src)} unlabelled images in {src.root or src.name}")
+    for path, why in src.skipped:
+        _echo_err(f"  skipped, never opened: {path}: {why}")
+
+
 def main(argv=None):
     """Console entry point: bad input -> one clear line on stderr and exit code 2; usage errors as click does."""
     try:
@@ -377,6 +423,25 @@ def main(argv=None):
     except (DeepfeatError, FileNotFoundError) as exc:
         _echo_err(f"error: {exc}")
         sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in _ORDINARY_ERRNOS:
+            raise
+        _echo_err(f"error: {_ordinary_os_error(exc)}")
+        sys.exit(2)
+
+
+# Operating-system failures a user can fix (permissions, a full or read-only disk): an `error:` line, not a traceback.
+_ORDINARY_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR,
+                    errno.ENOTDIR, errno.ENAMETOOLONG, errno.EMFILE}
+
+
+def _ordinary_os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+            errno.EROFS: "write somewhere writable", errno.EACCES: "check the permissions or write elsewhere",
+            errno.EPERM: "check the permissions or write elsewhere"}.get(exc.errno, "check the path")
+    return (f"{exc.strerror or exc}{where}: {hint}. Files are written atomically, so nothing finished before was "
+            "lost or left half-written")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
 """Files: atomic writes (a reader, or a run killed half-way, never sees half a file) and content hashes."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
@@ -48,8 +49,76 @@ def sha256_file(path) -> str:
     >>> sha256_file(p)[:16]
     'ba7816bf8f01cfea'
     """
+    problem = regular_file_problem(path)
+    if problem is not None and problem != "no such file":  # never open a FIFO or device: it would block forever
+        raise OSError(errno.EINVAL, problem, os.fspath(path))
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection"): = + - @ tab CR.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe_cell(value):
+    """``value`` with a leading single quote when it is a string a spreadsheet would run as a formula.
+
+    Only text is escaped (OWASP's rule): numbers such as -0.5 stay numbers. The quote is added to the CSV only; the
+    raw value stays wherever it came from (FeatureSet, results objects).
+
+    Examples
+    --------
+    >>> csv_safe_cell("=HYPERLINK(1)"), csv_safe_cell("blast"), csv_safe_cell(-0.5)
+    ("'=HYPERLINK(1)", 'blast', -0.5)
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def write_csv(frame, path, *, index: bool = False) -> Path:
+    """Write a pandas DataFrame to ``path`` atomically, every text cell (and header) passed through csv_safe_cell.
+
+    The one way deepfeat writes a CSV meant for people (predictions, failed-image lists, report tables).
+    """
+    from pandas.api import types
+
+    out = frame.copy()
+    out.columns = [csv_safe_cell(c) for c in out.columns]
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if not (types.is_numeric_dtype(col) or types.is_bool_dtype(col) or types.is_datetime64_any_dtype(col)):
+            out.isetitem(i, col.astype(object).map(csv_safe_cell))  # text (any pandas string dtype) or mixed
+    if index:
+        out.index = out.index.map(csv_safe_cell)
+    import csv
+
+    # Text quoted: a cell holding a bare CR (not a line end for pandas' "\n") must not split its row.
+    return atomic_write(path, lambda tmp: out.to_csv(tmp, index=index, quoting=csv.QUOTE_NONNUMERIC), fsync=False)
+
+
+def regular_file_problem(path) -> str | None:
+    """None when ``path`` is a regular file (after symlinks); else why not (so nothing blocks on a FIFO or device).
+
+    Examples
+    --------
+    >>> regular_file_problem("/dev/null")
+    'is not a regular file (character device)'
+    """
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("directory" if stat.S_ISDIR(mode) else "FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode) else
+            "socket" if stat.S_ISSOCK(mode) else "special file")
+    return f"is not a regular file ({kind})"

@@ -27,3 +27,10 @@ def default_cache_root() -> Path:
 def weights_cache_dir() -> Path:
     """``<cache root>/weights``: downloaded Darknet weights."""
     return default_cache_root() / "weights"
+
+
+def trusted_models_dir() -> Path:
+    """``$DEEPFEAT_TRUST_DIR`` when set, else ``~/.local/share/deepfeat/trusted-models``: the sha256 of every joblib
+    model file this user's deepfeat wrote (kept in the home folder, not in a cache other users may share)."""
+    env = os.environ.get("DEEPFEAT_TRUST_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "deepfeat" / "trusted-models"

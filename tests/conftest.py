@@ -41,6 +41,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.getbasetemp() / "home"
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("DEEPFEAT_CACHE_DIR", str(home / "deepfeat-cache"))
+    monkeypatch.setenv("DEEPFEAT_TRUST_DIR", str(home / "trusted-models"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
 

@@ -35,7 +35,7 @@ def test_entry_is_readable_with_numpy_alone(cache):
     row = np.linspace(-1, 1, 5, dtype=np.float32)
     cache.put_many(KEY, [SHA_A], row[None])
     data = cache.entry_path(KEY, SHA_A).read_bytes()
-    assert data[:8] == b"DFCACHE1" and struct.unpack("<Q", data[8:16]) == (5,)
+    assert data[:8] == b"DFCACHE2" and struct.unpack("<Q", data[8:16]) == (5,)
     np.testing.assert_array_equal(np.frombuffer(data[16:-8], "<f4"), row)
 
 

@@ -268,12 +268,12 @@ def test_auto_precision_check_runs_once_then_is_remembered(images, monkeypatch):
     first = extract_features(images, model=TinyNet(), **{**FAST, "precision": "auto"})
     second = extract_features(images, model=TinyNet(), **{**FAST, "precision": "auto"})
     assert calls == [8] and first.meta["precision"] == second.meta["precision"]
-    assert "cosine to fp32 on 8 images" in first.meta["precision_reason"]
+    assert "8 check images: top-5" in first.meta["precision_reason"]
     assert second.meta["precision_reason"].endswith("(remembered)") and second.meta["cache_hits"] == 11
 
 
 def test_precision_check_rejects_a_lossy_candidate():
-    probe = torch.ones(3, 4)
+    probe = torch.ones(4, 4)  # the check needs more than 3 images (issue 11)
     fwd = (lambda x, p: x.numpy() if p == "fp32" else x.flip(1).numpy() * np.array([1, 0, 0, 0], "f4"))
     precision, reason, cos = check_precision(fwd, probe, "bf16")
     assert precision == "fp32" and cos == pytest.approx(0.5) and "pass precision='bf16'" in reason

@@ -21,7 +21,6 @@ import importlib
 import logging
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from deepfeat.backbones.darknet_io import load_darknet_weights
 from deepfeat.backbones.registry import canonical_name, new_model
 from deepfeat.backbones.weight_files import file_sha256, load_weights_file
 from deepfeat.errors import DeepfeatError, WeightsUnavailableError
+from deepfeat.fileio import atomic_write
 from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 
 __all__ = ["create_backbone", "weights_cache_dir", "map_lite_state_dict", "PACKAGE_WEIGHTS", "DARKNET_WEIGHTS"]
@@ -235,22 +235,20 @@ def _from_darknet_cache(name: str, tried: list):
     if offline:
         tried.append(f"download {url}: not attempted because {offline}")
         return None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{fname}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp)
+    model = new_model(name)
+
+    def download_and_check(tmp):
+        _download(url, tmp)
+        load_darknet_weights(model, tmp)  # validates the size before the file takes its final name
+
     try:
         logger.warning("downloading %s to %s", url, dest)
-        _download(url, tmp)
-        model = new_model(name)
-        load_darknet_weights(model, tmp)  # validates the size before the file takes its final name
-        os.replace(tmp, dest)
+        # fileio.atomic_write: ordinary permissions (mkstemp gave 0600), temporary file removed on any failure
+        atomic_write(dest, download_and_check)
         return model, dest
     except (OSError, DeepfeatError) as exc:  # URLError and socket timeouts are OSErrors
         tried.append(f"download {url}: {type(exc).__name__}: {exc}")
         return None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _from_hub(name: str, tried: list):

@@ -40,6 +40,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from deepfeat import defaults
+from deepfeat.classifiers.class_sizes import check_class_sizes
 from deepfeat.classifiers.presets import build_pipeline, get_classifier
 from deepfeat.errors import DeepfeatError
 from deepfeat.features import FeatureSet
@@ -263,6 +264,7 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.pipeline_ = build_pipeline(self.classifier, selector=self.selector, n_features=self.n_features,
                                         seed=self.seed, class_weight=self.class_weight)
+        check_class_sizes(self.pipeline_, y, self.classifier)
         self.pipeline_.fit(F, y)
         self.classes_ = self.pipeline_.classes_
         self.training_features_ = None

@@ -3,7 +3,7 @@
 ``save_model(model, "svm.joblib")`` writes ``svm.joblib`` and ``svm.joblib.json``. The sidecar holds the sha256
 of the joblib file, the versions of deepfeat, scikit-learn, torch, timm, numpy, joblib and Python that wrote it,
 the creation time, the class names, the model/weights/layer the classifier extracts with, the sha256 of that
-backbone's parameters and the identity of the FeatureSet it was trained on (when known). ``load_model`` refuses
+network's parameters and the identity of the FeatureSet it was trained on (when known). ``load_model`` refuses
 a file whose sidecar is missing, whose bytes do not match the recorded sha256, or that was written by another
 deepfeat or scikit-learn major.minor version (unpickling across those versions can silently change predictions).
 
@@ -11,7 +11,9 @@ deepfeat or scikit-learn major.minor version (unpickling across those versions c
    A joblib file is a pickle: **loading one runs code chosen by whoever wrote it**. The sha256 check catches a
    damaged file or a sidecar that belongs to another model; it is not a security boundary, because anyone who can
    replace the model file can replace its sidecar too. Load only model files you made yourself or received from
-   someone you trust, over a channel you trust.
+   someone you trust, over a channel you trust. Since 0.2 a joblib file this install did not write needs
+   ``trusted=True`` (see :mod:`deepfeat.classifiers.model_trust`), and ``save_model(model, "m.skops")`` writes the
+   skops format, which loads without running code from the file.
 
 Nothing CUDA-bound is pickled: :class:`~deepfeat.extraction.engine.FeatureExtractor` drops its torch model when pickled and
 rebuilds it lazily on first use (``device="auto"`` picks what the loading machine has), so a model trained on a GPU
@@ -27,6 +29,12 @@ import re
 import warnings
 from pathlib import Path
 
+from deepfeat.classifiers.model_trust import (
+    check_joblib_trusted,
+    dump_skops,
+    load_skops,
+    record_trusted,
+)
 from deepfeat.errors import ModelFileError
 from deepfeat.fileio import atomic_write, sha256_file
 from deepfeat.provenance import package_versions
@@ -75,6 +83,20 @@ def describe_model(model) -> dict:
     return info
 
 
+def check_against_sidecar(path, model, info: dict) -> None:
+    """The sidecar's class, classes and extractor fields must describe the model actually loaded."""
+    found = json.loads(json.dumps(describe_model(model), default=str))  # as the sidecar stores it
+    if "backbone" in info and "model" not in info:  # a 0.1 sidecar names the network 'backbone'
+        info = {**info, "model": info["backbone"]}
+    differ = [k for k in ("class", "classes", "model", "weights", "layer") if k in info and info[k] != found.get(k)]
+    if differ:
+        k = differ[0]
+        raise ModelFileError(
+            f"model file {path} does not match its sidecar {sidecar_path(path).name}: {', '.join(differ)} differ "
+            f"(e.g. {k}: sidecar {info[k]!r}, model {found[k]!r}); the sidecar belongs to another model or was "
+            "edited, so deepfeat refuses to use it")
+
+
 def save_model(model, path) -> Path:
     """Write ``model`` to ``path`` with joblib and a JSON sidecar ``path + ".json"``.
 
@@ -107,7 +129,11 @@ def save_model(model, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: joblib.dump(model, tmp))
+    fmt = "skops" if path.suffix.lower() == ".skops" else "joblib"
+    if fmt == "skops":
+        atomic_write(path, lambda tmp: dump_skops(model, tmp))
+    else:
+        atomic_write(path, lambda tmp: joblib.dump(model, tmp))
     sidecar = {
         "deepfeat_model_format": SIDECAR_FORMAT,
         "file": path.name,
@@ -116,8 +142,11 @@ def save_model(model, path) -> Path:
         "versions": package_versions(RECORDED_PACKAGES, python=False),
         "python": platform.python_version(),
         "warning": "joblib files execute code when loaded: load only files from a trusted source",
+        "format": fmt,
         **describe_model(model),
     }
+    if fmt == "joblib":
+        record_trusted(sidecar["sha256"])  # this install wrote it: load_model accepts it without trusted=True
 
     def write_sidecar(tmp):
         Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
@@ -141,6 +170,12 @@ def read_sidecar(path) -> dict:
         raise ModelFileError(f"sidecar {side} of model file {path} is not readable JSON: {exc}") from exc
     if not isinstance(info, dict) or "sha256" not in info or "versions" not in info:
         raise ModelFileError(f"sidecar {side} is not a deepfeat model sidecar (no 'sha256' / 'versions' entries)")
+    versions = info["versions"]
+    if not isinstance(versions, dict) or any(not isinstance(versions.get(n), str) for n in STRICT_PACKAGES):
+        raise ModelFileError(
+            f"sidecar {side} does not record the {' and '.join(STRICT_PACKAGES)} versions that wrote the model "
+            f"(its 'versions' is {json.dumps(versions)[:80]}); deepfeat cannot check it, so it refuses to load it. "
+            "Save the model again with deepfeat.save_model / 'deepfeat fit'")
     return info
 
 
@@ -160,7 +195,7 @@ def _check_versions(path: Path, recorded: dict, allow_version_mismatch: bool) ->
         warnings.warn(f"{msg}; loading anyway", UserWarning, stacklevel=3)
 
 
-def load_model(path, *, allow_version_mismatch: bool = False, device: str | None = None):
+def load_model(path, *, allow_version_mismatch: bool = False, device: str | None = None, trusted: bool = False):
     """Load a model written by :func:`save_model`, after checking its sidecar.
 
     .. warning::
@@ -174,6 +209,9 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
     allow_version_mismatch : bool, default=False
         Load even when the file was written by another deepfeat or scikit-learn major.minor version (a warning
         is still issued). Differences in torch, timm, numpy or joblib always only warn.
+    trusted : bool, default=False
+        Load a ``.joblib`` file that this deepfeat install did not write (see
+        :mod:`deepfeat.classifiers.model_trust`). ``.skops`` files never need it: they are read without running code.
     device : str, optional
         Override the device the model's feature extractor will run on (``"cpu"``, ``"cuda"``, ``"auto"``), e.g.
         for a model saved with ``device="cuda"`` and loaded on a CPU-only machine. ``None`` keeps the saved one.
@@ -203,7 +241,12 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
             f"belongs to another model); deepfeat refuses to load it."
         )
     _check_versions(path, info["versions"], allow_version_mismatch)
-    model = joblib.load(path)
+    if info.get("format") == "skops" or path.suffix.lower() == ".skops":
+        model = load_skops(path)
+    else:
+        check_joblib_trusted(path, found, trusted)
+        model = joblib.load(path)
+    check_against_sidecar(path, model, info)
     if device is not None:
         if "device" not in model.get_params():
             raise ModelFileError(f"model in {path} ({type(model).__name__}) has no 'device' to override")

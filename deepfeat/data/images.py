@@ -7,6 +7,7 @@ the file and the reason, never a bare Pillow error.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -14,9 +15,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepfeat.errors import ImageReadError
-from deepfeat.fileio import sha256_file
+from deepfeat.fileio import regular_file_problem, sha256_file
 
-__all__ = ["IMAGE_EXTENSIONS", "crop_dark_border", "is_image_file", "load_image", "sha256_file", "to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "crop_dark_border", "is_image_file", "load_image", "max_pixels_limit",
+           "sha256_file", "to_rgb"]
 
 #: File name extensions read as images (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -40,24 +42,55 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.size == 0:
         return arr.astype(np.uint8)
-    finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, bool)
+    if arr.dtype.kind in "ui":
+        # Integers never go through a float copy: min/max in place, then one uint8 lookup table (or integer maths).
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and hi <= 255 and arr.dtype.itemsize > 2:
+            return arr.astype(np.uint8)  # mode "I" holding 8-bit values
+        if lo >= 0 and hi <= 65535:
+            return _U16_TO_U8[arr]  # 16-bit: round(v / 257), so 65535 -> 255 and 0 -> 0
+        if hi == lo:
+            return np.zeros(arr.shape, np.uint8)
+        out = np.empty(arr.shape, np.uint8)
+        for i in range(0, arr.shape[0], 256):  # stretch in row blocks: bounded float64 temporaries
+            block = (arr[i:i + 256].astype(np.float64) - lo) * (255.0 / (hi - lo))
+            out[i:i + 256] = np.clip(np.rint(block), 0, 255)
+        return out
+    finite = np.isfinite(arr)
     lo = float(arr[finite].min()) if finite.any() else 0.0
     hi = float(arr[finite].max()) if finite.any() else 0.0
-    work = np.where(finite, arr, 0).astype(np.float64)
-    if arr.dtype.kind == "f":
-        if lo >= 0.0 and hi <= 1.0:
-            out = work * 255.0
-        elif lo >= 0.0 and hi <= 255.0:
-            out = work
-        else:
-            out = (work - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(work)
-    elif lo >= 0 and hi <= 255 and arr.dtype.itemsize > 2:
-        out = work  # mode "I" holding 8-bit values
-    elif lo >= 0 and hi <= 65535:
-        out = work / 257.0
+    work = np.where(finite, arr, 0).astype(np.float32, copy=False)
+    if lo >= 0.0 and hi <= 1.0:
+        out = work * np.float32(255.0)
+    elif lo >= 0.0 and hi <= 255.0:
+        out = work
     else:
-        out = (work - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(work)
+        out = (work - np.float32(lo)) * np.float32(255.0 / (hi - lo)) if hi > lo else np.zeros_like(work)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+#: round(v / 257) for every 16-bit value: one 64 KiB table instead of a float copy of the image.
+_U16_TO_U8 = np.clip(np.rint(np.arange(65536) / 257.0), 0, 255).astype(np.uint8)
+
+#: Pillow's own decompression-bomb limit (about 89.5 million pixels); larger images are refused before decoding.
+DEFAULT_MAX_PIXELS: int = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+#: Environment variable that raises (or lowers) the limit for a whole run, decoding worker processes included.
+MAX_PIXELS_ENV = "DEEPFEAT_MAX_PIXELS"
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels`` if given, else ``$DEEPFEAT_MAX_PIXELS``, else Pillow's default."""
+    if max_pixels is None:
+        env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not env:
+            return DEFAULT_MAX_PIXELS
+        try:
+            max_pixels = int(env)
+        except ValueError:
+            raise ImageReadError(env, f"${MAX_PIXELS_ENV} must be a positive integer number of pixels") from None
+    if int(max_pixels) < 1:
+        raise ValueError(f"The 'max_pixels' parameter must be an int >= 1. Got {max_pixels!r}.")
+    return int(max_pixels)
 
 
 def _over_white(img: Image.Image) -> Image.Image:
@@ -89,13 +122,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Image.Image:
     """Decode an image file fully into an upright 8-bit RGB :class:`PIL.Image.Image`.
 
     Parameters
     ----------
     path : str or path-like
         Any file Pillow can read (the first frame of a multi-frame file is used).
+    max_pixels : int, optional
+        Refuse images declaring more pixels than this in their header, before decoding anything (a small crafted
+        file can declare gigapixels). Default ``$DEEPFEAT_MAX_PIXELS`` or Pillow's 89,478,485.
 
     Returns
     -------
@@ -118,13 +154,27 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     ('RGB', (4, 3), (128, 128, 128))
     """
     path = os.fspath(path)
+    limit = max_pixels_limit(max_pixels)
     try:
+        problem = regular_file_problem(path)  # a FIFO or a device named .jpg would block forever
+        if problem == "no such file":
+            raise FileNotFoundError(path)
+        if problem is not None and "directory" in problem:
+            raise IsADirectoryError(path)
+        if problem is not None:
+            raise ImageReadError(path, problem)
         if os.path.getsize(path) == 0:
             raise ImageReadError(path, "the file is empty (0 bytes)")
-        with warnings.catch_warnings():
-            # A decompression-bomb warning on a huge scan is not a reason to stop; an error still is.
+        with warnings.catch_warnings(), _pillow_bomb_limit(limit):
+            # deepfeat's own limit below replaces Pillow's warning; Pillow's hard error stays on (at 2x the limit).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                n_pixels = img.size[0] * img.size[1]
+                if n_pixels > limit:
+                    raise ImageReadError(path, (
+                        f"declares {img.size[0]} x {img.size[1]} = {n_pixels:,} pixels, above the limit of "
+                        f"{limit:,} (a guard against decompression bombs); if you trust the file, raise the limit "
+                        f"with --max-pixels / max_pixels= (or ${MAX_PIXELS_ENV})"))
                 img.load()
                 upright = ImageOps.exif_transpose(img)
                 upright.load()
@@ -148,6 +198,18 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         if "truncated" in reason.lower():
             reason = f"truncated or incomplete file ({reason})"
         raise ImageReadError(path, reason) from None
+
+
+@contextlib.contextmanager
+def _pillow_bomb_limit(limit: int):
+    """Let Pillow's hard error (at twice ``Image.MAX_IMAGE_PIXELS``) sit no lower than a user-raised limit."""
+    before = Image.MAX_IMAGE_PIXELS
+    if before is not None and limit > before:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 def crop_dark_border(

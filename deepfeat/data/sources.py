@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 import warnings
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +25,7 @@ from deepfeat.data.manifests import (
     load_manifest,
 )
 from deepfeat.errors import DeepfeatError
+from deepfeat.fileio import regular_file_problem
 
 
 @dataclass
@@ -42,6 +44,9 @@ class ImageSource:
         Short name for reports (folder, CSV or manifest name).
     root : str or None
         The folder the paths were found under, when there is one.
+    skipped : list of (str, str)
+        Entries found but not used, with the reason: FIFOs and devices named like images, broken links, symlinked
+        folders not followed (see :func:`_walk_images`). Never silently dropped: :func:`open_source` warns.
     """
 
     paths: list[str]
@@ -49,6 +54,7 @@ class ImageSource:
     groups: list[str] | None = None
     name: str = "images"
     root: str | None = None
+    skipped: list = field(default_factory=list)
 
     def __post_init__(self):
         self.paths = [os.fspath(p) for p in self.paths]
@@ -100,20 +106,62 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name != "__MACOSX"
 
 
-def _walk_images(folder: str) -> list[str]:
-    """Image files anywhere under ``folder`` as sorted relative POSIX paths (symlinked folders followed once)."""
-    found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if _visible(d)]
-        rel_dir = os.path.relpath(dirpath, folder)
-        for fname in filenames:
-            if _visible(fname) and is_image_file(fname):
-                found.append(fname if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{fname}")
+def _walk_images(folder: str, skipped: list | None = None, others: Sequence[str] = ()) -> list[str]:
+    """Image files anywhere under ``folder`` as sorted relative POSIX paths; never silent, never stuck.
+
+    - A folder that cannot be listed (no permission, I/O error) is an error naming it: a class must never go
+      missing quietly.
+    - Symlinked folders are followed, but each real folder is entered at most once, and a link that points at
+      one of its own ancestors (``loop -> ..``), or into another class folder (``others``, real paths), is not
+      entered at all, so no image gets a second, wrong label; all are listed in ``skipped``.
+    - Entries that are not regular files or folders (FIFOs, devices, sockets) and broken links are never opened;
+      those with an image extension are listed in ``skipped``.
+    """
+    skipped = [] if skipped is None else skipped
+    found: list[str] = []
+    visited: set[str] = set()
+
+    def walk(path: str, rel: str, ancestors: tuple[str, ...]):
+        real = os.path.realpath(path)
+        here = ancestors[-1] if ancestors else None
+        if real in ancestors or (here is not None and here.startswith(real.rstrip(os.sep) + os.sep)):
+            skipped.append((path, f"symlinked folder points at its own ancestor {real}; not followed"))
+            return
+        inside = [o for o in others if real == o or real.startswith(o.rstrip(os.sep) + os.sep)]
+        if inside:
+            skipped.append((path, f"symlinked folder points into another class folder {inside[0]}; not followed "
+                                  "(its images keep their own label)"))
+            return
+        if real in visited:
+            skipped.append((path, f"folder {real} was already read through another path; not read twice"))
+            return
+        visited.add(real)
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise DeepfeatError(
+                f"cannot read folder {path}: {exc.strerror or exc}. Its images would silently go missing; fix its "
+                "permissions, or move it out of the data folder") from None
+        for entry in entries:
+            if not _visible(entry.name):
+                continue
+            sub = entry.name if not rel else f"{rel}/{entry.name}"
+            try:
+                mode = os.stat(entry.path).st_mode  # follows links
+            except OSError as exc:
+                if is_image_file(entry.name):
+                    skipped.append((entry.path, f"cannot stat ({exc.strerror or exc}; a broken link?)"))
+                continue
+            if stat.S_ISDIR(mode):
+                walk(entry.path, sub, ancestors + (real,))
+            elif is_image_file(entry.name):
+                if stat.S_ISREG(mode):
+                    found.append(sub)
+                else:
+                    skipped.append((entry.path, regular_file_problem(entry.path) or "is not a regular file"))
+
+    walk(folder, "", ())
     return sorted(found)
 
 
@@ -125,13 +173,25 @@ def _no_images(folder: str) -> DeepfeatError:
 
 
 def _from_folder(folder: str, manifest: DatasetManifest | None) -> ImageSource:
-    entries = sorted(e for e in os.listdir(folder) if _visible(e))
+    try:
+        entries = sorted(e for e in os.listdir(folder) if _visible(e))
+    except OSError as exc:
+        raise DeepfeatError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
+    skipped: list = []
     subdirs = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
-    top_images = [e for e in entries if e not in subdirs and is_image_file(e)]
+    top_images = []
+    for e in (e for e in entries if e not in subdirs and is_image_file(e)):
+        problem = regular_file_problem(os.path.join(folder, e))
+        if problem is None:
+            top_images.append(e)
+        else:
+            skipped.append((os.path.join(folder, e), problem))
     name = manifest.name if manifest is not None else (os.path.basename(os.path.normpath(folder)) or folder)
     if manifest is not None and manifest.label_from == "file_name":
         return _labelled_by_file_name(folder, manifest)
-    per_class = {d: _walk_images(os.path.join(folder, d)) for d in subdirs}
+    reals = {d: os.path.realpath(os.path.join(folder, d)) for d in subdirs}
+    per_class = {d: _walk_images(os.path.join(folder, d), skipped, [r for e, r in reals.items() if e != d])
+                 for d in subdirs}
     per_class = {d: files for d, files in per_class.items() if files}
     if top_images and per_class:
         raise DeepfeatError(
@@ -139,7 +199,7 @@ def _from_folder(folder: str, manifest: DatasetManifest | None) -> ImageSource:
             f"({', '.join(per_class)}): put every image in a class folder, or point at a folder of images only"
         )
     if top_images:
-        return ImageSource([os.path.join(folder, f) for f in top_images], None, None, name, folder)
+        return ImageSource([os.path.join(folder, f) for f in top_images], None, None, name, folder, skipped)
     if not per_class:
         raise _no_images(folder)
     empty = sorted(set(subdirs) - set(per_class))
@@ -158,11 +218,12 @@ def _from_folder(folder: str, manifest: DatasetManifest | None) -> ImageSource:
                 )
         paths += [os.path.join(folder, class_dir, *f.split("/")) for f in files]
         labels += [label] * len(files)
-    return ImageSource(paths, labels, None, name, folder)
+    return ImageSource(paths, labels, None, name, folder, skipped)
 
 
 def _labelled_by_file_name(folder: str, manifest: DatasetManifest) -> ImageSource:
-    files = _walk_images(folder)
+    skipped: list = []
+    files = _walk_images(folder, skipped)
     if not files:
         raise _no_images(folder)
     labels = [manifest.label_of(f) for f in files]
@@ -173,7 +234,8 @@ def _labelled_by_file_name(folder: str, manifest: DatasetManifest) -> ImageSourc
             f"manifest {manifest.name} ({', '.join(r.pattern.pattern for r in manifest.label_rules)}), "
             f"e.g. {unmatched[0]}; open the folder without manifest= if it is laid out in class folders"
         )
-    return ImageSource([os.path.join(folder, *f.split("/")) for f in files], labels, None, manifest.name, folder)
+    return ImageSource([os.path.join(folder, *f.split("/")) for f in files], labels, None, manifest.name, folder,
+                       skipped)
 
 
 def _from_csv(csv_path: str) -> ImageSource:
@@ -205,8 +267,10 @@ def _from_csv(csv_path: str) -> ImageSource:
         if has_group and not row["group"]:
             raise DeepfeatError(f"{where}: empty 'group' for {row['path']} (fill every row or drop the column)")
         full = os.path.normpath(os.path.join(base, os.path.expanduser(row["path"])))
-        if not os.path.isfile(full):
-            raise DeepfeatError(f"{where}: image {row['path']!r} does not exist (looked at {full})")
+        problem = regular_file_problem(full)
+        if problem is not None:
+            problem = "does not exist" if problem == "no such file" else problem
+            raise DeepfeatError(f"{where}: image {row['path']!r} {problem} (looked at {full})")
         paths.append(full)
         labels.append(row["label"])
         if has_group:
@@ -219,8 +283,10 @@ def _from_list(items) -> ImageSource:
     if not paths:
         raise DeepfeatError("open_source got an empty list of image paths")
     for p in paths:
-        if not os.path.isfile(p):
-            raise DeepfeatError(f"image {p} does not exist or is not a file")
+        problem = regular_file_problem(p)  # a FIFO or device would block the reader forever
+        if problem is not None:
+            problem = "does not exist or is not a file" if problem == "no such file" else problem
+            raise DeepfeatError(f"image {p} {problem}")
     return ImageSource(paths, None, None, "images", None)
 
 
@@ -341,6 +407,11 @@ def open_source(
                 f"{path} is neither a folder, a .csv manifest nor an image file ({', '.join(IMAGE_EXTENSIONS)})"
             )
     source = _apply_groups(source, groups, m)
+    if source.skipped:
+        shown = "; ".join(f"{p}: {why}" for p, why in source.skipped[:5])
+        more = f" (and {len(source.skipped) - 5} more)" if len(source.skipped) > 5 else ""
+        warnings.warn(f"{source.root or source.name}: {len(source.skipped)} entr(y/ies) skipped, never opened: "
+                      f"{shown}{more}", stacklevel=2)
     if m is not None:
         problems = check_counts(source, m)
         if problems:

@@ -53,9 +53,14 @@ def _check_inputs(features, selections, n_features, threshold, folds, baseline, 
         raise DeepfeatError(f"repeats must be an int >= 1; got {repeats!r}")
     small = {c: n for c, n in counts.items() if n < folds}
     if small:
+        smallest = min(counts.values())
+        advice = (f"Use --folds {smallest} (the smallest class size) or fewer, or collect more images."
+                  if smallest >= 2 else
+                  f"A class of {smallest} image cannot be cross-validated at all (it needs >= 2 images, one per "
+                  "side of a split): collect more images of it, or leave that class out.")
         raise DeepfeatError(
-            f"folds={folds} but class(es) {small} have fewer images than folds: every test fold needs each class. "
-            f"Use --folds {min(counts.values())} (the smallest class size) or fewer, or collect more images.")
+            f"folds={folds} but class(es) {small} have fewer images than folds: every test fold needs each class "
+            f"(class counts: {counts}). {advice}")
     unknown = [s for s in selections if s not in _SELECTIONS]
     if unknown or not selections:
         raise DeepfeatError(f"selections must be a non-empty subset of {_SELECTIONS}; got {list(selections)}")

@@ -200,9 +200,8 @@ def confusion_grid_png(confusion: dict, configs) -> bytes:
 def roc_grid_png(predictions, configs, classes) -> bytes:
     """One-vs-rest ROC curves (pooled out-of-fold, first repeat) of several configurations as small multiples,
     one colour per class throughout, macro AUC in each title."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     import matplotlib
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     names = [str(c) for c in classes]
     shown = names[1:] if len(names) == 2 else names

@@ -14,14 +14,17 @@ import base64
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation import plots, report_stats
 from deepfeat.evaluation.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
 from deepfeat.evaluation.verdict import build_verdict
+from deepfeat.fileio import atomic_write_bytes, sha256_file, write_csv
 
 __all__ = ["fmt_number", "render", "write_report"]
 
@@ -158,6 +161,53 @@ def render(template: str, **context) -> str:
     return _environment().get_template(template).render(**context)
 
 
+
+#: Written last; a folder without it (or whose files differ from it) is an unfinished report.
+COMPLETE_MARKER = "report.complete.json"
+#: Everything write_report owns in a report folder; a rerun removes these first (replace, not merge).
+REPORT_FILES = ("results.csv", "per_fold.csv", "per_class.csv", "predictions.csv", "comparisons.csv", "nested.csv",
+                "config.json", "report.md",
+                "report.html")
+
+
+def start_report(out: Path) -> None:
+    """Remove the completion marker, the previous report's files and its plots/ before writing a new one.
+
+    Other files in the folder (an experiment's features.npz, finetuned.pt, demo images) are left alone.
+    """
+    (out / COMPLETE_MARKER).unlink(missing_ok=True)  # first: from now on the folder reads as unfinished
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "plots", ignore_errors=True)
+
+
+def finish_report(out: Path, paths: dict) -> Path:
+    """Write the completion marker: every report file with its sha256."""
+    files = {p.relative_to(out).as_posix(): sha256_file(p) for p in paths.values()}
+    marker = out / COMPLETE_MARKER
+    atomic_write_bytes(marker, json.dumps({"complete": True, "files": files}, indent=1).encode())
+    return marker
+
+
+def check_report(out_dir) -> dict:
+    """The marker of a finished report folder; :class:`DeepfeatError` when it is unfinished or was changed.
+
+    An interrupted ``deepfeat cv`` leaves CSVs without the marker: this tells such a folder from a finished one.
+    """
+    out = Path(out_dir)
+    try:
+        marker = json.loads((out / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        raise DeepfeatError(f"report folder {out} is unfinished (no valid {COMPLETE_MARKER}): the run that wrote it "
+                            "was interrupted or failed; run it again") from None
+    changed = [f for f, sha in marker.get("files", {}).items()
+               if not (out / f).is_file() or sha256_file(out / f) != sha]
+    if changed:
+        raise DeepfeatError(f"report folder {out}: {len(changed)} file(s) missing or changed since the report was "
+                            f"finished (e.g. {changed[0]}); run it again")
+    return marker
+
+
 def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dict:
     """Write every table, ``config.json``, the plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
@@ -176,12 +226,13 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
         ``report_md``, ``report_html``, and ``plot_<stem>`` for each PNG under ``plots/``).
     """
     out = Path(out_dir)
+    start_report(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, df in (("results", results.summary), ("per_fold", results.per_fold),
                      ("per_class", results.per_class), ("predictions", results.predictions)):
         paths[name] = out / f"{name}.csv"
-        df.to_csv(paths[name], index=False)
+        write_csv(df, paths[name])
     comparisons = getattr(results, "comparisons", None)
     paths.update(report_stats.write_statistics_tables(results, out))  # comparisons.csv, nested.csv
     paths["config"] = out / "config.json"
@@ -227,4 +278,5 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
     paths["report_md"].write_text(render("report.md.j2", **context))
     paths["report_html"] = out / "report.html"
     paths["report_html"].write_text(render("report.html.j2", **context))
+    paths["complete"] = finish_report(out, paths)
     return paths

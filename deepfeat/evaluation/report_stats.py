@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 
 from deepfeat.evaluation.compare import lookup
+from deepfeat.fileio import write_csv
 
 __all__ = ["comparison_lines", "nested_lines", "statistics_html", "statistics_markdown", "write_statistics_tables"]
 
@@ -116,10 +117,10 @@ def write_statistics_tables(results, out) -> dict:
     out, paths = Path(out), {}
     if results.comparisons is not None:
         paths["comparisons"] = out / "comparisons.csv"
-        results.comparisons.to_csv(paths["comparisons"], index=False)
+        write_csv(results.comparisons, paths["comparisons"])
     if results.nested:
         paths["nested"] = out / "nested.csv"
-        results.nested["outer"].to_csv(paths["nested"], index=False)
+        write_csv(results.nested["outer"], paths["nested"])
     return paths
 
 

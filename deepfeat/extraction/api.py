@@ -296,32 +296,27 @@ def _feature_set(paths, labels, groups, name, root, rows, shas, failures, meta, 
                       pick(shas), meta)
 
 
-def save_features(fs: FeatureSet, path) -> Path | None:
-    """Write ``fs`` to ``path`` and its unreadable images to ``PATH.failed.csv`` (path, reason).
+def save_features(fs: FeatureSet, path, *, also_skipped=()) -> tuple[Path | None, list[dict]]:
+    """Write ``fs`` to ``path`` and every image left out to ``PATH.failed.csv`` (path, reason).
 
-    A ``.failed.csv`` left by an earlier run is removed when this run skipped nothing, so the folder never holds
-    a stale list. Returns the ``.failed.csv`` path, or None when every image was read.
+    ``also_skipped``: ``(path, reason)`` pairs left out before extraction (e.g. an ImageSource's ``skipped``: FIFOs,
+    devices, links not followed). The CSV is written through :func:`deepfeat.fileio.write_csv` (formula-safe cells);
+    one left by an earlier run is removed when nothing was left out this time, so the folder never holds a stale
+    list. Returns ``(the .failed.csv path or None, the list of {"path", "reason"})``.
     """
-    import csv
-
-    from deepfeat.fileio import atomic_write
-
     path = Path(path)
     fs.save(path)
     failed = path.with_name(path.name + ".failed.csv")
-    skipped = fs.meta.get("skipped") or []
+    skipped = [{"path": str(p), "reason": str(r)} for p, r in also_skipped] + list(fs.meta.get("skipped") or [])
     if not skipped:
         failed.unlink(missing_ok=True)
-        return None
+        return None, []
+    import pandas as pd
 
-    def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "reason"])
-            writer.writerows([item["path"], item["reason"]] for item in skipped)
+    from deepfeat.fileio import write_csv
 
-    atomic_write(failed, write)
-    return failed
+    write_csv(pd.DataFrame(skipped, columns=["path", "reason"]), failed)
+    return failed, skipped
 
 
 # ----------------------------------------------------------------------------------------------- fused requests

@@ -14,34 +14,40 @@ and two processes filling one cache at once can at worst both write the same ent
 
 Entry format (little-endian, readable with numpy alone)::
 
-    8 bytes   magic b"DFCACHE1"
+    8 bytes   magic b"DFCACHE2"
     8 bytes   uint64 d (number of float32 values)
     4*d bytes float32 values
-    8 bytes   blake2b(digest_size=8) of everything before it
+    8 bytes   blake2b(digest_size=8) of the entry's key (model key + image sha256) and everything before it
+
+The key inside the checksum means another image's valid entry copied over an entry fails the check and is
+recomputed. Entries of format 1 (``DFCACHE1``, checksum without the key) are never read: the format version is part
+of the model key, so they sit under another folder and are simply misses (recomputed once, then stored anew).
+Entries are written with ordinary permissions (0644 under the usual umask), so a cache can be shared between users.
 
 Writes go to a temporary file in the same folder, are fsync'ed and then ``os.replace``'d into place, so a reader
 sees either no entry or a complete one. A reader that finds a damaged entry (bad magic, length, checksum or
-dimension) treats it as missing, so it gets recomputed and overwritten; the first such entry is warned about.
+dimension) or cannot read one at all (a directory in its place, no permission) treats it as missing, so it gets
+recomputed; the first such entry is warned about. An entry that cannot be stored (disk full, read-only or foreign
+cache) is warned about once and the run goes on with the computed features.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from deepfeat.fileio import atomic_write_bytes
 from deepfeat.locations import default_cache_root
 
 __all__ = ["CACHE_FORMAT_VERSION", "FeatureCache", "default_cache_root", "model_key"]
 
-CACHE_FORMAT_VERSION = 1
-_MAGIC = b"DFCACHE1"
+CACHE_FORMAT_VERSION = 2
+_MAGIC = b"DFCACHE2"
 _HEADER = struct.Struct("<8sQ")
 _DIGEST = 8
 
@@ -61,39 +67,35 @@ def model_key(*, backbone: str, weights_id: str, layer: str, preprocessing: dict
     return hashlib.sha256(blob).hexdigest()
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=_DIGEST).digest()
+def _digest(data: bytes, key: bytes = b"") -> bytes:
+    return hashlib.blake2b(key + data, digest_size=_DIGEST).digest()
 
 
-def _encode(row: np.ndarray) -> bytes:
+def _entry_key(model: str, image_sha256: str) -> bytes:
+    return f"{model}/{str(image_sha256).lower()}/".encode()
+
+
+def _encode(row: np.ndarray, key: bytes = b"") -> bytes:
     row = np.ascontiguousarray(row, dtype="<f4").reshape(-1)
     body = _HEADER.pack(_MAGIC, row.size) + row.tobytes()
-    return body + _digest(body)
+    return body + _digest(body, key)
 
 
-def _decode(data: bytes, dim: int | None) -> np.ndarray | None:
+def _decode(data: bytes, dim: int | None, key: bytes = b"") -> np.ndarray | None:
     """The row stored in ``data``, or None when anything about it is wrong."""
     if len(data) < _HEADER.size + _DIGEST:
         return None
     magic, d = _HEADER.unpack_from(data)
     if magic != _MAGIC or len(data) != _HEADER.size + 4 * d + _DIGEST or (dim is not None and d != dim):
         return None
-    if _digest(data[:-_DIGEST]) != data[-_DIGEST:]:
+    if _digest(data[:-_DIGEST], key) != data[-_DIGEST:]:
         return None
     return np.frombuffer(data, dtype="<f4", count=d, offset=_HEADER.size).astype(np.float32)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # deepfeat.fileio's writer creates the file itself, so entries get ordinary permissions (mkstemp gave 0600).
+    atomic_write_bytes(path, data)
 
 
 class FeatureCache:
@@ -122,6 +124,7 @@ class FeatureCache:
     def __init__(self, root=None):
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
         self.n_corrupt = 0
+        self.n_unwritable = 0
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.root)!r})"
@@ -189,16 +192,19 @@ class FeatureCache:
         out = []
         for sha in image_sha256s:
             path = self.entry_path(key, sha)
+            why = "damaged"
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
                 out.append(None)
                 continue
-            row = _decode(data, dim)
+            except OSError as exc:  # a directory in its place, no permission, an I/O error: never fatal
+                data, why = b"", f"unreadable ({type(exc).__name__}: {exc.strerror or exc})"
+            row = _decode(data, dim, _entry_key(key, sha))
             if row is None:
                 self.n_corrupt += 1
                 if self.n_corrupt == 1:
-                    warnings.warn(f"feature cache entry {path} is damaged; it will be recomputed "
+                    warnings.warn(f"feature cache entry {path} is {why}; it will be recomputed "
                                   "(further damaged entries are counted, not warned about)", RuntimeWarning,
                                   stacklevel=2)
             out.append(row)
@@ -213,10 +219,20 @@ class FeatureCache:
         made: set[Path] = set()
         for sha, row in zip(shas, rows):
             path = self.entry_path(key, sha)
-            if path.parent not in made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
-            _atomic_write(path, _encode(row))
+            try:
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
+                if path.is_dir():  # a directory where an entry belongs (the cache owns the path): replace it
+                    shutil.rmtree(path)
+                _atomic_write(path, _encode(row, _entry_key(key, sha)))
+            except OSError as exc:
+                # The features are computed and returned anyway; only the cache copy is lost. Said once.
+                self.n_unwritable += 1
+                if self.n_unwritable == 1:
+                    warnings.warn(f"feature cache entry {path} could not be stored ({type(exc).__name__}: "
+                                  f"{exc.strerror or exc}); features are returned but not cached (further "
+                                  "failures are counted, not warned about)", RuntimeWarning, stacklevel=2)
 
     def info(self) -> list[dict]:
         """One dict per model key present: its config (when recorded), entry count and bytes."""

@@ -2,8 +2,10 @@
 
 Shared by extraction and fine-tuning. Every choice comes back with a one-line reason for the caller to show:
 ``device="auto"`` says which device it took; ``device="cuda"`` without CUDA is an error, never a CPU fallback;
-reduced precision on the CPU is only chosen when the CPU does bf16 natively and a check on real inputs keeps
-features within cosine similarity 0.999 of fp32.
+reduced precision (``auto``) is only kept when a check on at least MIN_CHECK_IMAGES real inputs leaves the reference
+behaviour intact: the top-5 outputs of every check image unchanged and every value within MAX_ABS_ERROR_FLOOR
+or MAX_REL_ERROR x the largest |fp32| value of the batch, whichever is larger; otherwise fp32. On the CPU it is only
+tried when the CPU does bf16 natively.
 """
 from __future__ import annotations
 
@@ -15,10 +17,18 @@ import torch
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 
-__all__ = ["MIN_COSINE", "autocast", "autocast_dtype", "check_precision", "forward_features_of", "model_sha256",
+__all__ = ["MAX_ABS_ERROR_FLOOR", "MAX_REL_ERROR", "MIN_CHECK_IMAGES", "MIN_COSINE", "autocast", "autocast_dtype",
+           "check_precision", "forward_features_of", "model_sha256",
            "resolve_device", "resolve_precision"]
 
-MIN_COSINE = 0.999
+MIN_COSINE = 0.999  # reported beside the new rule; no longer enough on its own (issue 11)
+#: Reduced precision is checked on more than 3 images; fewer -> fp32.
+MIN_CHECK_IMAGES = 4
+#: Largest error tolerated: max(MAX_ABS_ERROR_FLOOR, MAX_REL_ERROR * max|fp32|). 0.03 is the tolerance the
+#: Tiny Darknet loader itself is held to against the original darknet program (tests/test_darknet.py).
+MAX_ABS_ERROR_FLOOR = 0.03
+MAX_REL_ERROR = 0.002
+TOP_K = 5
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -68,8 +78,8 @@ def resolve_precision(requested: str, device: torch.device, *, training: bool = 
         if requested != "auto":
             return requested, f"precision: {requested} (requested)", False
         if torch.cuda.is_bf16_supported():
-            return "bf16", "precision: auto -> bf16 autocast (CUDA)", False
-        return "fp16", "precision: auto -> fp16 autocast (CUDA without bf16)", False
+            return "bf16", "precision: auto -> bf16 candidate (CUDA), checking", True
+        return "fp16", "precision: auto -> fp16 candidate (CUDA without bf16), checking", True
     if requested != "auto":
         return requested, f"precision: {requested} (requested)", False
     if training:
@@ -100,8 +110,10 @@ def forward_features_of(net, x: torch.Tensor, layer: str, precision: str, device
 
 
 def check_precision(forward, probe: torch.Tensor, candidate: str) -> tuple[str, str, float]:
-    """Run ``probe`` in fp32 and ``candidate``; keep the candidate only if every row's cosine >= MIN_COSINE.
+    """Run ``probe`` in fp32 and ``candidate``; keep the candidate only if it leaves the fp32 behaviour intact.
 
+    Kept when (1) ``probe`` has at least MIN_CHECK_IMAGES images, (2) the top-5 outputs of every image are the same
+    set in the same order, and (3) ``max |candidate - fp32| <= max(MAX_ABS_ERROR_FLOOR, MAX_REL_ERROR * max|fp32|)``.
     ``forward(x, precision) -> ndarray`` runs the model. Returns ``(precision, reason, min_cosine)``.
     """
     ref = forward(probe, "fp32").astype(np.float64)
@@ -109,11 +121,20 @@ def check_precision(forward, probe: torch.Tensor, candidate: str) -> tuple[str, 
     num = (ref * low).sum(1)
     den = np.linalg.norm(ref, axis=1) * np.linalg.norm(low, axis=1)
     cos = float(np.min(np.where(den > 0, num / np.where(den > 0, den, 1), 1.0 * (ref == low).all(1))))
-    if cos >= MIN_COSINE:
-        return candidate, (f"precision: auto -> {candidate} (native on this CPU; cosine to fp32 on "
-                           f"{len(probe)} images {cos:.5f} >= {MIN_COSINE})"), cos
-    return "fp32", (f"precision: auto -> fp32 ({candidate} cosine to fp32 on {len(probe)} images was {cos:.5f} "
-                    f"< {MIN_COSINE}; pass precision='{candidate}' to use it anyway)"), cos
+    k = min(TOP_K, ref.shape[1])
+    top_same = bool((np.argsort(-ref, axis=1, kind="stable")[:, :k] ==
+                     np.argsort(-low, axis=1, kind="stable")[:, :k]).all())
+    err = float(np.abs(low - ref).max()) if ref.size else 0.0
+    bound = max(MAX_ABS_ERROR_FLOOR, MAX_REL_ERROR * float(np.abs(ref).max() if ref.size else 0.0))
+    facts = (f"{len(probe)} check images: top-{k} {'unchanged' if top_same else 'CHANGED'}, max error {err:.4g} "
+             f"(bound {bound:.4g}), cosine {cos:.5f}")
+    if len(probe) < MIN_CHECK_IMAGES:
+        return "fp32", (f"precision: auto -> fp32 (only {len(probe)} readable images to check {candidate} on; "
+                        f"needs >= {MIN_CHECK_IMAGES})"), cos
+    if top_same and err <= bound:
+        return candidate, f"precision: auto -> {candidate} ({facts})", cos
+    return "fp32", (f"precision: auto -> fp32 ({candidate} would change the outputs: {facts}; pass "
+                    f"precision='{candidate}' to use it anyway)"), cos
 
 
 def model_sha256(net: torch.nn.Module) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from deepfeat.backbones.weight_files import checkpoint_model
 from deepfeat.errors import DeepfeatError, ModelFileError
-from deepfeat.fileio import atomic_write
+from deepfeat.fileio import atomic_write, write_csv
 from deepfeat.provenance import package_versions
 
 CHECKPOINT_FORMAT = 1
@@ -137,7 +137,7 @@ def write_curves(curves, out: Path) -> dict:
     from matplotlib.ticker import MaxNLocator
 
     csv_path, png_path = sibling(out, "curves", ".csv"), sibling(out, "curves", ".png")
-    atomic_write(csv_path, lambda tmp: curves.to_csv(tmp, index=False), fsync=False)
+    write_csv(curves, csv_path)
     fig = Figure(figsize=(9, 3.4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, title in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):

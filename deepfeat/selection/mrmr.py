@@ -184,7 +184,20 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         self.ranking_, self.scores_ = _greedy_mrmr(
             relevance, redundancy_of, combine, n_select=n_select, threshold=threshold
         )
-        if n_select is not None and len(self.ranking_) < n_select:
+        if len(self.ranking_) == 0 and not (relevance > 0).any():
+            # Nothing relevant (e.g. every feature constant): keep the single most relevant one, so the pipeline
+            # downstream still has an input, and say so rather than hand on 0 columns.
+            best = int(np.argmax(relevance))
+            self.ranking_ = np.array([best], dtype=np.intp)
+            self.scores_ = np.full(d, np.nan)
+            self.scores_[best] = float(relevance[best])
+            warnings.warn(
+                f"No feature of the {d} has positive relevance to the classes (constant or uninformative "
+                f"features), so MRMRSelector keeps one (feature {best}) instead of none.",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif n_select is not None and len(self.ranking_) < n_select:
             n_positive = int(np.count_nonzero(relevance > 0))
             warnings.warn(
                 f"Only {n_positive} of the {d} features have positive relevance, so MRMRSelector picked "

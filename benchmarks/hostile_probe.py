@@ -1,0 +1,341 @@
+"""Hostile and awkward inputs, run through the real ``deepfeat`` CLI: exit code, last stderr line, data kept.
+
+Run it against two checkouts to get the before/after table of issue 11::
+
+    PYTHONPATH=/tmp/old  python benchmarks/hostile_probe.py     # release before the fixes
+    PYTHONPATH=$PWD      python benchmarks/hostile_probe.py
+
+Each case runs in its own subprocess with a time limit (a hang shows as ``timeout``). Permission cases run the CLI
+as user ``nobody`` (via ``setpriv``) when the probe runs as root, because root reads any file. Tiny inputs only:
+32x32 images, ``tiny_darknet`` with random weights, no network.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PY = sys.executable
+TIMEOUT = 180
+EXTRACT = ["--model", "tiny_darknet", "--weights", "none", "--quiet", "--image-size", "32", "--device", "cpu"]
+
+
+def cli(args, *, cwd, env=None, as_nobody=False, prelude="", timeout=TIMEOUT, isolated=False):
+    """Run ``deepfeat ARGS``: in this process (fast: torch is imported once) unless ``isolated`` (a case that may
+    hang needs a subprocess and a time limit). Returns (exit code, the `error:` or last stderr line, stdout)."""
+    if isolated:
+        return _cli_subprocess(args, cwd=cwd, env=env, timeout=timeout)
+    import contextlib
+    import io
+    import traceback
+
+    os.environ.update(env or {})
+    err, out = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    undo = _apply(prelude)
+    if as_nobody and os.geteuid() == 0:
+        os.setegid(65534)
+        os.seteuid(65534)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), warnings_shown(err):
+            try:
+                from deepfeat.cli import main as _main
+                _main([str(a) for a in args])
+                rc = 0
+            except SystemExit as exc:
+                rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException as exc:  # what the console script would show as a traceback: exit 1
+                traceback.print_exc(file=err)
+                rc = 1
+                err.write(f"{type(exc).__name__}: {exc}\n")
+    finally:
+        if as_nobody and os.getuid() == 0:
+            os.seteuid(0)
+            os.setegid(0)
+        undo()
+        os.chdir(here)
+    lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
+    last = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "")
+    return rc, last[:200], out.getvalue()
+
+
+def warnings_shown(stream):
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            old = warnings.showwarning
+            warnings.showwarning = lambda m, c, f, n, file=None, line=None: stream.write(f"{c.__name__}: {m}\n")
+            try:
+                yield
+            finally:
+                warnings.showwarning = old
+    return ctx()
+
+
+def _apply(prelude):
+    """Monkeypatches named by ``prelude`` ('enospc' or 'interrupt'); returns the undo function."""
+    import errno
+    if prelude == "enospc":
+        real = os.replace
+
+        def full(a, b, *k, **kw):
+            if str(b).endswith(".features"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(b))
+            return real(a, b, *k, **kw)
+        os.replace = full
+        return lambda: setattr(os, "replace", real)
+    if prelude == "interrupt":
+        import deepfeat.evaluation.report as report
+        real_fig = report._figures
+
+        def stop(*a, **k):
+            raise KeyboardInterrupt
+        report._figures = stop
+        return lambda: setattr(report, "_figures", real_fig)
+    return lambda: None
+
+
+def _cli_subprocess(args, *, cwd, env=None, timeout=TIMEOUT):
+    cmd = [PY, "-c", "from deepfeat.cli import main; main()", *map(str, args)]
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", f"no answer after {timeout} s (hang)", ""
+    err = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    last = next((ln for ln in err if ln.startswith("error:")), err[-1] if err else "")
+    return p.returncode, last[:200], p.stdout
+
+
+def images(folder, n, seed=0, size=32):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+
+
+def classes(root, names=("a", "b"), n=6):
+    for k, c in enumerate(names):
+        images(root / c, n, seed=k)
+    return root
+
+
+def labels_of(fs_path):
+    if not Path(fs_path).exists():
+        return "no FeatureSet written"
+    import collections
+
+    from deepfeat import load_features
+    fs = load_features(fs_path)
+    return dict(collections.Counter(map(str, fs.y))) if fs.y is not None else len(fs)
+
+
+def make_features(path, X, y, paths=None):
+    code = ("import sys, numpy as np, json; from deepfeat.features import FeatureSet; "
+            "d=json.load(open(sys.argv[2])); X=np.asarray(d['X'], np.float32); "
+            "FeatureSet(X, y=np.asarray(d['y']), paths=d.get('paths'), meta={'backbone': 'tiny_darknet', "
+            "'weights': 'none', 'layer': 'logits', 'input_size': [3, 32, 32]}).save(sys.argv[1])")
+    spec = Path(path).with_suffix(".json")
+    spec.write_text(json.dumps({"X": np.asarray(X).tolist(), "y": list(y), "paths": paths}))
+    subprocess.run([PY, "-c", code, str(path), str(spec)], check=True, env=os.environ)
+
+
+def main():
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="hostile-"))
+    os.chmod(tmp, 0o777)  # the 'nobody' cases write their outputs here too
+    cache = tmp / "cache"
+    env = {"DEEPFEAT_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", "DEEPFEAT_TRUST_DIR": str(tmp / "trust")}
+
+    def case(name, result, data):
+        rc, msg, _ = result
+        rows.append((name, rc, msg, data))
+        print(f"| {name} | {rc} | {msg} | {data} |", flush=True)
+
+    # warm-up as root: every lazily imported module is loaded before a case runs as 'nobody' (who cannot read
+    # root's Python installation)
+    import importlib.metadata  # noqa: F401
+    cli(["extract", classes(tmp / "warm", ("a", "b"), n=2), "-o", tmp / "warm.features", *EXTRACT, "--no-cache"],
+        cwd=tmp, env=env)
+    import deepfeat.features  # noqa: F401
+    # 1. unreadable class folder / sub-folder (as nobody)
+    d = classes(tmp / "unread_class", ("a", "b", "c"))
+    os.chmod(d / "c", 0o000)
+    out = tmp / "u1.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, as_nobody=True)
+    case("unreadable class folder", r, labels_of(out))
+    d = classes(tmp / "unread_sub", ("a", "b"))
+    images(d / "b" / "deep", 3, seed=7)
+    os.chmod(d / "b" / "deep", 0o000)
+    out = tmp / "u2.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, as_nobody=True)
+    case("unreadable sub-folder", r, labels_of(out))
+    # 2. folder symlink pointing back up
+    d = classes(tmp / "loop", ("a", "b"))
+    os.symlink("..", d / "a" / "loop")
+    out = tmp / "loop.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env)
+    case("symlink a/loop -> ..", r, labels_of(out))
+    # 3. FIFO and /dev/zero named .jpg
+    d = classes(tmp / "fifo", ("a", "b"))
+    os.mkfifo(d / "a" / "pipe.jpg")
+    out = tmp / "fifo.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, timeout=120, isolated=True)
+    case("FIFO a/pipe.jpg (extract)", r, labels_of(out))
+    d = classes(tmp / "zero", ("a", "b"))
+    os.symlink("/dev/zero", d / "a" / "zero.jpg")
+    out = tmp / "zero.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--no-cache"], cwd=tmp, env=env, timeout=120, isolated=True)
+    case("a/zero.jpg -> /dev/zero (extract)", r, labels_of(out))
+    # 4. a decompression bomb: a small 16-bit PNG declaring 9500 x 9500 (90.25 M pixels > Pillow's 89.5 M)
+    if os.environ.get("PROBE_SKIP_BOMB"):  # minutes and gigabytes on the release before the fix
+        bomb = None
+    else:
+        _bomb_case(tmp, env, case)
+    # 5. model files: a forged joblib with a matching sidecar runs code
+    _rest(tmp, env, case, cache)
+
+
+def _bomb_case(tmp, env, case):
+    bomb = tmp / "bomb" / "x" / "bomb.png"
+    bomb.parent.mkdir(parents=True)
+    Image.new("I;16", (9500, 9500), 1000).save(bomb)
+    images(tmp / "bomb" / "y", 3)
+    out = tmp / "bomb.features"
+    code = ("import resource,subprocess,sys; p=subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss//1024, 'MiB', file=sys.stderr); "
+            "sys.exit(p.returncode)")
+    p = subprocess.run([PY, "-c", code, PY, "-c", "from deepfeat.cli import main; main()", "extract",
+                        str(tmp / "bomb"), "-o", str(out), *EXTRACT, "--no-cache"], capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=300)
+    err = p.stderr.strip().splitlines()
+    case(f"16-bit PNG 9500^2 ({bomb.stat().st_size} bytes)", (p.returncode, (err[-2] if len(err) > 1 else "")[:160],
+                                                              ""), f"peak RSS {err[-1] if err else '?'}; "
+                                                                   f"{labels_of(out)}")
+
+
+def _rest(tmp, env, case, cache):
+    d = classes(tmp / "train", ("a", "b"), n=6)
+    feats = tmp / "train.features"
+    cli(["extract", d, "-o", feats, *EXTRACT], cwd=tmp, env=env)
+    model = tmp / "m.joblib"
+    r = cli(["fit", feats, "-o", model, "--classifier", "svm"], cwd=tmp, env=env)
+    case("fit (plain)", r, "written" if model.exists() else "no model")
+    forged = tmp / "forged.joblib"
+    marker = tmp / "PWNED"
+    code = (f"import pickle,os,sys\nclass X:\n    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+            "open(sys.argv[1],'wb').write(pickle.dumps(X()))")
+    subprocess.run([PY, "-c", code, str(forged)], check=True)
+    side = json.loads(Path(str(model) + ".json").read_text())
+    import hashlib
+    side["sha256"] = hashlib.sha256(forged.read_bytes()).hexdigest()
+    Path(str(forged) + ".json").write_text(json.dumps(side))
+    r = cli(["predict", forged, tmp / "train" / "a", "-o", tmp / "p.csv"], cwd=tmp, env=env)
+    case("predict forged.joblib + recomputed sidecar", r, f"code ran: {marker.exists()}")
+    for versions in ({}, None):
+        bad = tmp / f"v{versions is None}.joblib"
+        shutil.copy(model, bad)
+        s = dict(json.loads(Path(str(model) + ".json").read_text()), versions=versions)
+        Path(str(bad) + ".json").write_text(json.dumps(s))
+        r = cli(["predict", bad, tmp / "train" / "a", "-o", tmp / "p2.csv"], cwd=tmp, env=env)
+        case(f"sidecar versions: {json.dumps(versions)}", r, "")
+    # 6. cache entries: mode, directory in place of an entry, another image's entry copied over
+    entries = sorted((cache / "features").glob("*/*/*.f32"))
+    case("cache entry file mode", (0, "", ""), oct(entries[0].stat().st_mode & 0o777) if entries else "no entries")
+    victim = entries[0]
+    other = entries[1]
+    saved = victim.read_bytes()
+    shutil.copy(other, victim)
+    out = tmp / "swap.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env)
+    dup = subprocess.run([PY, "-c", "import sys,numpy as np; from deepfeat import load_features; "
+                          "X=load_features(sys.argv[1]).X; print(len(X)-len(np.unique(X,axis=0)))", str(out)],
+                         capture_output=True, text=True, env=os.environ).stdout.strip()
+    case("another image's entry copied over an entry", r, f"duplicate rows served: {dup}")
+    victim.unlink()
+    victim.mkdir()
+    out = tmp / "dir.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env)
+    case("cache entry replaced by a directory", r, labels_of(out))
+    if victim.is_dir():  # deepfeat since 0.2 replaces the directory with the recomputed entry
+        shutil.rmtree(victim)
+    victim.write_bytes(saved)
+    # 7. disk full while saving a FeatureSet
+    out = tmp / "full.features"
+    prelude = "enospc"
+    r = cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env, prelude=prelude)
+    case("disk full (ENOSPC) writing the FeatureSet", r, f"{out.name} exists: {out.exists()}; temp files left: "
+                                                          f"{len(list(tmp.glob('.full.features*')))}")
+    # 8. shared cache written by another user (as nobody, on root's cache)
+    out = tmp / "shared.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env, as_nobody=True)
+    case("cache written by another user, read as nobody", r, labels_of(out))
+    # 9. mRMR keeps 0 features (constant features)
+    cfs = tmp / "const.features"
+    make_features(cfs, np.ones((20, 6)), ["a"] * 10 + ["b"] * 10)
+    r = cli(["cv", cfs, "-o", tmp / "rep_const", "--select", "mrmr", "--classifier", "knn", "--folds", "2",
+             "--quiet", "--baseline", "majority"], cwd=tmp, env=env)
+    case("cv --select mrmr on constant features", r, "")
+    r = cli(["fit", cfs, "-o", tmp / "c.joblib", "--select", "mrmr", "--classifier", "knn"], cwd=tmp, env=env)
+    case("fit --select mrmr on constant features", r, "")
+    # 10. too few images per class
+    sfs = tmp / "small.features"
+    rng = np.random.default_rng(0)
+    make_features(sfs, rng.normal(size=(13, 4)), ["a"] * 10 + ["b"] * 3)
+    r = cli(["fit", sfs, "-o", tmp / "s.joblib"], cwd=tmp, env=env)
+    case("fit (svm-calibrated, 5 folds) with a class of 3", r, "")
+    tfs = tmp / "tiny.features"
+    make_features(tfs, rng.normal(size=(11, 4)), ["a"] * 10 + ["b"])
+    r = cli(["cv", tfs, "-o", tmp / "rep_tiny", "--classifier", "knn", "--select", "none", "--quiet"], cwd=tmp,
+            env=env)
+    case("cv with a class of 1 image", r, "")
+    # 11. formula injection in CSV outputs
+    d = tmp / "inject"
+    images(d / "=HYPERLINK(1)", 6)
+    images(d / "+b", 6, seed=3)
+    (d / "+b" / "@bad.png").write_bytes(b"not an image")
+    out = tmp / "inject.features"
+    cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env)
+    failed = Path(str(out) + ".failed.csv")
+    r = cli(["cv", out, "-o", tmp / "rep_inj", "--classifier", "knn", "--select", "none", "--folds", "2",
+             "--quiet", "--baseline", "majority"], cwd=tmp, env=env)
+    bad_cells = 0
+    import csv
+    for f in [failed, *(tmp / "rep_inj").glob("*.csv")]:
+        if f.exists():
+            with open(f, newline="") as fh:
+                bad_cells += sum(1 for row in csv.reader(fh) for c in row if c[:1] in ("=", "+", "-", "@"))
+    case("labels/paths starting with = + @ in CSVs", r, f"unescaped formula cells: {bad_cells}")
+    # 12. interrupted cv; rerun into an old folder; stale .failed.csv
+    prelude = "interrupt"
+    rep = tmp / "rep_int"
+    r = cli(["cv", out, "-o", rep, "--classifier", "knn", "--select", "none", "--folds", "2", "--quiet",
+             "--baseline", "majority"], cwd=tmp, env=env, prelude=prelude)
+    left = sorted(p.name for p in rep.iterdir()) if rep.exists() else []
+    case("cv interrupted while plotting", r, f"folder left: {left}")
+    rep = tmp / "rep_inj"
+    (rep / "plots").mkdir(parents=True, exist_ok=True)
+    (rep / "plots" / "stale_old.png").write_bytes(b"old")
+    r = cli(["cv", out, "-o", rep, "--classifier", "knn", "--select", "none", "--folds", "2", "--quiet",
+             "--baseline", "majority"], cwd=tmp, env=env)
+    case("cv rerun into an old report folder", r, f"stale plot kept: {(rep / 'plots' / 'stale_old.png').exists()}")
+    (d / "+b" / "@bad.png").unlink()
+    r = cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env)
+    case("extract rerun after fixing the bad image", r, f"stale .failed.csv kept: {failed.exists()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
