@@ -106,9 +106,18 @@ def _predict_fitted(S, Q, method: str, seed: int) -> np.ndarray:
     y = np.repeat(np.arange(W), K)
     out = np.empty(Q.shape[:2], dtype=np.int64)
     for e in range(E):
-        est = LogisticRegression(C=1.0, max_iter=1000) if method == "logreg" else get_classifier("svm", seed=seed)
-        est.fit(S[e].reshape(W * K, d), y)
-        out[e] = est.predict(Q[e])
+        Se, Qe = S[e].reshape(W * K, d), Q[e]
+        if method == "logreg":
+            # The L2-penalised solution w lies in the span of the support rows (representer theorem; the intercept
+            # is unpenalised), so fitting on coordinates in an orthonormal basis of that span gives the same model
+            # in <= W*K dimensions instead of d: ~100x faster on 1,000-d features, same predictions.
+            basis = np.linalg.svd(Se.astype(np.float64), full_matrices=False)[2]
+            Se, Qe = Se @ basis.T, Qe @ basis.T
+            est = LogisticRegression(C=1.0, max_iter=1000)
+        else:
+            est = get_classifier("svm", seed=seed)
+        est.fit(Se, y)
+        out[e] = est.predict(Qe)
     return out
 
 
