@@ -292,6 +292,10 @@ def finetune_cmd(
     crop_border: Annotated[Optional[bool], typer.Option("--crop-border/--no-crop-border")] = None,
     monitor: Annotated[Optional[str], typer.Option(help="val_loss (default) or val_accuracy: which epoch is "
                                                         "kept as the best checkpoint.")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="crossentropy (default), siamese (contrastive pairs), "
+                                                          "triplet (semi-hard) or prototypical: metric learning "
+                                                          "on the pooled embedding (extract --layer pooled).")]
+    = None,
     resume: Annotated[Optional[Path], typer.Option(help="The NAME.last.pt of an interrupted run.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
@@ -306,7 +310,8 @@ def finetune_cmd(
         lr_drop_factor=lr_drop_factor, lr_drop_every=lr_drop_every, schedule=schedule, grad_clip=grad_clip,
         batch_size=batch_size, val_fraction=val_fraction, val_source=val_source, augment=augment, balance=balance,
         freeze_backbone_epochs=freeze_backbone_epochs, head=head, device=device, workers=workers, seed=seed,
-        precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor)}
+        precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor,
+        objective=objective)}
     try:
         cfg = FinetuneConfig(**options)
     except TypeError as exc:
