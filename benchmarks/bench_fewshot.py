@@ -66,11 +66,11 @@ def main():
           f"per-query loop: {args.episodes / t_slow:,.0f} episodes/s ({t_slow:.2f} s); speedup {t_slow / t_fast:.1f}x;"
           f" identical per-episode accuracy: {same}/{args.episodes}")
     for m in ("prototype_cos", "knn"):
-        _, t = timed(lambda: episode_accuracies(X, plan, m))
+        _, t = timed(lambda m=m: episode_accuracies(X, plan, m))
         print(f"{m} batched: {args.episodes / t:,.0f} episodes/s ({t:.2f} s)")
     small = sampler.plan(2, 5, 15, args.fitted_episodes, seed=0)
     for m in ("logreg", "svm"):
-        _, t = timed(lambda: episode_accuracies(X, small, m))
+        _, t = timed(lambda m=m: episode_accuracies(X, small, m))
         print(f"{m} (one fit per episode): {args.fitted_episodes / t:,.1f} episodes/s ({t:.2f} s for "
               f"{args.fitted_episodes})")
 

@@ -8,7 +8,11 @@ import torch
 from deepfeat.data.sources import open_source
 from deepfeat.data.synthetic import make_synthetic_smears
 from deepfeat.errors import DeepfeatError
-from deepfeat.finetuning.objectives import contrastive_loss, prototypical_loss, triplet_semihard_loss
+from deepfeat.finetuning.objectives import (
+    contrastive_loss,
+    prototypical_loss,
+    triplet_semihard_loss,
+)
 from deepfeat.finetuning.run import FinetuneConfig, finetune
 
 ARCH = "test_efficientnet"

@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.fewshot import parse_list
 
-__all__ = ["CurveResults", "learning_curve", "curve_splits"]
+__all__ = ["CurveResults", "curve_splits", "learning_curve"]
 
 
 @dataclass
@@ -39,7 +39,7 @@ class CurveResults:
 
 def curve_splits(y, split_groups, repeats: int, test_fraction: float, seed: int):
     """(train pool, test) row indices per repeat: the first fold of a shuffled StratifiedGroupKFold."""
-    n_splits = max(2, int(round(1 / test_fraction)))
+    n_splits = max(2, round(1 / test_fraction))
     out = []
     for r in range(repeats):
         cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + r)
@@ -151,8 +151,8 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
              "training size; training sets are nested subsets of the remaining pool. Standardisation and "
              + ("mRMR selection were" if select == "mrmr" else "the classifier was") + " fitted on the training "
              "images only.",
-             "95 % CI: t-interval over repeats (the repeats share images, so it is narrower than a CI over "
-             "independent data sets)."]
+             ("95 % CI: t-interval over repeats (the repeats share images, so it is narrower than a CI over "
+             "independent data sets).")]
     if group_ids is None and features.sha256 is not None:
         lines.append("Byte-identical images (same sha256) were kept on one side of every split.")
     lines.append("Colour-histogram baseline on the same splits and pipeline." if hist is not None else
@@ -161,8 +161,8 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
 
     config = {"sizes": [str(s) for s in size_l], "classifier": str(classifier), "select": select,
               "n_features": n_features, "repeats": repeats, "test_fraction": test_fraction, "groups": groups,
-              "seed": seed, "split_rule": "StratifiedGroupKFold(round(1/test_fraction), shuffle, random_state="
-              "seed+repeat), first fold = test", "baseline": baseline, "classes": [str(c) for c in classes],
+              "seed": seed, "split_rule": ("StratifiedGroupKFold(round(1/test_fraction), shuffle, random_state="
+                                           "seed+repeat), first fold = test"), "baseline": baseline, "classes": [str(c) for c in classes],
               "n_rows": len(features), "n_features_in": features.n_features,
               "featureset_identity": features.identity(), "featureset_meta": features.meta,
               "versions": {"deepfeat": __version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__}}

@@ -28,7 +28,7 @@ import pandas as pd
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.episodes import EpisodePlan, EpisodeSampler
 
-__all__ = ["METHODS", "FewShotResults", "few_shot_evaluate", "episode_accuracies", "parse_list"]
+__all__ = ["METHODS", "FewShotResults", "episode_accuracies", "few_shot_evaluate", "parse_list"]
 
 METHODS = ("prototype_cos", "prototype_euc", "knn", "logreg", "svm")
 _ALIASES = {"prototype": ("prototype_cos", "prototype_euc")}

@@ -11,7 +11,7 @@ import numpy as np
 from deepfeat.evaluation import plots
 from deepfeat.evaluation.report import _json_default, _markdown
 
-__all__ = ["write_fewshot_report", "write_curve_report", "fewshot_png", "curve_png"]
+__all__ = ["curve_png", "fewshot_png", "write_curve_report", "write_fewshot_report"]
 
 
 def fewshot_png(table) -> bytes:
