@@ -128,6 +128,10 @@ def test_bad_parameters_are_named():
         few_shot_evaluate(fs, shots="1,x")
     with pytest.raises(DeepfeatError, match="'standardize' parameter must be 'none' or 'support'"):
         few_shot_evaluate(fs, standardize="all")
+    with pytest.warns(UserWarning, match="same episodes as 2-way 1-shot"):
+        r = few_shot_evaluate(fs.subset(np.isin(fs.y, ["c0", "c1"])), ways=[2, "all"], shots=[1], queries=3,
+                              episodes=5, methods=["knn"])
+    assert r.table["ways"].tolist() == ["2"]
     with pytest.raises(DeepfeatError, match="no few-shot configuration could be run"):
         few_shot_evaluate(fs, ways=[7], shots=[1], episodes=5)
 

@@ -279,7 +279,7 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
         if Xb.shape[0] != len(features):
             raise DeepfeatError(f"baseline features have {Xb.shape[0]} rows; the FeatureSet has {len(features)}")
         sets.append((name, Xb))
-    rows, per_ep, skipped, query_rows = [], [], [], set()
+    rows, per_ep, skipped, query_rows, done = [], [], [], set(), set()
     for w in ways_l:
         if w != "all" and w > n_classes:
             skipped.append({"ways": str(w), "shots": None, "reason": f"{w}-way asked for, but the FeatureSet has "
@@ -291,6 +291,11 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
             except DeepfeatError as exc:
                 skipped.append({"ways": str(w), "shots": k, "reason": str(exc)})
                 continue
+            if (plan.n_ways, k) in done:  # e.g. "all" on a 2-class set next to 2: the very same episodes
+                skipped.append({"ways": str(w), "shots": k, "reason": f"same episodes as {plan.n_ways}-way "
+                                                                      f"{k}-shot (listed once)"})
+                continue
+            done.add((plan.n_ways, k))
             query_rows.update(plan.query.ravel().tolist())
             for set_name, X in sets:
                 for m in method_l:
