@@ -37,6 +37,7 @@ def _pairwise_sq(e: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(emb: torch.Tensor, y: torch.Tensor, margin: float = SIAMESE_MARGIN) -> torch.Tensor:
+    """Contrastive loss over all pairs of the batch (``emb`` (n, d), ``y`` (n,)); 0 without pairs."""
     e = F.normalize(emb, dim=1)
     d2 = _pairwise_sq(e)
     d = (d2 + 1e-12).sqrt()
@@ -52,6 +53,7 @@ def contrastive_loss(emb: torch.Tensor, y: torch.Tensor, margin: float = SIAMESE
 
 
 def triplet_semihard_loss(emb: torch.Tensor, y: torch.Tensor, margin: float = TRIPLET_MARGIN) -> torch.Tensor:
+    """Mean triplet loss over every anchor-positive pair with its semi-hard (else farthest) negative."""
     e = F.normalize(emb, dim=1)
     d = (_pairwise_sq(e) + 1e-12).sqrt()
     same = y[:, None] == y[None, :]
@@ -71,6 +73,7 @@ def triplet_semihard_loss(emb: torch.Tensor, y: torch.Tensor, margin: float = TR
 
 
 def prototypical_loss(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the batch's query halves against its support-half class means (squared Euclidean)."""
     protos, queries, targets = [], [], []
     for c in torch.unique(y):
         rows = torch.nonzero(y == c, as_tuple=True)[0]
