@@ -152,7 +152,7 @@ def test_finetune_overlap_reported():
     fs = _features()
     fs.meta["finetune"] = {"train_sha256": list(fs.sha256[:10])}
     r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=30, episodes=30, methods=["prototype_euc"])
-    assert any(line.startswith("WARNING: the backbone was fine-tuned on") for line in r.honesty)
+    assert any(line.startswith("WARNING: the backbone was fine-tuned (or validated) on") for line in r.honesty)
     fs.meta["finetune"] = {"train_sha256": ["not-here"]}
     r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=5, episodes=10, methods=["prototype_euc"])
     assert any("none of which appears in any query set" in line for line in r.honesty)

@@ -188,18 +188,18 @@ def _honesty(features, sampler, grouped: bool, standardize: str, query_rows: set
                     "features." if standardize == "support" else "no standardisation (features used as they are)."))
     ft = features.meta.get("finetune")
     if ft:
-        train = set(ft.get("train_sha256") or [])
+        train = set(ft.get("train_sha256") or []) | set(ft.get("val_sha256") or [])  # val picked the epoch
         if features.sha256 is None or not train:
             lines.append("WARNING: the backbone was fine-tuned, but the training-image hashes or the FeatureSet's "
                          "sha256 are missing: whether query images were seen in training is unknown.")
         else:
             seen = sum(features.sha256[r] in train for r in query_rows)
             if seen:
-                lines.append(f"WARNING: the backbone was fine-tuned on {seen} of the {len(query_rows)} images used "
-                             "as queries: those accuracies are optimistic.")
+                lines.append(f"WARNING: the backbone was fine-tuned (or validated) on {seen} of the "
+                             f"{len(query_rows)} images used as queries: those accuracies are optimistic.")
             else:
-                lines.append(f"The backbone was fine-tuned on {len(train)} images, none of which appears in any "
-                             f"query set ({len(query_rows)} query images checked by sha256).")
+                lines.append(f"The backbone was fine-tuned and validated on {len(train)} images, none of which "
+                             f"appears in any query set ({len(query_rows)} query images checked by sha256).")
     return lines
 
 
