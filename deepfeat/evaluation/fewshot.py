@@ -75,16 +75,16 @@ def _predict_prototype(S, Q, metric: str) -> np.ndarray:
         S = S / np.maximum(np.linalg.norm(S, axis=-1, keepdims=True), 1e-12)
         P = S.mean(axis=2)
         P = P / np.maximum(np.linalg.norm(P, axis=-1, keepdims=True), 1e-12)
-        return np.einsum("eqd,ewd->eqw", Q, P).argmax(axis=-1)  # same argmax as cosine: Q's norm is per row
+        return (Q @ P.transpose(0, 2, 1)).argmax(axis=-1)  # same argmax as cosine: Q's norm is per row
     P = S.mean(axis=2)
-    d2 = (P * P).sum(-1)[:, None, :] - 2 * np.einsum("eqd,ewd->eqw", Q, P)  # |q|^2 is the same for every class
+    d2 = (P * P).sum(-1)[:, None, :] - 2 * (Q @ P.transpose(0, 2, 1))  # |q|^2 is the same for every class
     return d2.argmin(axis=-1)
 
 
 def _predict_1nn(S, Q) -> np.ndarray:
     E, W, K, d = S.shape
     flat = S.reshape(E, W * K, d)
-    d2 = (flat * flat).sum(-1)[:, None, :] - 2 * np.einsum("eqd,esd->eqs", Q, flat)
+    d2 = (flat * flat).sum(-1)[:, None, :] - 2 * (Q @ flat.transpose(0, 2, 1))
     return d2.argmin(axis=-1) // K
 
 
