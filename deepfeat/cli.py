@@ -371,8 +371,8 @@ def fewshot(
                                              "(1-NN), logreg, svm.")] = "prototype,knn,logreg,svm",
     groups: Annotated[str, typer.Option(help="auto (support and query never share a subject when the FeatureSet "
                                              "has subject ids) or none.")] = "auto",
-    standardize: Annotated[str, typer.Option(help="none, or support (scaler fitted on the support set only).")]
-    = "none",
+    standardize: Annotated[str, typer.Option(help="support (knn/logreg/svm standardised with the support set's "
+                                                  "statistics only) or none.")] = "support",
     baseline: Annotated[str, typer.Option(help="auto (colour histograms of the images on the same episodes when "
                                                "reachable), histogram or none.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,

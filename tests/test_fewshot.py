@@ -94,7 +94,7 @@ def test_vectorised_prototypes_match_sklearn():
     fs = _features(sep=0.8)
     plan = EpisodeSampler(fs.y).plan(3, 4, 5, 30, seed=0)
     acc_euc = episode_accuracies(fs.X, plan, "prototype_euc")
-    acc_knn = episode_accuracies(fs.X, plan, "knn")
+    acc_knn = episode_accuracies(fs.X, plan, "knn", standardize="none")
     truth = np.repeat(np.arange(3), 5)
     for e in range(30):
         S, Q = fs.X[plan.support[e]].reshape(12, -1), fs.X[plan.query[e]].reshape(15, -1)
