@@ -299,6 +299,10 @@ def finetune_cmd(
     crop_border: Annotated[Optional[bool], typer.Option("--crop-border/--no-crop-border")] = None,
     monitor: Annotated[Optional[str], typer.Option(help="val_loss (default) or val_accuracy: which epoch is "
                                                         "kept as the best checkpoint.")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="crossentropy (default), siamese (contrastive pairs), "
+                                                          "triplet (semi-hard) or prototypical: metric learning "
+                                                          "on the pooled embedding (extract --layer pooled).")]
+    = None,
     resume: Annotated[Optional[Path], typer.Option(help="The NAME.last.pt of an interrupted run.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
 ):
@@ -312,7 +316,8 @@ def finetune_cmd(
         lr_drop_factor=lr_drop_factor, lr_drop_every=lr_drop_every, schedule=schedule, grad_clip=grad_clip,
         batch_size=batch_size, val_fraction=val_fraction, val_source=val_source, augment=augment, balance=balance,
         freeze_backbone_epochs=freeze_backbone_epochs, head=head, device=device, workers=workers, seed=seed,
-        precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor)
+        precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor,
+        objective=objective)
     typer.echo(result.summary())
     typer.echo(f"report: {result.files['report_html']}")
 
@@ -414,6 +419,74 @@ def _echo_source(src):
         _echo_err(f"found {len(src)} unlabelled images in {src.root or src.name}")
     for path, why in src.skipped:
         _echo_err(f"  skipped, never opened: {path}: {why}")
+
+
+@app.command()
+def fewshot(
+    features: Annotated[Path, typer.Argument(help="FeatureSet file (any, fused ones included).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path("deepfeat-fewshot"),
+    ways: Annotated[str, typer.Option(help="Comma list of classes per episode; 'all' = every class with enough "
+                                           "images. More ways than classes: skipped, said so.")] = "2,5,all",
+    shots: Annotated[str, typer.Option(help="Comma list of labelled support images per class.")] = "1,5,10,20",
+    queries: Annotated[int, typer.Option(min=1, help="Query images per class per episode.")] = 15,
+    episodes: Annotated[int, typer.Option(min=2)] = 1000,
+    method: Annotated[str, typer.Option(help="Comma list: prototype (= prototype_cos + prototype_euc), knn "
+                                             "(1-NN), logreg, svm.")] = "prototype,knn,logreg,svm",
+    groups: Annotated[str, typer.Option(help="auto (support and query never share a subject when the FeatureSet "
+                                             "has subject ids) or none.")] = "auto",
+    standardize: Annotated[str, typer.Option(help="support (knn/logreg/svm standardised with the support set's "
+                                                  "statistics only) or none.")] = "support",
+    baseline: Annotated[str, typer.Option(help="auto (colour histograms of the images on the same episodes when "
+                                               "reachable), histogram or none.")] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+):
+    """Few-shot accuracy (N-way K-shot episodes, 95 % CI) of a FeatureSet: fewshot.csv, plot, report."""
+    from deepfeat.evaluation.fewshot import few_shot_evaluate
+    from deepfeat.evaluation.fewshot_report import write_fewshot_report
+    from deepfeat.features import load_features
+
+    res = few_shot_evaluate(load_features(features), ways=ways, shots=shots, queries=queries, episodes=episodes,
+                            methods=method, groups=groups, standardize=standardize, seed=seed, baseline=baseline)
+    paths = write_fewshot_report(res, output)
+    typer.echo(res.display().to_string())
+    for line in res.honesty:
+        typer.echo(line)
+    for s in res.skipped:
+        _echo_err(f"skipped ways={s['ways']} shots={s['shots']}: {s['reason']}")
+    typer.echo(f"report: {paths['report_html']}")
+
+
+@app.command()
+def curve(
+    features: Annotated[Path, typer.Argument(help="FeatureSet file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path("deepfeat-curve"),
+    sizes: Annotated[str, typer.Option(help="Comma list of training images per class; 'all' = the whole "
+                                            "training pool.")] = "5,10,20,50,100,all",
+    classifier: Annotated[str, typer.Option(help="Classifier preset (see 'deepfeat cv --help').")] = "svm",
+    select: Annotated[str, typer.Option(help="mrmr or none.")] = "mrmr",
+    n_features: Annotated[Optional[int], typer.Option(min=1, help="mRMR size (default as 'deepfeat cv').")] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 5,
+    test_fraction: Annotated[float, typer.Option(help="Share of images in each repeat's fixed test set.")] = 0.3,
+    groups: Annotated[str, typer.Option(help="auto or none.")] = "auto",
+    baseline: Annotated[str, typer.Option(help="auto (colour histograms when the images are reachable), "
+                                               "histogram or none.")] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+):
+    """Learning curve: accuracy on a fixed test set per repeat against training images per class."""
+    from deepfeat.evaluation.curves import learning_curve
+    from deepfeat.evaluation.fewshot_report import write_curve_report
+    from deepfeat.features import load_features
+
+    res = learning_curve(load_features(features), sizes=sizes, classifier=classifier, select=select,
+                         n_features=n_features, repeats=repeats, test_fraction=test_fraction, groups=groups,
+                         seed=seed, baseline=baseline)
+    paths = write_curve_report(res, output)
+    typer.echo(res.summary.to_string(index=False))
+    for line in res.honesty:
+        typer.echo(line)
+    for s in res.skipped:
+        _echo_err(f"skipped size {s['size']}: {s['reason']}")
+    typer.echo(f"report: {paths['report_html']}")
 
 
 def main(argv=None):

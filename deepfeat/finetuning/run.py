@@ -65,6 +65,7 @@ _CHOICES = {
     "head": ("keep1000", "replace"),
     "precision": defaults.PRECISIONS,
     "monitor": ("val_loss", "val_accuracy"),
+    "objective": ("crossentropy", "siamese", "triplet", "prototypical"),
 }
 
 
@@ -98,6 +99,8 @@ class FinetuneConfig:
     image_size : network input size; None = the model's data config.
     crop_border : crop dark image borders (C-NMC style) before resizing, as extraction does.
     monitor : which validation figure picks the best checkpoint: "val_loss" (default) or "val_accuracy".
+    objective : "crossentropy" (default), or a metric-learning objective on the pooled embedding: "siamese",
+        "triplet" or "prototypical" (see :mod:`deepfeat.finetuning.objectives`).
     """
 
     epochs: int = 30
@@ -124,6 +127,7 @@ class FinetuneConfig:
     image_size: int | None = None
     crop_border: bool = False
     monitor: str = "val_loss"
+    objective: str = "crossentropy"
 
     def __post_init__(self):
         self.validate()
@@ -329,6 +333,10 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
                         amp_dtype=autocast_dtype(resolve_precision(cfg.precision, device, training=True)[0]),
                         channels_last=channels_last, grad_clip=cfg.grad_clip, optimizer=optimizer,
                         criterion=torch.nn.CrossEntropyLoss(weight=weight))
+    if cfg.objective != "crossentropy":  # metric learning on the pooled embedding
+        from deepfeat.finetuning.objectives import use_objective
+
+        stepper = use_objective(stepper, model, cfg.head, cfg.objective, weight)
     workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
     eval_tf = build_transform(data_config, crop_border=cfg.crop_border)
     train_ds = T.EpochDataset([src.paths[i] for i in train_idx], train_t, eval_tf,

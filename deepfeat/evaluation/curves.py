@@ -1,0 +1,169 @@
+"""Learning curves: accuracy against the number of labelled training images per class.
+
+Each repeat splits the images once into a training pool and a test set, stratified by class and grouped (by
+subject when the FeatureSet has subject ids, else by sha256 so byte-identical images stay on one side). The test
+set is FIXED within a repeat: every training size is scored on the same test images, and the training sets are
+nested (the first ``s`` images per class of one seeded permutation of the pool), so differences between sizes are
+not differences between test sets. Sizes larger than the smallest class's training pool are skipped (said so);
+"all" is the whole pool. Mean and 95 % t-interval over repeats. The colour-histogram baseline (when the images are
+reachable) is fitted with the same pipeline on the same splits.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedGroupKFold
+
+from deepfeat.errors import DeepfeatError
+from deepfeat.evaluation.fewshot import parse_list
+
+__all__ = ["CurveResults", "curve_splits", "learning_curve"]
+
+
+@dataclass
+class CurveResults:
+    """``per_repeat``: one row per (features, size, repeat); ``summary``: mean and 95 % CI per (features, size);
+    ``skipped``: sizes not run and why; ``honesty``: report sentences; ``config``: parameters, seeds, versions."""
+
+    per_repeat: pd.DataFrame
+    summary: pd.DataFrame
+    skipped: list = field(default_factory=list)
+    honesty: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def curve_splits(y, split_groups, repeats: int, test_fraction: float, seed: int):
+    """(train pool, test) row indices per repeat: the first fold of a shuffled StratifiedGroupKFold."""
+    n_splits = max(2, round(1 / test_fraction))
+    out = []
+    for r in range(repeats):
+        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + r)
+        train, test = next(cv.split(np.zeros(len(y)), y, split_groups))
+        out.append((np.sort(train), np.sort(test)))
+    return out
+
+
+def _t_ci(values) -> tuple[float, float, float]:
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    sd = float(v.std(ddof=1))
+    return float(v.mean()), sd, float(stats.t.ppf(0.975, len(v) - 1) * sd / np.sqrt(len(v)))
+
+
+def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="svm", select="mrmr",
+                   n_features=None, repeats: int = 5, test_fraction: float = 0.3, groups="auto", seed: int = 0,
+                   baseline="auto", progress: bool = False) -> CurveResults:
+    """Accuracy on a fixed test set per repeat as the training images per class grow.
+
+    Parameters
+    ----------
+    features : FeatureSet
+    sizes : sequence of int or "all", or a comma string
+        Training images per class.
+    classifier : str or classifier
+        A preset of :mod:`deepfeat.classifiers.presets` (``StandardScaler -> [mRMR] -> classifier``).
+    select : "mrmr" or "none"
+    n_features : int, optional
+        mRMR size; default :func:`deepfeat.evaluation.cross_validation.default_n_features`, capped at the
+        training size (selection is fitted on the training images only).
+    repeats : int
+    test_fraction : float
+        Share of the images (by class, by group) in each repeat's fixed test set.
+    groups : "auto" or "none"
+    baseline : "auto", "histogram" or None
+        Colour histograms of the images with the same pipeline and splits ("auto": when reachable).
+
+    Returns
+    -------
+    CurveResults
+    """
+    from deepfeat import __version__
+    from deepfeat.classifiers.presets import build_pipeline
+    from deepfeat.evaluation import honesty
+    from deepfeat.evaluation.cross_validation import default_n_features
+
+    features.check_trainable("a learning curve")
+    size_l = parse_list(sizes, "sizes", allow=("all",))
+    if not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise DeepfeatError(f"The 'repeats' parameter must be an int >= 1. Got {repeats!r} instead.")
+    if not 0 < test_fraction < 1:
+        raise DeepfeatError(f"The 'test_fraction' parameter must be in (0, 1). Got {test_fraction!r} instead.")
+    if select not in ("mrmr", "none"):
+        raise DeepfeatError(f"The 'select' parameter must be 'mrmr' or 'none'. Got {select!r} instead.")
+    if baseline not in ("auto", "histogram", None, "none"):
+        raise DeepfeatError(f"The 'baseline' parameter must be 'auto', 'histogram' or None. Got {baseline!r}.")
+    group_ids, grouping = honesty.resolve_groups(features, groups)
+    split_groups = group_ids if group_ids is not None else (
+        features.sha256 if features.sha256 is not None else np.arange(len(features)))
+    classes, y = np.unique(features.y, return_inverse=True)
+    splits = curve_splits(y, split_groups, repeats, test_fraction, seed)
+    sets = [("features", features.X)]
+    hist, hist_note = (None, "no baseline requested") if baseline in (None, "none") else \
+        honesty.histogram_features(features, baseline)
+    if hist is not None:
+        sets.append(("colour-histogram", hist))
+    rows, skipped = [], []
+    for r, (pool, test) in enumerate(splits):
+        rng = np.random.default_rng([seed, r])
+        order = {c: rng.permutation(pool[y[pool] == c]) for c in range(len(classes))}
+        smallest = min(len(v) for v in order.values())
+        for s in size_l:
+            if s != "all" and s > smallest:
+                if r == 0:
+                    skipped.append({"size": s, "reason": f"the smallest class has only {smallest} training images "
+                                                         f"in a split (test fraction {test_fraction})"})
+                continue
+            train = np.sort(np.concatenate([v if s == "all" else v[:s] for v in order.values()]))
+            for name, X in sets:
+                k = n_features if n_features is not None else default_n_features(X.shape[1])
+                k = min(k, X.shape[1])
+                pipe = build_pipeline(classifier, selector=select if select == "mrmr" else None,
+                                      n_features=k if select == "mrmr" else None, seed=seed)
+                t0 = time.perf_counter()
+                est = clone(pipe).fit(X[train], y[train])
+                acc = float((est.predict(X[test]) == y[test]).mean())
+                rows.append({"features": name, "size": str(s), "n_per_class": len(train) / len(classes),
+                             "n_train": len(train), "n_test": len(test), "repeat": r, "accuracy": acc,
+                             "seconds": time.perf_counter() - t0})
+                if progress:
+                    print(f"repeat {r} {name} size {s}: {100 * acc:.1f} %")
+    for s in skipped:
+        warnings.warn(f"learning curve: size {s['size']} skipped: {s['reason']}", UserWarning, stacklevel=2)
+    if not rows:
+        raise DeepfeatError("no training size could be run: " + "; ".join(s["reason"] for s in skipped))
+    per = pd.DataFrame(rows)
+    summ = []
+    for (name, s), g in per.groupby(["features", "size"], sort=False):
+        mean, sd, half = _t_ci(g["accuracy"])
+        summ.append({"features": name, "size": s, "n_per_class": g["n_per_class"].mean(), "repeats": len(g),
+                     "accuracy_mean": mean, "accuracy_std": sd, "ci95": half, "ci_low": mean - half,
+                     "ci_high": mean + half})
+    lines = [grouping["text"].replace("Folds were", "Splits were"),
+             f"Each repeat's test set ({len(splits[0][1])} images, {100 * test_fraction:.0f} %) is fixed for every "
+             "training size; training sets are nested subsets of the remaining pool. Standardisation and "
+             + ("mRMR selection were" if select == "mrmr" else "the classifier was") + " fitted on the training "
+             "images only.",
+             ("95 % CI: t-interval over repeats (the repeats share images, so it is narrower than a CI over "
+             "independent data sets).")]
+    if group_ids is None and features.sha256 is not None:
+        lines.append("Byte-identical images (same sha256) were kept on one side of every split.")
+    lines.append("Colour-histogram baseline on the same splits and pipeline." if hist is not None else
+                 f"No colour-histogram baseline: {hist_note or 'not requested'}.")
+    import sklearn
+
+    config = {"sizes": [str(s) for s in size_l], "classifier": str(classifier), "select": select,
+              "n_features": n_features, "repeats": repeats, "test_fraction": test_fraction, "groups": groups,
+              "seed": seed, "split_rule": ("StratifiedGroupKFold(round(1/test_fraction), shuffle, random_state="
+                                           "seed+repeat), first fold = test"), "baseline": baseline, "classes": [str(c) for c in classes],
+              "n_rows": len(features), "n_features_in": features.n_features,
+              "featureset_identity": features.identity(), "featureset_meta": features.meta,
+              "versions": {"deepfeat": __version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__}}
+    return CurveResults(per, pd.DataFrame(summ), skipped, lines, config)
