@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfeat.evaluation import plots
-from deepfeat.evaluation.report import _json_default, _markdown
+from deepfeat.evaluation.report import _json_default, markdown_table
 
 __all__ = ["curve_png", "fewshot_png", "write_curve_report", "write_fewshot_report"]
 
@@ -72,7 +72,7 @@ def _write(out: Path, title: str, intro: str, honesty: list, tables: list, png: 
     paths["config"].write_text(json.dumps(config, indent=2, default=_json_default))
     md = [f"# {title}", "", intro, "", "## Honesty", ""] + [f"- {line}" for line in honesty]
     for caption, df in tables:
-        md += ["", f"## {caption}", "", _markdown(df, index=True)]
+        md += ["", f"## {caption}", "", markdown_table(df, index=True)]
     md += ["", f"![{title}]({stem}.png)", "", "Files: " + ", ".join(f"{n}.csv" for n in csvs)
            + ", config.json (parameters, seeds, versions)."]
     paths["report_md"] = out / "report.md"

@@ -46,6 +46,19 @@ def _json_default(obj):
     return str(obj)
 
 
+def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
+    """A pipe table of ``df`` with clean numbers (:func:`fmt_number`), for the Markdown reports."""
+    df = df.reset_index() if index else df
+    def cell(v):
+        text = fmt_number(v) if v is None or isinstance(v, (int, float, np.number)) else str(v)
+        return text.replace("|", "\\|")
+
+    cells = [[str(c) for c in df.columns]] + [[cell(v) for v in row] for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(r) + " |" for r in cells]
+    lines.insert(1, "|" + "---|" * len(df.columns))
+    return "\n".join(lines)
+
+
 def fmt_number(x, digits: int = 2) -> str:
     """A number as a reader wants it: whole numbers without ``.0``, missing values as an em dash.
 
