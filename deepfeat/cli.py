@@ -6,6 +6,7 @@ message naming the file or option and what to do).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -395,11 +396,30 @@ def _n_features(value: str):
 
 def main(argv=None):
     """Console entry point: bad input -> one clear line on stderr and exit code 2; usage errors as click does."""
+    previous = _sigterm_interrupts()
     try:
         app(args=argv, prog_name="deepfeat")
     except (DeepfeatError, FileNotFoundError) as exc:
         _echo_err(f"error: {to_cli(exc)}")
         sys.exit(2)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what is kept, exit as a shell expects (128 + 2)
+        _echo_err(f"\ninterrupted: {exc}" if str(exc) else "\ninterrupted")
+        sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_interrupts():
+    """SIGTERM stops a command like Ctrl-C (finished batches stay cached, a message says so); returns the old
+    handler, or None when handlers cannot be set (not the main thread)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover
