@@ -19,7 +19,12 @@ from pathlib import Path
 
 from deepfeat.errors import DeepfeatError
 from deepfeat.fileio import atomic_write
-from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, default_cache_root, weights_cache_dir
+from deepfeat.locations import (
+    DARKNET_WEIGHTS,
+    PACKAGE_WEIGHTS,
+    default_cache_root,
+    weights_cache_dir,
+)
 
 __all__ = ["ALIASES", "SUGGESTED", "check_model_name", "known_model_names", "remember_model_names",
            "offline_models", "model_catalog", "offline_hint", "suggest_models", "package_weights_file"]

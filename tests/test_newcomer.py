@@ -238,16 +238,16 @@ def test_interrupt_says_how_many_are_cached():
 @pytest.mark.slow
 def test_sigint_during_extract_reports_the_cache_and_a_rerun_resumes(tmp_path, capsys):
     """A real Ctrl-C to a subprocess extracting 300 tiny images, then the same command again in this process."""
-    _images(tmp_path / "imgs", 300, size=8)
+    _images(tmp_path / "imgs", 300, size=8)  # tiny_darknet at 32 px, one image per batch: a few ms each
     cache = tmp_path / "cache"
     argv = ["extract", str(tmp_path / "imgs"), "-o", str(tmp_path / "x.features"), "--model", "tiny_darknet",
             "--weights", "none", "--batch-size", "1", "--workers", "0", "--precision", "fp32", "--image-size",
-            "96", "--cache-dir", str(cache)]
+            "32", "--cache-dir", str(cache)]
     proc = subprocess.Popen([sys.executable, "-m", "deepfeat.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.time() + 240
     while not list(cache.glob("features/*/*/*.f32")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

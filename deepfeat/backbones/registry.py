@@ -4,10 +4,10 @@ from __future__ import annotations
 import timm
 import torch
 
+from deepfeat import catalog
 from deepfeat.backbones.darknet import (
     Darknet,  # importing registers darknet19 / tiny_darknet with timm
 )
-from deepfeat import catalog
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["ALIASES", "canonical_name", "new_model", "list_backbones", "resolve_data_config"]

@@ -20,7 +20,6 @@ normal path runs and computes what is missing, as before.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
