@@ -230,7 +230,7 @@ def cross_validate_experiment(source, out_dir, *, config=None, finetune_in_fold=
     fine-tuning runs inside each training fold). Returns the results object."""
     overrides = dict(overrides or {})
     if config or finetune_in_fold:
-        exp = Experiment.from_toml(config or finetune_in_fold)
+        exp = Experiment.from_toml(find_experiment(config or finetune_in_fold))  # a path or a shipped name
         if finetune_in_fold:
             exp.finetune = {**exp.finetune, "enabled": True, "in_fold": True}
         return run_experiment(exp, out_dir, source=source, overrides=overrides, progress=progress, log=log)["results"]
