@@ -142,7 +142,8 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
         timings["cv_s"] = time.perf_counter() - t2
     results.config["experiment"] = experiment.to_dict()
     results.config["timings_s"] = timings
-    results.honesty["warnings"][:0] = list(notices)
+    if notices:
+        results.honesty.setdefault("warnings", [])[:0] = list(notices)
     paths = write_report(results, out_dir)
     (out_dir / "experiment.json").write_text(json.dumps(experiment.to_dict(), indent=2, default=str))
     return {"results": results, "paths": paths, "timings": timings}
