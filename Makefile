@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --durations=10
 
 .PHONY: demo test install clean
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -15,6 +16,13 @@ from typing import Annotated, Optional
 import typer
 
 from deepfeat import __version__, defaults
+from deepfeat.cli_messages import (
+    CliFormatter,
+    models_text,
+    say_interrupted,
+    sigterm_interrupts,
+    to_cli,
+)
 from deepfeat.errors import DeepfeatError
 
 app = typer.Typer(
@@ -56,7 +64,7 @@ def _show_messages(progress: bool) -> None:
     logger = logging.getLogger("deepfeat")
     if not any(getattr(h, "_deepfeat_cli", False) for h in logger.handlers):
         handler = logging.StreamHandler()  # stderr at the time of each message (pytest's capture included)
-        handler.setFormatter(logging.Formatter("deepfeat: %(message)s"))
+        handler.setFormatter(CliFormatter("deepfeat: %(message)s"))
         handler._deepfeat_cli = True
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if progress else logging.WARNING)
@@ -67,6 +75,25 @@ def _given(ctx: typer.Context, **values) -> dict:
     # by name: typer may carry its own copy of click's ParameterSource enum
     return {k: v for k, v in values.items()
             if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+PROGRESS_HELP = "Show progress bars and decisions on stderr (--quiet: only results and errors)."
+
+
+def _list_models(value: bool):
+    if value:
+        _print_models()
+        raise typer.Exit()
+
+
+def _print_models() -> None:
+    typer.echo(models_text())
+
+
+@app.command()
+def models():
+    """List the models whose ImageNet weights are on this machine (offline) and what the others need."""
+    _print_models()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -104,12 +131,15 @@ def extract(
     strict: Annotated[bool, typer.Option(help="Stop with an error when any image is unreadable (after caching "
                                               "the readable ones). Default: leave them out and list them.")]
     = False,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
     tta: Annotated[str, typer.Option(help="none; flip = mean over identity + horizontal flip; d4 = mean over the "
                                           "8 flips / quarter turns (8x compute, one batch).")] = "none",
     max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
                                                                   "this (default: Pillow's 89,478,485; a guard "
                                                                   "against decompression bombs).")] = None,
+    list_models: Annotated[bool, typer.Option("--list-models", is_eager=True, callback=_list_models,
+                                              help="List the models whose weights are here (offline) and exit.")]
+    = False,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
     from deepfeat.extraction.api import (  # torch-free until something is computed
@@ -124,10 +154,11 @@ def extract(
     if strict and src.skipped:
         raise DeepfeatError(f"--strict: {len(src.skipped)} entr(y/ies) under {source} were skipped unopened, e.g. "
                             f"{src.skipped[0][0]}: {src.skipped[0][1]}")
-    fs = extract_features(src, model=model, weights=weights, layer=layer, batch_size=batch_size, device=device,
-                          num_workers=workers, cache=(cache_dir or True) if cache else False, precision=precision,
-                          crop_border=crop_border, image_size=image_size, on_error="raise" if strict else "skip",
-                          progress=progress, tta=tta)
+    with say_interrupted():
+        fs = extract_features(src, model=model, weights=weights, layer=layer, batch_size=batch_size, device=device,
+                              num_workers=workers, cache=(cache_dir or True) if cache else False,
+                              precision=precision, crop_border=crop_border, image_size=image_size,
+                              on_error="raise" if strict else "skip", progress=progress, tta=tta)
     failed_csv, skipped = save_features(fs, output, also_skipped=src.skipped)
     meta = fs.meta
     typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features, cache hits "
@@ -172,7 +203,7 @@ def cv(
     finetune: Annotated[Optional[Path], typer.Option(help="Experiment/fine-tune TOML: fine-tune inside each "
                                                           "training fold (FEATURES is then an image source).")]
     = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
     nested: Annotated[Optional[bool], typer.Option("--nested", help="Also run nested CV: each outer fold chooses "
                                                    "feature set, mRMR size, classifier and its C / k by inner CV "
                                                    "on its training part only (the honest headline).")] = None,
@@ -248,20 +279,27 @@ def predict(
                                                         "never need it.")] = False,
     max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
                                                                   "this (default: Pillow's 89,478,485).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
 ):
     """Predict the class of each image; unreadable images are listed in the CSV and on stderr, not fatal."""
     from deepfeat.classifiers.model_files import load_model
     from deepfeat.data.sources import expand_image_paths
     from deepfeat.fileio import write_csv
 
+    _show_messages(progress)
     _set_max_pixels(max_pixels)
     clf = load_model(model, allow_version_mismatch=allow_version_mismatch, trusted=trust)
+    if hasattr(clf, "progress"):
+        clf.progress = progress
     table = clf.predict_paths(expand_image_paths(images), on_error="skip")
     write_csv(table, output)
     bad = table[table["error"].fillna("").astype(str) != ""] if "error" in table else table.iloc[:0]
     typer.echo(f"wrote {output}: {len(table) - len(bad)} predicted, {len(bad)} unreadable")
     for _, row in bad.iterrows():
         _echo_err(f"  unreadable: {row['path']}: {row['error']}")
+    if len(table) and len(bad) == len(table):
+        raise DeepfeatError(f"none of the {len(table)} images could be read (listed above and in {output}); "
+                            "nothing was predicted")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -273,38 +311,38 @@ def finetune_cmd(
     weights: Annotated[str, typer.Option(help="Starting weights: imagenet, a file, or none.")] = defaults.WEIGHTS,
     config: Annotated[Optional[Path], typer.Option(help="TOML with a [finetune] table; options below override "
                                                         "it.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
-    lr: Annotated[Optional[float], typer.Option()] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw.")] = None,
-    momentum: Annotated[Optional[float], typer.Option()] = None,
-    weight_decay: Annotated[Optional[float], typer.Option()] = None,
-    lr_drop_factor: Annotated[Optional[float], typer.Option()] = None,
-    lr_drop_every: Annotated[Optional[int], typer.Option()] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="step or cosine.")] = None,
-    grad_clip: Annotated[Optional[float], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
-    val_fraction: Annotated[Optional[float], typer.Option()] = None,
-    val_source: Annotated[Optional[str], typer.Option()] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs [default: 30].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate [default: 0.01].")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw [default: sgd].")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum [default: 0.9].")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="L2 weight decay [default: 1e-4].")] = None,
+    lr_drop_factor: Annotated[Optional[float], typer.Option(help="Step schedule: lr x this factor [default: 0.1].")] = None,
+    lr_drop_every: Annotated[Optional[int], typer.Option(help="Step schedule: every N epochs [default: 10].")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="step or cosine [default: step].")] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(help="Clip gradients at this L2 norm [default: 1.0].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per step [default: 128].")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation, by class and subject [default: 0.3].")] = None,
+    val_source: Annotated[Optional[str], typer.Option(help="A separate validation image source instead [default: none].")] = None,
     augment: Annotated[Optional[str], typer.Option(help="cells (flips, 90-degree rotations, light colour "
-                                                        "jitter) or none.")] = None,
-    balance: Annotated[Optional[str], typer.Option(help="none, oversample or class-weight.")] = None,
-    freeze_backbone_epochs: Annotated[Optional[int], typer.Option(min=0)] = None,
-    head: Annotated[Optional[str], typer.Option(help="keep1000 (default: 1000-d output kept as features) or "
-                                                     "replace.")] = None,
-    device: Annotated[Optional[str], typer.Option()] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0)] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16 (autocast).")] = None,
-    image_size: Annotated[Optional[int], typer.Option(min=8)] = None,
-    crop_border: Annotated[Optional[bool], typer.Option("--crop-border/--no-crop-border")] = None,
+                                                        "jitter) or none [default: cells].")] = None,
+    balance: Annotated[Optional[str], typer.Option(help="none, oversample or class-weight [default: none].")] = None,
+    freeze_backbone_epochs: Annotated[Optional[int], typer.Option(min=0, help="Epochs training only the head first [default: 0].")] = None,
+    head: Annotated[Optional[str], typer.Option(help="keep1000 (1000-d output kept as features) or "
+                                                     "replace [default: keep1000].")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: auto].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the split, initialisation and order [default: 0].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16 (autocast) [default: auto].")] = None,
+    image_size: Annotated[Optional[int], typer.Option(min=8, help="Network input size [default: the model's].")] = None,
+    crop_border: Annotated[Optional[bool], typer.Option("--crop-border/--no-crop-border", help="Crop the dark border of C-NMC-style images first [default: no].")] = None,
     monitor: Annotated[Optional[str], typer.Option(help="val_loss (default) or val_accuracy: which epoch is "
-                                                        "kept as the best checkpoint.")] = None,
+                                                        "kept as the best checkpoint [default: val_loss].")] = None,
     objective: Annotated[Optional[str], typer.Option(help="crossentropy (default), siamese (contrastive pairs), "
                                                           "triplet (semi-hard) or prototypical: metric learning "
                                                           "on the pooled embedding (extract --layer pooled).")]
     = None,
-    resume: Annotated[Optional[Path], typer.Option(help="The NAME.last.pt of an interrupted run.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    resume: Annotated[Optional[Path], typer.Option(help="The NAME.last.pt of an interrupted run [default: none].")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
 ):
     """Fine-tune a network on labelled images (defaults: the reference study's settings)."""
     from deepfeat.experiments import finetune_from_options
@@ -340,22 +378,39 @@ def fuse(
 # --------------------------------------------------------------------------------------------------------------
 @app.command()
 def run(
-    experiment: Annotated[Path, typer.Argument(help="Experiment TOML (see pipelines/).")],
+    experiment: Annotated[Optional[str], typer.Argument(help="Experiment: a shipped name (see --list) or a TOML "
+                                                             "file.")] = None,
     source: Annotated[Optional[str], typer.Argument(help="Image source; overrides [data] source.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path("deepfeat-run"),
     weights: Annotated[Optional[str], typer.Option(help="Override [features] weights (e.g. a downloaded "
                                                         "darknet19.weights).")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
+    list_: Annotated[bool, typer.Option("--list", help="List the shipped experiments and exit.")] = False,
 ):
     """Run a whole experiment file: (fine-tune ->) extract -> cross-validate -> report."""
-    from deepfeat.experiments import Experiment, run_experiment
+    from deepfeat.experiments import (
+        Experiment,
+        find_experiment,
+        run_experiment,
+        shipped_experiments,
+    )
 
+    if list_ or experiment is None:
+        for name, path in shipped_experiments().items():
+            typer.echo(f"{name:<28} {Experiment.from_toml(path).description}")
+        if not list_:
+            raise DeepfeatError("name an experiment: deepfeat run NAME_OR_FILE.toml IMAGES (the shipped ones are "
+                                "listed above)")
+        return
     _show_messages(progress)
-    exp = Experiment.from_toml(experiment)
+    exp = Experiment.from_toml(find_experiment(experiment))
     if weights:
         exp.features["weights"] = weights
-    result = run_experiment(exp, output, source=source, progress=progress, log=typer.echo)
+    with say_interrupted():
+        result = run_experiment(exp, output, source=source, progress=progress, log=typer.echo)
     typer.echo(result["results"].table().to_string())
+    for line in result["results"].honesty_lines():
+        typer.echo(line)
     typer.echo(f"report: {output / 'report.html'}")
 
 
@@ -364,15 +419,18 @@ def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for images, features and report.")]
     = Path("deepfeat-demo"),
     n_per_class: Annotated[int, typer.Option(min=10, help="Synthetic images per class.")] = 40,
-    folds: Annotated[int, typer.Option(min=2)] = 10,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 10,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
 ):
     """Offline demo: synthetic cells -> EfficientNet-Lite0 ImageNet features -> mRMR -> 10-fold cv -> report."""
     from deepfeat.experiments import run_demo
 
     _show_messages(progress)
-    run_ = run_demo(output, n_per_class=n_per_class, folds=folds, progress=progress, log=typer.echo)
+    with say_interrupted():
+        run_ = run_demo(output, n_per_class=n_per_class, folds=folds, progress=progress, log=typer.echo)
     typer.echo(run_["results"].table().to_string())
+    for line in run_["results"].honesty_lines():
+        typer.echo(line)
     typer.echo(f"demo finished in {run_['timings']['total_s']:.0f} s; report: {output / 'report.html'}")
 
 
@@ -491,16 +549,20 @@ def curve(
 
 def main(argv=None):
     """Console entry point: bad input -> one clear line on stderr and exit code 2; usage errors as click does."""
+    previous = sigterm_interrupts()
     try:
         app(args=argv, prog_name="deepfeat")
     except (DeepfeatError, FileNotFoundError) as exc:
-        _echo_err(f"error: {exc}")
+        _echo_err(f"error: {to_cli(exc)}")
         sys.exit(2)
     except OSError as exc:
         if exc.errno not in _ORDINARY_ERRNOS:
             raise
         _echo_err(f"error: {_ordinary_os_error(exc)}")
         sys.exit(2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # Operating-system failures a user can fix (permissions, a full or read-only disk): an `error:` line, not a traceback.

@@ -25,3 +25,16 @@ class FeatureFileError(DeepfeatError):
 
 class ModelFileError(DeepfeatError):
     """A saved model file failed its integrity or version check."""
+
+
+class ExtractionInterrupted(KeyboardInterrupt):
+    """An extraction stopped by Ctrl-C / SIGTERM; ``done`` of ``total`` images have their features cached."""
+
+    def __init__(self, done: int, total: int, cached: bool = True):
+        self.done, self.total, self.cached = int(done), int(total), bool(cached)
+        super().__init__(f"{self.done} of {self.total} images cached; run the same command again to resume"
+                         if cached else f"interrupted after {self.done} of {self.total} images (no cache: a rerun "
+                         "starts again)")
+
+    def __reduce__(self):
+        return type(self), (self.done, self.total, self.cached)

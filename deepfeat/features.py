@@ -207,6 +207,12 @@ class FeatureSet:
         return path
 
 
+def _is_zip(path: Path) -> bool:
+    """An .npz archive is a zip file: it starts with the local-file-header magic (or is an empty zip)."""
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def load_features(path) -> FeatureSet:
     """Read a FeatureSet written by :meth:`FeatureSet.save` (or ``deepfeat extract``).
 
@@ -216,8 +222,15 @@ def load_features(path) -> FeatureSet:
         When the file is missing, not a FeatureSet archive, or its arrays disagree in length.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FeatureFileError(f"{path} is a folder, not a FeatureSet file: run `deepfeat extract {path} -o "
+                               f"FEATURES.features` first (or `deepfeat run efficientnet_lite0_offline {path}` for "
+                               "the whole procedure; Python: extract_features)")
     if not path.is_file():
         raise FeatureFileError(f"feature file {path} does not exist; create it with 'deepfeat extract'")
+    if not _is_zip(path):  # numpy would try it as a pickle and advise allow_pickle=True: wrong advice here
+        raise FeatureFileError(f"{path} is not a FeatureSet file (a FeatureSet is an .npz archive written by "
+                               "`deepfeat extract` or FeatureSet.save); create one with 'deepfeat extract'")
     try:
         with np.load(path, allow_pickle=False) as f:
             files = set(f.files)

@@ -32,11 +32,11 @@ def test_suggested_names_are_all_real():
 def test_aliases_and_unknown_names():
     assert canonical_name("xception") == "legacy_xception"
     assert canonical_name("resnet50") == "resnet50"
-    with pytest.raises(DeepfeatError, match=r"unknown backbone 'resnt50'; did you mean resnet50"):
+    with pytest.raises(DeepfeatError, match=r"unknown model 'resnt50'; did you mean resnet50"):
         canonical_name("resnt50")
-    with pytest.raises(DeepfeatError, match=r"unknown backbone 'darknet91'; did you mean [^?]*darknet19"):
+    with pytest.raises(DeepfeatError, match=r"unknown model 'darknet91'; did you mean [^?]*darknet19"):
         create_backbone("darknet91", "none")
-    with pytest.raises(DeepfeatError, match="unknown backbone 'zzzzqqq'(?!; did you mean) Any model name of timm"):
+    with pytest.raises(DeepfeatError, match=r"unknown model 'zzzzqqq'[.] Any model name of timm"):
         canonical_name("zzzzqqq")
     with pytest.raises(DeepfeatError, match="non-empty string"):
         canonical_name("")

