@@ -143,11 +143,13 @@ def extract(
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
     from deepfeat.extraction.api import (  # torch-free until something is computed
+        check_request,
         extract_features,
         save_features,
     )
 
     _show_messages(progress)
+    check_request(model=model, layer=layer, tta=tta, precision=precision)  # before any image is opened
     _set_max_pixels(max_pixels)
     src = _open_quietly(source, manifest=manifest)
     _echo_source(src)

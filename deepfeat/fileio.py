@@ -116,6 +116,8 @@ def regular_file_problem(path) -> str | None:
         return "no such file"
     except OSError as exc:
         return f"{type(exc).__name__}: {exc.strerror or exc}"
+    except ValueError:  # os.stat refuses a path with an embedded NUL byte: no file can have that name
+        return "is not a valid path (it contains a NUL byte)"
     if stat.S_ISREG(mode):
         return None
     kind = ("directory" if stat.S_ISDIR(mode) else "FIFO (named pipe)" if stat.S_ISFIFO(mode) else

@@ -12,7 +12,14 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 def test_every_shipped_pipeline_parses(path):
     exp = Experiment.from_toml(path)
     assert exp.name == path.stem
-    assert exp.cv["folds"] == 10 and set(exp.cv["classifiers"]) == {"svm", "knn", "ann", "nb"}
+    assert exp.cv["folds"] == 10 and exp.cv["classifiers"] and set(exp.cv["classifiers"]) <= {"svm", "knn", "ann", "nb"}
+
+
+def test_strongest_offline_is_fused_rotation_averaged_and_nested():
+    exp = Experiment.from_toml(PIPELINES / "strongest_offline.toml")
+    assert exp.features["model"].split(",") == ["tf_efficientnet_lite0", "colour_histogram"]
+    assert exp.features["tta"] == "d4" and exp.features["weights"] == "imagenet"
+    assert exp.cv["nested"] is True and exp.cv["inner_folds"] == 5 and not exp.finetune_enabled
 
 
 def test_reference_study_settings():

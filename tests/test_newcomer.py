@@ -220,7 +220,7 @@ def test_predict_with_only_unreadable_files_exits_2(tmp_path, capsys, monkeypatc
         def predict_paths(self, paths, on_error):
             return pd.DataFrame({"path": paths, "label": [None] * len(paths), "error": ["not an image"] * len(paths)})
 
-    monkeypatch.setattr(model_files, "load_model", lambda path, allow_version_mismatch=False: Unreadable())
+    monkeypatch.setattr(model_files, "load_model", lambda path, allow_version_mismatch=False, trusted=False: Unreadable())
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
     code, out, err = run(capsys, "predict", str(tmp_path / "m.joblib"), str(tmp_path / "bad"), "-o",

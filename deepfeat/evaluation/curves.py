@@ -72,7 +72,7 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
         A preset of :mod:`deepfeat.classifiers.presets` (``StandardScaler -> [mRMR] -> classifier``).
     select : "mrmr" or "none"
     n_features : int, optional
-        mRMR size; default :func:`deepfeat.evaluation.cross_validation.default_n_features`, capped at the
+        mRMR size; default :func:`deepfeat.selection.mrmr.auto_n_features`, capped at the
         training size (selection is fitted on the training images only).
     repeats : int
     test_fraction : float
@@ -88,7 +88,7 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
     from deepfeat import __version__
     from deepfeat.classifiers.presets import build_pipeline
     from deepfeat.evaluation import honesty
-    from deepfeat.evaluation.cross_validation import default_n_features
+    from deepfeat.selection.mrmr import auto_n_features
 
     features.check_trainable("a learning curve")
     size_l = parse_list(sizes, "sizes", allow=("all",))
@@ -123,7 +123,7 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
                 continue
             train = np.sort(np.concatenate([v if s == "all" else v[:s] for v in order.values()]))
             for name, X in sets:
-                k = n_features if n_features is not None else default_n_features(X.shape[1])
+                k = n_features if n_features is not None else auto_n_features(X.shape[1])
                 k = min(k, X.shape[1])
                 pipe = build_pipeline(classifier, selector=select if select == "mrmr" else None,
                                       n_features=k if select == "mrmr" else None, seed=seed)

@@ -58,7 +58,7 @@ from deepfeat.fusion import merged_finetune
 from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 from deepfeat.provenance import package_versions
 
-__all__ = ["UnreadableImagesError", "extract_features", "request_identity", "save_features"]
+__all__ = ["UnreadableImagesError", "check_request", "extract_features", "request_identity", "save_features"]
 
 log = logging.getLogger("deepfeat.extraction.engine")
 REQUEST_FORMAT = 1
@@ -152,6 +152,24 @@ def _serve_cached(store: FeatureCache, request: dict, paths):
 
 # ----------------------------------------------------------------------------------------------- extract_features
 
+def check_request(*, model=defaults.MODEL, layer=defaults.LAYER, tta="none", precision=defaults.PRECISION,
+                  channels_last="auto", on_error="raise", batch_size=None) -> tuple[list, list]:
+    """Validate an extraction request before any image is opened or torch imported; ``(models, layers)``.
+
+    Model names are checked against the torch-free catalog (a misspelled name fails in well under a second, with
+    "did you mean"); hand-crafted blocks and built models pass as they are.
+    """
+    if tta not in TTA_OPTIONS:
+        raise DeepfeatError(f"The 'tta' parameter must be one of {list(TTA_OPTIONS)}. Got {tta!r} instead.")
+    models, layers = as_list(model, "model"), as_list(layer, "layer")
+    check_layers(layers)
+    fused = is_fused(models, layers, tta)
+    _check_params("logits" if fused else layers[0], precision, channels_last, on_error, ("raise", "skip"),
+                  batch_size)
+    models = [check_model_name(m) or m if isinstance(m, str) and m not in HANDCRAFTED else m for m in models]
+    return models, layers
+
+
 def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, layer=defaults.LAYER,
                      batch_size=None, device=defaults.DEVICE, num_workers=None, cache=True,
                      precision=defaults.PRECISION, channels_last="auto", crop_border=False, image_size=None,
@@ -219,21 +237,15 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
         (an ``ImageReadError``) when ``on_error='raise'`` and some images could not be read.
     """
     t0 = time.perf_counter()
-    if tta not in TTA_OPTIONS:
-        raise DeepfeatError(f"The 'tta' parameter must be one of {list(TTA_OPTIONS)}. Got {tta!r} instead.")
-    models, layers = as_list(model, "model"), as_list(layer, "layer")
-    check_layers(layers)
+    models, layers = check_request(model=model, layer=layer, tta=tta, precision=precision,
+                                   channels_last=channels_last, on_error=on_error, batch_size=batch_size)
     if is_fused(models, layers, tta):
-        _check_params("logits", precision, channels_last, on_error, ("raise", "skip"), batch_size)
         return _extract_fused(source, models=models, layers=layers, tta=tta, t0=t0, progress=progress, manifest=manifest,
                               on_error=on_error, cache=cache, batch_size=batch_size, num_workers=num_workers,
                               options={"weights": weights, "device": device, "precision": precision,
                                        "channels_last": channels_last, "crop_border": crop_border,
                                        "image_size": image_size})
     model, layer = models[0], layers[0]
-    _check_params(layer, precision, channels_last, on_error, ("raise", "skip"), batch_size)
-    if isinstance(model, str):
-        model = check_model_name(model) or model  # a misspelled name fails here, before torch is imported
     paths, labels, groups, name, root = open_paths(source, manifest)
     if not paths:
         raise DeepfeatError(f"no images to extract features from in {source!r}")

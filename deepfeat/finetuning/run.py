@@ -336,7 +336,7 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     if cfg.objective != "crossentropy":  # metric learning on the pooled embedding
         from deepfeat.finetuning.objectives import use_objective
 
-        stepper = use_objective(stepper, model, cfg.head, cfg.objective, weight)
+        stepper = use_objective(stepper, net, cfg.head, cfg.objective, weight)
     workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
     eval_tf = build_transform(data_config, crop_border=cfg.crop_border)
     train_ds = T.EpochDataset([src.paths[i] for i in train_idx], train_t, eval_tf,
