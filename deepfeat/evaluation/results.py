@@ -127,13 +127,8 @@ def _meta_summary(meta: dict) -> dict:
     return short(meta)
 
 
-def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping, group_ids, notes,
-                     hist_note, sets=None) -> CVResults:
-    """Turn the per-fold outputs of ``cross_validate`` into a :class:`CVResults`.
-
-    A fold output whose ``features`` is a name belongs to that set of a grid (``sets``: name -> FeatureSet):
-    its configurations are named ``<set>/<config>`` and the tables gain a ``features`` column.
-    """
+def _collect_folds(features, classes, y, fold_out, *, group_ids, sets):
+    """Per-fold rows of every configuration: metrics, per-class metrics, predictions, mRMR picks, confusion."""
     K, class_names = len(classes), [str(c) for c in classes]
     fold_rows, class_rows, pred_frames, mrmr_rows, confusion = [], [], [], [], {}
     base = pd.DataFrame({"row": np.arange(len(y)), "path": features.paths, "sha256": features.sha256,
@@ -178,21 +173,11 @@ def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping,
             for c, name in enumerate(class_names):
                 frame[f"score_{name}"] = res["scores"][:, c]
             pred_frames.append(frame)
-    per_fold = pd.DataFrame(fold_rows)
-    order = list(dict.fromkeys(per_fold["config"]))
-    timing = ("fit_time", "predict_time")
-    summary = per_fold.groupby("config", sort=False).agg(
-        **({"features": ("features", "first")} if named else {}), classifier=("classifier", "first"), selection=("selection", "first"), kind=("kind", "first"),
-        n_features=("n_features", "mean"),
-        **{f"{m}_{s}": (m, s) for m in (*METRICS, *timing) for s in ("mean", "std")}).reindex(order).reset_index()
-    pc = pd.DataFrame(class_rows)
-    per_class = pc.groupby(["config", "class"], sort=False).agg(
-        **{f"{m}_{s}": (m, s) for m in CLASS_METRICS for s in ("mean", "std")},
-        support=("support", "sum")).reset_index()
-    predictions = pd.concat(pred_frames, ignore_index=True).dropna(axis=1, how="all")
-    mrmr = pd.DataFrame(mrmr_rows, columns=(["features"] if named else []) + ["repeat", "fold", "rank", "feature",
-                                                                              "feature_name", "score"])
+    return fold_rows, class_rows, pred_frames, mrmr_rows, confusion, warnings_, named
 
+
+def _honesty_record(features, y, tasks, summary, *, params, grouping, group_ids, notes, hist_note, warnings_):
+    """The report's Honesty section: folds, grouping, duplicates across splits, baselines, fine-tuning overlap."""
     fold_of_rows = []
     for r in range(params["repeats"]):
         fold_of = np.full(len(y), -1)
@@ -222,6 +207,36 @@ def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping,
                 "duplicates": dups, "baseline": baseline, "finetune": finetune,
                 "warnings": list(dict.fromkeys(warnings_)),
                 "notes": list(dict.fromkeys(notes))}
+    return honesty_
+
+
+def assemble_results(features, classes, y, tasks, fold_out, *, params, grouping, group_ids, notes,
+                     hist_note, sets=None) -> CVResults:
+    """Turn the per-fold outputs of ``cross_validate`` into a :class:`CVResults`.
+
+    A fold output whose ``features`` is a name belongs to that set of a grid (``sets``: name -> FeatureSet):
+    its configurations are named ``<set>/<config>`` and the tables gain a ``features`` column.
+    """
+    class_names = [str(c) for c in classes]
+    fold_rows, class_rows, pred_frames, mrmr_rows, confusion, warnings_, named = _collect_folds(
+        features, classes, y, fold_out, group_ids=group_ids, sets=sets)
+    per_fold = pd.DataFrame(fold_rows)
+    order = list(dict.fromkeys(per_fold["config"]))
+    timing = ("fit_time", "predict_time")
+    summary = per_fold.groupby("config", sort=False).agg(
+        **({"features": ("features", "first")} if named else {}), classifier=("classifier", "first"), selection=("selection", "first"), kind=("kind", "first"),
+        n_features=("n_features", "mean"),
+        **{f"{m}_{s}": (m, s) for m in (*METRICS, *timing) for s in ("mean", "std")}).reindex(order).reset_index()
+    pc = pd.DataFrame(class_rows)
+    per_class = pc.groupby(["config", "class"], sort=False).agg(
+        **{f"{m}_{s}": (m, s) for m in CLASS_METRICS for s in ("mean", "std")},
+        support=("support", "sum")).reset_index()
+    predictions = pd.concat(pred_frames, ignore_index=True).dropna(axis=1, how="all")
+    mrmr = pd.DataFrame(mrmr_rows, columns=(["features"] if named else []) + ["repeat", "fold", "rank", "feature",
+                                                                              "feature_name", "score"])
+
+    honesty_ = _honesty_record(features, y, tasks, summary, params=params, grouping=grouping, group_ids=group_ids,
+                               notes=notes, hist_note=hist_note, warnings_=warnings_)
     config = {"versions": _versions(), "parameters": params, "classes": class_names,
               "featureset": {"identity": features.identity(), "n_rows": len(features),
                              "n_features": features.n_features, "class_counts": features.class_counts(),
