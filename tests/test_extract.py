@@ -501,3 +501,11 @@ def test_cpu_defaults_are_recorded(tmp_path):
     fs = extract_features(paths, model="test_efficientnet", weights="none", cache=False, progress=False,
                           image_size=32, device="cpu")
     assert fs.meta["batch_size"] == 8 and fs.meta["num_workers"] == default_workers(cpu)
+
+
+def test_progress_false_prints_no_bar_and_true_does(images, capsys):
+    """--quiet means quiet: the bar is disabled when progress is off (a resumed bar once swallowed that flag)."""
+    extract_features(images, model=TinyNet(), **{**FAST, "progress": False})
+    assert capsys.readouterr().err == ""
+    extract_features(images, model=TinyNet(), **{**FAST, "progress": True, "cache": False})
+    assert "img" in capsys.readouterr().err

@@ -205,18 +205,23 @@ class _Engine:
             raise UnreadableImagesError([(paths[i], reason) for i, reason in failures])
         return rows, failures, hits, len(paths) - hits - len(failures), shas
 
+    def _loader(self, paths):
+        """Batches of preprocessed images (decoding in worker processes only when there is more than one batch)."""
+        workers = min(self.num_workers, -(-len(paths) // self.batch_size))
+        return torch.utils.data.DataLoader(
+            ImageDataset(paths, self.transform), batch_size=self.batch_size, shuffle=False,
+            num_workers=workers, collate_fn=collate_images, pin_memory=self.device.type == "cuda")
+
     def _compute(self, todo, todo_paths, by_sha, rows, key):
         if not todo:
             return []
         from tqdm.auto import tqdm
 
-        workers = min(self.num_workers, -(-len(todo) // self.batch_size))
-        loader = torch.utils.data.DataLoader(
-            ImageDataset(todo_paths, self.transform), batch_size=self.batch_size, shuffle=False,
-            num_workers=workers, collate_fn=collate_images, pin_memory=self.device.type == "cuda")
+        loader = self._loader(todo_paths)
         failures = []
-        bar = tqdm(total=len(by_sha), initial=len(by_sha) - len(todo), unit="img",  # a resumed run shows done/total desc=f"{self.backbone} {self.layer}", disable=not self.progress,
-                   file=sys.stderr)
+        # a resumed run's bar starts at the images already cached: it shows done / total
+        bar = tqdm(total=len(by_sha), initial=len(by_sha) - len(todo), unit="img", desc=f"{self.backbone} {self.layer}",
+                   disable=not self.progress, file=sys.stderr)
         with bar:
             for x, idx, bad in loader:
                 failures += [(i, f.reason) for j, f in bad for i in by_sha[todo[j]]]

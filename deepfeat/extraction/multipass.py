@@ -21,7 +21,6 @@ from deepfeat.errors import DeepfeatError
 from deepfeat.extraction.cache import model_key
 from deepfeat.extraction.device import autocast
 from deepfeat.extraction.engine import _Engine
-from deepfeat.extraction.preprocessing import ImageDataset, collate_images
 
 __all__ = ["TTA_VIEWS", "forward_layers", "tta_views"]
 
@@ -143,10 +142,7 @@ class BlocksEngine(_Engine):
             return []
         from tqdm.auto import tqdm
 
-        workers = min(self.num_workers, -(-len(todo) // self.batch_size))
-        loader = torch.utils.data.DataLoader(
-            ImageDataset(todo_paths, self.transform), batch_size=self.batch_size, shuffle=False,
-            num_workers=workers, collate_fn=collate_images, pin_memory=self.device.type == "cuda")
+        loader = self._loader(todo_paths)
         failures = []
         desc = f"{self.backbone} {','.join(self.layers)}" + ("" if self.tta == "none" else f" tta={self.tta}")
         with tqdm(total=len(todo), unit="img", desc=desc, disable=not self.progress, file=sys.stderr) as bar:
