@@ -12,7 +12,7 @@ from importlib.metadata import version as _dist_version
 try:
     __version__ = _dist_version("deepfeat")
 except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.1.0+unknown"
+    __version__ = "0.2.0+unknown"
 
 # public name -> module that defines it
 _LAZY = {
