@@ -7,8 +7,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import pickle
+import re
 import stat
 import struct
 import tracemalloc
@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from deepfeat import FeatureSet
 from deepfeat.classifiers.model_files import load_model, save_model, sidecar_path
-from deepfeat.cli import main
 from deepfeat.data import sources
 from deepfeat.data.images import _scale_to_uint8, load_image
 from deepfeat.data.sources import open_source
@@ -38,13 +38,6 @@ from deepfeat.selection.mrmr import MRMRSelector
 EXTRACT = ["--model", "tiny_darknet", "--weights", "none", "--image-size", "32", "--device", "cpu",
            "--precision", "fp32", "--quiet", "--workers", "0"]
 META = {"backbone": "tiny_darknet", "weights": "none", "layer": "logits", "input_size": [3, 32, 32]}
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def images(folder: Path, n: int, seed: int = 0, size: int = 24):

@@ -11,22 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run
 from PIL import Image
 
 from deepfeat import FeatureSet, catalog
-from deepfeat.cli import main
 from deepfeat.cli_messages import to_cli
 from deepfeat.data.sources import open_source
 from deepfeat.errors import DeepfeatError, ExtractionInterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def _images(folder: Path, n: int, size: int = 12, seed: int = 0):
