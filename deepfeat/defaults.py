@@ -17,6 +17,7 @@ Every public function and every ``deepfeat`` command takes its defaults from her
 | classifier (fit) | ``svm-calibrated`` (Platt probabilities, so predict writes them) | fit, fit_model |
 | folds / repeats / seed | 10 / 1 / 0 | cv |
 | groups / baseline | ``auto`` / ``auto`` | cv |
+| recipe (fine-tuning) | ``transfer`` (LP-FT, discriminative rates, frozen BN; ``study`` = the paper's MATLAB settings) | finetune, FinetuneConfig, TOML ``[finetune] recipe`` |
 """
 from __future__ import annotations
 
@@ -40,3 +41,4 @@ GROUPS = "auto"
 BASELINE = "auto"
 BASELINES = ("auto", "histogram", "majority", "none")
 N_JOBS = 1
+RECIPE = "transfer"

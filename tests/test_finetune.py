@@ -20,6 +20,7 @@ from deepfeat.backbones import create_backbone
 from deepfeat.data.images import sha256_file
 from deepfeat.data.sources import open_source
 from deepfeat.data.synthetic import make_synthetic_smears
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError, ImageReadError, ModelFileError
 from deepfeat.finetuning.run import (
     FinetuneConfig,
@@ -74,16 +75,36 @@ def trained(request, cells, tmp_path_factory):
 
 
 # --- config --------------------------------------------------------------------------------------------------
-def test_defaults_are_the_study_settings_and_pipeline_files_agree():
-    cfg = FinetuneConfig()
-    assert (cfg.optimizer, cfg.momentum, cfg.lr, cfg.epochs, cfg.batch_size, cfg.weight_decay) == \
-        ("sgd", 0.9, 0.01, 30, 128, 1e-4)
-    assert (cfg.schedule, cfg.lr_drop_factor, cfg.lr_drop_every, cfg.grad_clip, cfg.val_fraction, cfg.seed) == \
-        ("step", 0.1, 10, 1.0, 0.3, 0)
+# deepfeat 0.1's FinetuneConfig().to_dict(), verbatim: recipe="study" must go on producing these checkpoints
+STUDY_0_1 = {'epochs': 30, 'batch_size': 128, 'lr': 0.01, 'optimizer': 'sgd', 'momentum': 0.9, 'weight_decay': 0.0001,
+             'schedule': 'step', 'lr_drop_factor': 0.1, 'lr_drop_every': 10, 'grad_clip': 1.0, 'val_fraction': 0.3,
+             'val_source': None, 'augment': 'cells', 'balance': 'none', 'freeze_backbone_epochs': 0,
+             'head': 'keep1000', 'device': 'auto', 'workers': None, 'seed': 0, 'precision': 'auto',
+             'channels_last': 'auto', 'image_size': None, 'crop_border': False, 'monitor': 'val_loss'}
+# the 0.2 options, at the values that leave 0.1's training unchanged
+STUDY_NEW_OPTIONS = {"recipe": "study", "objective": "crossentropy", "linear_probe": False, "backbone_lr_scale": 1.0,
+                     "bn": "train", "warmup": 0.0, "label_smoothing": 0.0, "patience": None, "steps": None,
+                     "min_steps_per_epoch": 0, "freeze_stages": 0, "cache_trunk": "auto"}
+
+
+def test_study_recipe_is_0_1_configuration_and_pipeline_files_use_it():
+    cfg = FinetuneConfig(recipe="study")
+    assert cfg.to_dict() == {**STUDY_0_1, **STUDY_NEW_OPTIONS}
     for name in ("dogan2023_full.toml", "dogan2023_infold.toml"):
         path = ROOT / "pipelines" / name
         assert path.is_file(), name
         assert FinetuneConfig.from_toml(path) == cfg, name
+
+
+def test_default_is_the_transfer_recipe_and_given_options_win():
+    cfg = FinetuneConfig()
+    assert cfg.recipe == defaults.RECIPE == "transfer"
+    assert (cfg.optimizer, cfg.lr, cfg.backbone_lr_scale, cfg.bn, cfg.linear_probe, cfg.schedule, cfg.patience) == \
+        ("adamw", 1e-3, 0.1, "frozen", True, "cosine", 4)
+    mixed = FinetuneConfig(recipe="study", lr=0.05, bn="frozen")
+    assert (mixed.lr, mixed.bn, mixed.optimizer, mixed.batch_size) == (0.05, "frozen", "sgd", 128)
+    with pytest.raises(DeepfeatError, match="'recipe' option must be one of study, transfer"):
+        FinetuneConfig(recipe="fast")
 
 
 def test_bad_options_are_named():
@@ -103,7 +124,7 @@ def test_from_toml_reads_the_finetune_table(tmp_path):
     path = tmp_path / "x.toml"
     path.write_text('[finetune]\nenabled = true\nin_fold = true\nepochs = 4\nschedule = "cosine"\n')
     cfg = FinetuneConfig.from_toml(path)
-    assert (cfg.epochs, cfg.schedule, cfg.lr) == (4, "cosine", 0.01)
+    assert (cfg.epochs, cfg.schedule, cfg.lr, cfg.recipe) == (4, "cosine", 1e-3, "transfer")  # lr: the recipe's
     assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -243,7 +264,7 @@ def test_resume_after_kill_ends_at_the_uninterrupted_weights(cells, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.curves.drop(columns=["seconds", "train_images_per_s"]).equals(
         straight.curves.drop(columns=["seconds", "train_images_per_s"]))
-    with pytest.raises(DeepfeatError, match=r"options differ \(lr: checkpoint 0.01, now 0.1\)"):
+    with pytest.raises(DeepfeatError, match=r"options differ \(lr: checkpoint 0.001, now 0.1\)"):
         finetune(cells.root, model=ARCH, weights="none", out=out, resume=last, progress=False,
                  **{**opts, "lr": 0.1})
     with pytest.raises(DeepfeatError, match="no optimizer state"):

@@ -1,6 +1,11 @@
 """Fine-tune a backbone on labelled cell images and save a checkpoint that loads wherever weights are accepted.
 
-Defaults reproduce the reference study's MATLAB ``trainingOptions``: ``sgdm`` (momentum 0.9), initial learning
+Every run starts from a named recipe (:mod:`deepfeat.finetuning.recipes`): ``transfer`` (the default: linear
+probe then fine-tune, discriminative learning rates, frozen batch norm, warm-up + cosine, label smoothing, early
+stopping, and on a CPU frozen early stages with cached activations) or ``study``. Options given explicitly
+override the recipe's values.
+
+The ``study`` recipe reproduces the reference study's MATLAB ``trainingOptions``: ``sgdm`` (momentum 0.9), initial learning
 rate 0.01, 30 epochs, mini-batch 128, L2 regularization 1e-4, piecewise schedule with drop factor 0.1 every
 10 epochs (MATLAB's default ``LearnRateDropPeriod``; the study gives no period), gradient clipping by L2 norm
 (here the global norm of all gradients, threshold 1.0), and a 70 % / 30 % train / validation split. Known
@@ -27,11 +32,9 @@ backbone, weights, their sha256), ``data_config``, ``split`` and ``source``; the
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
+import logging
 import os
 import time
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,150 +56,11 @@ from deepfeat.finetuning.checkpoints import (
     versions,
     write_curves,
 )
+from deepfeat.finetuning.config import EXPERIMENT_KEYS, FROM_RECIPE, FinetuneConfig  # noqa: F401 (re-exported)
 from deepfeat.finetuning.splits import split_train_val
 
+log = logging.getLogger("deepfeat")
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "load_finetuned", "read_checkpoint", "split_train_val"]
-
-EXPERIMENT_KEYS = ("enabled", "in_fold")  # keys of an experiment's [finetune] table that are not training options
-_CHOICES = {
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("step", "cosine", "constant"),
-    "balance": ("none", "oversample", "class-weight"),
-    "head": ("keep1000", "replace"),
-    "precision": defaults.PRECISIONS,
-    "monitor": ("val_loss", "val_accuracy"),
-    "objective": ("crossentropy", "siamese", "triplet", "prototypical"),
-}
-
-
-@dataclass
-class FinetuneConfig:
-    """Every option of a fine-tuning run. Defaults = the reference study's MATLAB settings (see module doc).
-
-    Parameters
-    ----------
-    epochs, batch_size, lr : training length, mini-batch size, initial learning rate.
-    optimizer : "sgd" (with ``momentum``; MATLAB sgdm) or "adamw".
-    momentum, weight_decay : SGD momentum; L2 penalty (torch ``weight_decay``, applied to every parameter).
-    schedule : "step" (multiply by ``lr_drop_factor`` every ``lr_drop_every`` epochs), "cosine" or "constant".
-    grad_clip : clip the global L2 norm of all gradients to this value; None disables.
-    val_fraction : share of the images (by class, by group) held out for validation; 0 = no validation.
-    val_source : a separate validation image source instead of a split (must share no image with training).
-    augment : "cells" (flips, 90-degree rotations, small colour jitter), "none", or a comma list of
-        flip / rot90 / color.
-    balance : "none", "oversample" (class-balanced sampling with replacement) or "class-weight" (weighted loss).
-    freeze_backbone_epochs : train only the head for this many first epochs.
-    head : "keep1000" (keep the 1000-d output as features, train a new linear layer on top) or "replace"
-        (timm ``reset_classifier(n_classes)``).
-    device : "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-    workers : DataLoader worker processes for decoding; None = one less than the CPU count, at most 8.
-    seed : seeds the split, the sample order, augmentation and initialization of the new head.
-    precision : autocast dtype: "auto" (bf16/fp16 on CUDA, fp32 on CPU), "fp32", "bf16", "fp16". On a CPU with
-        native bf16 (AVX512-BF16), "bf16" trained 1.5-1.9x faster in ``benchmarks/bench_finetune.py``; it stays
-        opt-in there because it changes the numerics of training.
-    channels_last : "auto" (on: CUDA and CPU, where it measured 1.2-1.5x faster for darknet19 and
-        tf_efficientnet_lite0), True or False.
-    image_size : network input size; None = the model's data config.
-    crop_border : crop dark image borders (C-NMC style) before resizing, as extraction does.
-    monitor : which validation figure picks the best checkpoint: "val_loss" (default) or "val_accuracy".
-    objective : "crossentropy" (default), or a metric-learning objective on the pooled embedding: "siamese",
-        "triplet" or "prototypical" (see :mod:`deepfeat.finetuning.objectives`).
-    """
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "step"
-    lr_drop_factor: float = 0.1
-    lr_drop_every: int = 10
-    grad_clip: float | None = 1.0
-    val_fraction: float = 0.3
-    val_source: str | None = None
-    augment: str = "cells"
-    balance: str = "none"
-    freeze_backbone_epochs: int = 0
-    head: str = "keep1000"
-    device: str = "auto"
-    workers: int | None = None
-    seed: int = 0
-    precision: str = "auto"
-    channels_last: bool | str = "auto"
-    image_size: int | None = None
-    crop_border: bool = False
-    monitor: str = "val_loss"
-    objective: str = "crossentropy"
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> "FinetuneConfig":
-        from deepfeat.finetuning.training import parse_augment
-
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise DeepfeatError(
-                    f"The '{name}' option of FinetuneConfig must be one of {', '.join(allowed)}. "
-                    f"Got {getattr(self, name)!r} instead."
-                )
-        for name in ("epochs", "batch_size", "lr_drop_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise DeepfeatError(f"The '{name}' option of FinetuneConfig must be an int >= 1. "
-                                    f"Got {getattr(self, name)!r} instead.")
-        for name in ("lr", "lr_drop_factor"):
-            if not getattr(self, name) > 0:
-                raise DeepfeatError(f"The '{name}' option of FinetuneConfig must be > 0. Got {getattr(self, name)!r}.")
-        if not 0 <= self.val_fraction < 1:
-            raise DeepfeatError(f"The 'val_fraction' option must be in [0, 1). Got {self.val_fraction!r} instead.")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise DeepfeatError(f"The 'grad_clip' option must be > 0 or None. Got {self.grad_clip!r} instead.")
-        if self.freeze_backbone_epochs < 0 or self.freeze_backbone_epochs > self.epochs:
-            raise DeepfeatError("The 'freeze_backbone_epochs' option must be in [0, epochs]. "
-                                f"Got {self.freeze_backbone_epochs!r} with epochs={self.epochs}.")
-        if self.channels_last not in ("auto", True, False):
-            raise DeepfeatError(f"The 'channels_last' option must be 'auto', true or false. Got {self.channels_last!r}.")
-        if self.workers is not None and self.workers < 0:
-            raise DeepfeatError(f"The 'workers' option must be >= 0 or None. Got {self.workers!r} instead.")
-        parse_augment(self.augment)
-        return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict, *, where: str = "FinetuneConfig") -> "FinetuneConfig":
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            hints = {k: difflib.get_close_matches(k.replace("-", "_"), names, n=1) for k in unknown}
-            said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
-            raise DeepfeatError(f"{where}: unknown fine-tuning option(s) {said}; valid: {', '.join(names)}")
-        return cls(**values)
-
-    @classmethod
-    def from_table(cls, table: dict, *, where: str, overrides: dict | None = None) -> "FinetuneConfig":
-        """The options of an experiment file's ``[finetune]`` table (the one place that reads it), then
-        ``overrides`` (e.g. command-line options). The experiment keys ``enabled`` and ``in_fold`` say whether and
-        where to fine-tune; they are not training options and are skipped here."""
-        values = {k: v for k, v in dict(table).items() if k not in EXPERIMENT_KEYS}
-        return cls.from_dict({**values, **(overrides or {})}, where=where)
-
-    @classmethod
-    def from_toml(cls, path, *, table: str = "finetune") -> "FinetuneConfig":
-        """Read the ``[finetune]`` table of a TOML file (or the whole file when it has no such table).
-
-        The experiment keys ``enabled`` and ``in_fold`` of ``pipelines/*.toml`` are not training options and
-        are skipped.
-        """
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise DeepfeatError(f"cannot read fine-tuning config {path}: {exc}") from exc
-        return cls.from_table(data.get(table, data) if table else data, where=str(path))
-
 
 @dataclass
 class FinetuneResult:
@@ -204,7 +68,7 @@ class FinetuneResult:
 
     checkpoint: Path
     last_checkpoint: Path
-    curves: "object"  # pandas.DataFrame, one row per epoch
+    curves: object  # pandas.DataFrame, one row per epoch
     metrics: dict
     best_epoch: int
     n_train: int
@@ -212,12 +76,26 @@ class FinetuneResult:
     class_names: list
     seconds: float
     files: dict = field(default_factory=dict)
+    plan: dict = field(default_factory=dict)  # batch size, steps, frozen stages, cached trunk (finetuning.plan)
+    linear_probe: dict | None = None  # the LP phase's figures, when it ran
+    stopped_early: int | None = None  # the epoch after which early stopping ended the run
 
     def summary(self) -> str:
         m = self.metrics
         lines = [f"fine-tuned on {self.n_train} images, validated on {self.n_val}; best epoch {self.best_epoch} "
                  f"({self.seconds:.0f} s)", f"checkpoint: {self.checkpoint} (latest epoch, resumable: "
                  f"{self.last_checkpoint})"]
+        if self.plan:
+            p = self.plan
+            steps = len(self.curves) * p["steps_per_epoch"]
+            lines.append(f"{steps} optimizer steps ({len(self.curves)} epochs x {p['steps_per_epoch']}, batch size "
+                         f"{p['batch_size']})" + (f"; stopped early after epoch {self.stopped_early}"
+                                                  if self.stopped_early else "")
+                         + (f"; first {p['frozen_stages']} of {p['n_stages']} stages frozen"
+                            + (", their output cached" if p["cached_trunk"] else "") if p["frozen_stages"] else ""))
+        if self.linear_probe:
+            lines.append(f"linear probe first: head fitted on {self.linear_probe['images']} training images' "
+                         f"frozen outputs (training accuracy {self.linear_probe['train_accuracy']:.3f})")
         if self.files.get("curves_csv"):
             lines.append(f"curves: {self.files['curves_csv']}, {self.files['curves_png']}")
         if m.get("accuracy") is not None:
@@ -302,11 +180,13 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
         resolve_precision,
     )
     from deepfeat.extraction.preprocessing import build_transform
+    from deepfeat.finetuning import plan as P
     from deepfeat.finetuning import training as T
 
     t_start = time.perf_counter()
-    config = config if config is not None else FinetuneConfig()
-    if options:
+    if config is None:  # the options given, the rest from their recipe
+        config = FinetuneConfig.from_dict(options, where="finetune()")
+    elif options:
         config = FinetuneConfig.from_dict({**config.to_dict(), **options}, where="finetune()")
     config.validate()
     out, cfg = Path(out), config
@@ -317,6 +197,7 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     split = _split_data(src, cfg)
     train_idx, train_t, val_paths, val_t = split["train_idx"], split["train_t"], split["val_paths"], split["val_t"]
     train_sha, val_sha = split["train_sha"], split["val_sha"]
+    plan = P.make_plan(cfg, len(train_t))
 
     ckpt = None
     if resume is not None:
@@ -327,77 +208,122 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     device, _ = resolve_device(cfg.device)
     net, data_config, init_info, channels_last = _build_network(model, weights, cfg, len(class_names), device,
                                                                 ckpt, resume)
-    optimizer, scheduler = _make_optimizer(net, cfg, ckpt)
-    weight = T.class_weights(train_t, len(class_names)).to(device) if cfg.balance == "class-weight" else None
-    stepper = T.Stepper(net, device=device,
-                        amp_dtype=autocast_dtype(resolve_precision(cfg.precision, device, training=True)[0]),
-                        channels_last=channels_last, grad_clip=cfg.grad_clip, optimizer=optimizer,
-                        criterion=torch.nn.CrossEntropyLoss(weight=weight))
+    trunk = P.settle_trunk(plan, net, cfg, device)
+    for note in plan.notes:
+        log.info("fine-tuning: %s", note)
+    amp_dtype = autocast_dtype(resolve_precision(cfg.precision, device, training=True)[0])
+    weight = P.class_weights(cfg, train_t, len(class_names), device)
+    workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
+    eval_tf = build_transform(data_config, crop_border=cfg.crop_border)
+    ops = T.parse_augment(cfg.augment)
+    train_paths = [src.paths[i] for i in train_idx]
+    if plan.cached:  # the frozen stages' output, once per image and view (shared by the folds of one run)
+        from deepfeat.finetuning import trunk as TR
+
+        identity = "|".join(map(str, (model, init_info.get("sha256") or init_info, plan.frozen_stages,
+                                      plain(data_config), cfg.crop_border, str(device), amp_dtype)))
+        shared = dict(device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+                      batch_size=min(64, max(plan.batch_size, 8)), workers=workers)
+        rows = TR.trunk_activations(trunk, identity, train_paths, train_sha, plan.views, eval_tf, **shared)
+        rows = TR.trunk_activations(trunk, identity, val_paths, val_sha, [0], eval_tf, **shared)
+        train_ds = TR.CachedEpoch(rows, train_sha, train_t, ops=ops, seed=cfg.seed)
+        probe_ds = TR.CachedEpoch(rows, train_sha, train_t)  # identity view
+        val_ds = TR.CachedEpoch(rows, val_sha, val_t) if len(val_t) else None
+
+        def loader_of(ds, order):
+            return torch.utils.data.DataLoader(ds, batch_size=plan.batch_size, sampler=order, num_workers=0,
+                                               collate_fn=TR.collate_cached)
+        train_net = trunk.suffix
+    else:
+        train_ds = T.EpochDataset(train_paths, train_t, eval_tf, augment=ops, seed=cfg.seed)
+        probe_ds = T.EpochDataset(train_paths, train_t, eval_tf)  # no augmentation
+        val_ds = T.EpochDataset(val_paths, val_t, eval_tf) if len(val_t) else None
+
+        def loader_of(ds, order):
+            return T.make_loader(ds, order, batch_size=plan.batch_size, workers=workers, device=device)
+        train_net = net
+    optimizer, scheduler = _make_optimizer(net, cfg, ckpt, plan, trunk)
+    stepper = T.Stepper(train_net, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+                        grad_clip=cfg.grad_clip, optimizer=optimizer,
+                        criterion=torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing))
     if cfg.objective != "crossentropy":  # metric learning on the pooled embedding
         from deepfeat.finetuning.objectives import use_objective
 
         stepper = use_objective(stepper, net, cfg.head, cfg.objective, weight)
-    workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
-    eval_tf = build_transform(data_config, crop_border=cfg.crop_border)
-    train_ds = T.EpochDataset([src.paths[i] for i in train_idx], train_t, eval_tf,
-                              augment=T.parse_augment(cfg.augment), seed=cfg.seed)
-    val_loader = T.make_loader(T.EpochDataset(val_paths, val_t, eval_tf), list(range(len(val_t))),
-                               batch_size=cfg.batch_size, workers=workers, device=device) if len(val_t) else None
+    val_loader = loader_of(val_ds, list(range(len(val_t)))) if val_ds is not None else None
 
     meta = {"deepfeat_checkpoint": 1, "model": model, "head": cfg.head, "num_classes": len(class_names),
             "class_names": list(class_names), "config": plain(cfg.to_dict()), "train_sha256": train_sha,
             "val_sha256": val_sha, "versions": versions(), "init_weights": init_info,
-            "data_config": plain(data_config),
+            "data_config": plain(data_config), "plan": plain(plan.record()), "schedule_unit": "step",
             "split": {"val_fraction": cfg.val_fraction, "val_source": plain(cfg.val_source), "seed": cfg.seed,
                       "grouped_by": "subject + identical bytes" if src.groups else "identical bytes (sha256)",
                       "n_train": len(train_t), "n_val": len(val_t)},
             "source": {"name": src.name, "root": plain(getattr(src, "root", None)), "n_images": len(src)}}
+    probe = ckpt.get("linear_probe") if ckpt is not None else None
+    if cfg.linear_probe and ckpt is None:
+        T.set_train_mode(net, cfg.head, frozen_backbone=True, bn=cfg.bn, trunk=trunk)
+        probe = P.run_linear_probe(net, cfg, stepper, loader_of(probe_ds, list(range(len(train_t)))), trunk, plan,
+                                   weight)
+        log.info("fine-tuning: linear probe on %d images: training accuracy %.3f (%.1f s)", probe["images"],
+                 probe["train_accuracy"], probe["seconds"])
+    meta["linear_probe"] = probe
     curves = list(ckpt["curves"]) if ckpt is not None else []
     best = ckpt.get("best") if ckpt is not None else None
-    last, files = sibling(out, "last"), {}
-    for epoch in range(ckpt["epoch"] if ckpt is not None else 0, cfg.epochs):
+    last, files, stopped = sibling(out, "last"), {}, None
+    start = 0 if ckpt is None else plan.epochs if ckpt.get("finished") else int(ckpt["epoch"])
+    for epoch in range(start, plan.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # this epoch's dropout / drop-path, whatever came before
         frozen = epoch < cfg.freeze_backbone_epochs
-        T.set_backbone_frozen(net, cfg.head, frozen)
+        T.set_train_mode(net, cfg.head, frozen_backbone=frozen, bn=cfg.bn, trunk=trunk)
         lr_now = optimizer.param_groups[0]["lr"]
-        order = T.epoch_order(train_t, epoch, cfg.seed, cfg.balance, cfg.batch_size)
+        order = P.order_of(train_t, epoch, cfg, plan)
         train_ds.epoch = epoch
-        loader = T.make_loader(train_ds, order, batch_size=cfg.batch_size, workers=workers, device=device)
-        with tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", disable=not progress,
+        loader = loader_of(train_ds, order)
+        with tqdm(total=len(order), desc=f"epoch {epoch + 1}/{plan.epochs}", unit="img", disable=not progress,
                   leave=False) as bar:
-            tr = T.train_epoch(stepper, loader, bar=bar)
-        scheduler.step()
+            tr = T.train_epoch(stepper, loader, bar=bar, on_step=scheduler.step)
         va = T.evaluate(stepper, val_loader) if val_loader is not None else None
         row = {"epoch": epoch + 1, "train_loss": tr.loss, "train_acc": tr.accuracy,
                "val_loss": va.loss if va else None, "val_acc": va.accuracy if va else None,
                "lr": lr_now, "frozen_backbone": frozen, "seconds": tr.seconds + (va.seconds if va else 0.0),
-               "train_images_per_s": tr.images_per_s}
+               "train_images_per_s": tr.images_per_s, "steps": (epoch + 1) * plan.steps_per_epoch}
         metrics = T.classification_metrics(va, val_t, class_names)
         metrics["val_paths"] = [str(v) for v in val_paths]  # the report's gallery of validation errors
         row["val_f1_macro"] = metrics["f1_macro"]
         curves.append(plain(row))
-        sd, head_sd = T.split_state(net, cfg.head)
-        state = {**meta, "state_dict": cpu_state(sd), "head_state_dict": cpu_state(head_sd),
-                 "curves": curves, "metrics": metrics, "epoch": epoch + 1}
         if _improved(best, va, cfg.monitor):
             best = {"epoch": epoch + 1, "val_loss": row["val_loss"], "val_accuracy": row["val_acc"]}
-            atomic_save({**state, "best": best}, out)
-        atomic_save({**state, "best": best, "optimizer_state": optimizer.state_dict(),
+        if cfg.patience and va is not None and epoch + 1 - best["epoch"] >= cfg.patience and epoch + 1 < plan.epochs:
+            stopped = epoch + 1  # early stopping: no improvement for `patience` epochs
+        sd, head_sd = T.split_state(net, cfg.head)
+        state = {**meta, "state_dict": cpu_state(sd), "head_state_dict": cpu_state(head_sd),
+                 "curves": curves, "metrics": metrics, "epoch": epoch + 1, "best": best,
+                 "finished": stopped is not None or epoch + 1 >= plan.epochs, "stopped_early": stopped}
+        if best["epoch"] == epoch + 1:
+            atomic_save(state, out)
+        atomic_save({**state, "optimizer_state": optimizer.state_dict(),
                      "scheduler_state": plain(scheduler.state_dict()), "rng_state": torch.get_rng_state()}, last)
         files = write_curves(pd.DataFrame(curves), out)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {tr.loss:.4f} acc {tr.accuracy:.3f}"
+            tqdm.write(f"epoch {epoch + 1}/{plan.epochs}: loss {tr.loss:.4f} acc {tr.accuracy:.3f}"
                        + (f" | val loss {va.loss:.4f} acc {va.accuracy:.3f}" if va else "")
                        + f" | lr {lr_now:.2g} | {tr.images_per_s:.1f} img/s")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row, net)
+        if stopped is not None:
+            log.info("fine-tuning: early stop after epoch %d (no improvement of %s for %d epochs; kept epoch %d)",
+                     stopped, cfg.monitor, cfg.patience, best["epoch"])
+            break
     if not curves:
         raise DeepfeatError("no epoch was trained")
     final = read_checkpoint(out)
     return FinetuneResult(checkpoint=out, last_checkpoint=last, curves=pd.DataFrame(curves),
                           metrics=final["metrics"], best_epoch=int(final["epoch"]), n_train=len(train_t),
                           n_val=len(val_t), class_names=list(class_names),
-                          seconds=time.perf_counter() - t_start, files={**files, "last": last})
+                          seconds=time.perf_counter() - t_start, files={**files, "last": last},
+                          plan=plan.record(), linear_probe=probe,
+                          stopped_early=stopped if stopped is not None else (ckpt or {}).get("stopped_early"))
 
 
 def _split_data(src, cfg: FinetuneConfig) -> dict:
@@ -460,20 +386,30 @@ def _build_network(model: str, weights, cfg: FinetuneConfig, n_classes: int, dev
     return net, data_config, init_info, channels_last
 
 
-def _make_optimizer(net, cfg: FinetuneConfig, ckpt):
-    """The optimizer and learning-rate schedule of ``cfg`` (restored from ``ckpt`` when resuming)."""
+def _make_optimizer(net, cfg: FinetuneConfig, ckpt, plan, trunk):
+    """The optimizer and per-step learning-rate schedule of ``cfg`` (restored from ``ckpt`` when resuming)."""
+    import functools
+
     import torch
 
+    from deepfeat.finetuning import plan as P
     from deepfeat.finetuning import training as T
 
+    groups = P.trainable_groups(net, cfg, trunk)
     if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: T.lr_factor(
-        e, cfg.schedule, cfg.epochs, cfg.lr_drop_factor, cfg.lr_drop_every))
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    factor = functools.partial(T.step_lr_factor, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
+                               schedule=cfg.schedule, drop_factor=cfg.lr_drop_factor, drop_every=cfg.lr_drop_every,
+                               warmup=cfg.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer_state"])
         scheduler.load_state_dict(ckpt["scheduler_state"])
+        # the schedule counts optimizer steps (0.1's checkpoints counted epochs): set it from the epochs done
+        scheduler.last_epoch = int(ckpt["epoch"]) * plan.steps_per_epoch - 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()": a restore, not a step
+            scheduler.step()
     return optimizer, scheduler

@@ -211,6 +211,34 @@ def lr_factor(epoch: int, schedule: str, epochs: int, drop_factor: float, drop_e
     return 1.0
 
 
+def step_lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, schedule: str, drop_factor: float,
+                   drop_every: int, warmup: float) -> float:
+    """Learning-rate multiplier for 0-based optimizer ``step``: linear warm-up over the first ``warmup`` share of
+    ``total_steps``, times the schedule ("step" drops at epoch boundaries exactly as :func:`lr_factor`; "cosine"
+    decays over the steps)."""
+    if schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+    else:
+        factor = lr_factor(step // max(1, steps_per_epoch), schedule, 1, drop_factor, drop_every)
+    warm = round(warmup * total_steps)
+    if warm > 0 and step < warm:
+        factor *= (step + 1) / (warm + 1)
+    return factor
+
+
+def set_train_mode(model: nn.Module, head: str, *, frozen_backbone: bool, bn: str, trunk=None) -> None:
+    """The training-time mode of every part, applied at the start of each epoch: head-only epochs freeze the
+    backbone; ``bn="frozen"`` keeps every batch norm in eval mode (pretrained statistics); frozen trunk stages
+    (:class:`deepfeat.finetuning.trunk.TrunkSplit`) get no gradient and run in eval mode."""
+    set_backbone_frozen(model, head, frozen_backbone)
+    if bn == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    if trunk is not None:
+        trunk.freeze()
+
+
 def make_loader(dataset, order, *, batch_size, workers, device) -> DataLoader:
     from deepfeat.extraction.preprocessing import collate_images
 
@@ -284,11 +312,14 @@ class Stepper:
         return logits, y
 
 
-def train_epoch(stepper: Stepper, loader, *, bar=None) -> EpochStats:
+def train_epoch(stepper: Stepper, loader, *, bar=None, on_step=None) -> EpochStats:
+    """One pass over ``loader``; ``on_step()`` after every optimizer step (the per-step learning-rate schedule)."""
     t0 = time.perf_counter()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in _batches(loader):
         loss_sum, ok = stepper.train_step(x, y)
+        if on_step is not None:
+            on_step()
         total_loss, correct, seen = total_loss + loss_sum, correct + ok, seen + len(y)
         if bar is not None:
             bar.update(len(y))
@@ -333,7 +364,7 @@ def classification_metrics(stats, targets, class_names) -> dict:
         "f1_per_class": [float(v) for v in f1_score(targets, stats.predictions, labels=labels, average=None,
                                                      zero_division=0)],
         "confusion": confusion_matrix(targets, stats.predictions, labels=labels).astype(int).tolist(),
-        "class_names": list(class_names), "n_val": int(len(targets)),
+        "class_names": list(class_names), "n_val": len(targets),
         # per validation image, in split order, for the fine-tuning report's gallery of errors
         "val_true": [int(v) for v in targets], "val_predictions": [int(v) for v in stats.predictions],
         "val_confidence": [float(v) for v in stats.confidences] if stats.confidences is not None else None,

@@ -1,0 +1,143 @@
+"""What a fine-tuning run will do, settled before the first step: batch size and steps, the frozen trunk and its
+cache, the data loaders, and the linear probe. :func:`deepfeat.finetuning.run.finetune` runs the epochs."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from deepfeat.errors import DeepfeatError
+from deepfeat.finetuning import training as T
+
+FEW_STEPS = 10  # fewer optimizer steps per epoch than this and the run says so
+
+
+@dataclass
+class Plan:
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    frozen_stages: int = 0
+    n_stages: int | None = None
+    cached: bool = False
+    views: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def record(self) -> dict:
+        return {"batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch, "epochs": self.epochs,
+                "total_steps": self.total_steps, "frozen_stages": self.frozen_stages, "n_stages": self.n_stages,
+                "cached_trunk": self.cached, "views": list(self.views), "notes": list(self.notes)}
+
+
+def _steps_in_epoch(n: int, batch_size: int) -> int:
+    # T.epoch_order drops a last batch of one image
+    kept = n - 1 if n > 1 and n % batch_size == 1 else n
+    return max(1, math.ceil(kept / batch_size))
+
+
+def make_plan(cfg, n_train: int) -> Plan:
+    """Batch size (shrunk for small sets when ``min_steps_per_epoch`` asks), steps per epoch and run length."""
+    bs = cfg.batch_size
+    notes = []
+    if cfg.min_steps_per_epoch and n_train // bs < cfg.min_steps_per_epoch:
+        new = max(1, min(bs, max(8, n_train // cfg.min_steps_per_epoch)))
+        if new != bs:
+            notes.append(f"batch size {bs} -> {new} so that an epoch of {n_train} training images has at least "
+                         f"{cfg.min_steps_per_epoch} optimizer steps (min_steps_per_epoch)")
+            bs = new
+    spe = _steps_in_epoch(n_train, bs)
+    epochs = math.ceil(cfg.steps / spe) if cfg.steps else cfg.epochs
+    if spe < FEW_STEPS:
+        msg = (f"an epoch is only {spe} optimizer step(s) ({n_train} training images, batch size {bs}): "
+               f"{epochs} epochs make {epochs * spe} steps in all. Set a smaller batch_size, more epochs or steps, "
+               "or use recipe='transfer' (which adapts the batch size)")
+        notes.append(msg)
+        warnings.warn(msg, stacklevel=3)
+    return Plan(batch_size=bs, steps_per_epoch=spe, epochs=epochs, total_steps=epochs * spe, notes=notes)
+
+
+def settle_trunk(plan: Plan, net, cfg, device):
+    """Decide the frozen stages and whether their output is cached; returns the TrunkSplit or None."""
+    from deepfeat.finetuning.trunk import (
+        TrunkSplit,
+        needed_views,
+        network_stages,
+        resolve_freeze_stages,
+    )
+
+    body = net.backbone if cfg.head == "keep1000" else net
+    if cfg.freeze_stages == 0:
+        if cfg.cache_trunk is True:
+            raise DeepfeatError("cache_trunk=True needs frozen stages (freeze_stages > 0 or 'auto' on a CPU)")
+        return None
+    try:
+        k = resolve_freeze_stages(cfg.freeze_stages, body, device)
+    except DeepfeatError:
+        if cfg.freeze_stages != "auto":
+            raise
+        plan.notes.append(f"freeze_stages='auto': deepfeat does not know the stages of {type(body).__name__}; "
+                          "the whole network trains")
+        warnings.warn(plan.notes[-1], stacklevel=3)
+        return None
+    if k == 0:
+        return None
+    split = TrunkSplit(net, cfg.head, k)
+    plan.frozen_stages, plan.n_stages = k, len(network_stages(body))
+    ops = T.parse_augment(cfg.augment)
+    reasons = []
+    if "color" in ops:
+        reasons.append("the augmentation has colour jitter")
+    if cfg.objective != "crossentropy":
+        reasons.append(f"objective={cfg.objective!r} needs the whole network's embedding")
+    if cfg.cache_trunk is False:
+        reasons.append("cache_trunk=false")
+    if reasons and cfg.cache_trunk is True:
+        raise DeepfeatError("cache_trunk=True cannot be used here: " + "; ".join(reasons))
+    plan.cached = not reasons
+    plan.views = needed_views(ops) if plan.cached else []
+    if reasons and cfg.cache_trunk == "auto" and "cache_trunk=false" not in reasons:
+        plan.notes.append(f"{k} frozen stages are recomputed every step (not cached): " + "; ".join(reasons))
+    return split
+
+
+def class_weights(cfg, train_t, n_classes, device):
+    return T.class_weights(train_t, n_classes).to(device) if cfg.balance == "class-weight" else None
+
+
+def run_linear_probe(net, cfg, stepper, loader, split, plan, weight) -> dict:
+    """LP of LP-FT: the head fitted on the frozen network's outputs of the training images (identity view)."""
+    from deepfeat.finetuning.probe import fit_linear_head, probe_inputs
+
+    def batches():
+        for x, y in T._batches(loader):
+            x, y = stepper._to_device(x, y)
+            if stepper.amp_dtype is not None:
+                with torch.autocast(stepper.device.type, dtype=stepper.amp_dtype):
+                    yield x, y
+            else:
+                yield x, y
+
+    F, y = probe_inputs(net, cfg.head, batches(), suffix=split.suffix if split is not None and plan.cached else None)
+    return fit_linear_head(net, cfg.head, F, y, label_smoothing=cfg.label_smoothing, class_weight=weight)
+
+
+def trainable_groups(net, cfg, split) -> list[dict]:
+    """Optimizer parameter groups: the new head at ``lr``, the rest of the network at ``lr * backbone_lr_scale``;
+    frozen trunk stages are left out. One group (0.1's layout) when nothing differs."""
+    from deepfeat.finetuning.training import head_parameters
+
+    frozen = split.frozen_parameters if split is not None else set()
+    params = [p for p in net.parameters() if id(p) not in frozen]
+    if cfg.backbone_lr_scale == 1.0:
+        return [{"params": params, "lr": cfg.lr}]
+    head = {id(p) for p in head_parameters(net, cfg.head)}
+    return [{"params": [p for p in params if id(p) in head], "lr": cfg.lr, "name": "head"},
+            {"params": [p for p in params if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_scale,
+             "name": "backbone"}]
+
+
+def order_of(train_t, epoch, cfg, plan) -> list[int]:
+    return T.epoch_order(train_t, epoch, cfg.seed, cfg.balance, plan.batch_size)
