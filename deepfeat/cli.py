@@ -305,6 +305,16 @@ def predict(
 
 
 # --------------------------------------------------------------------------------------------------------------
+def _int_or_word(text, name):
+    """A typed "auto" / "true" / "false" / number option as the library wants it (None = not given)."""
+    if text is None:
+        return None
+    low = str(text).strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return int(low) if low.isdigit() else low
+
+
 @app.command(name="finetune")
 def finetune_cmd(
     source: Annotated[str, typer.Argument(help="Labelled image source (folder of class folders or CSV).")],
@@ -313,22 +323,39 @@ def finetune_cmd(
     weights: Annotated[str, typer.Option(help="Starting weights: imagenet, a file, or none.")] = defaults.WEIGHTS,
     config: Annotated[Optional[Path], typer.Option(help="TOML with a [finetune] table; options below override "
                                                         "it.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs [default: 30].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate [default: 0.01].")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw [default: sgd].")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="transfer (LP-FT, backbone at 0.1x the head's rate, frozen "
+                                                       "batch norm, warm-up + cosine, label smoothing, early "
+                                                       "stopping; on a CPU frozen early stages with cached "
+                                                       "activations) or study (the paper's MATLAB settings); the "
+                                                       f"options below override it [default: {defaults.RECIPE}].")]
+    = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs [default: the recipe's: transfer 15, study 30].")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Training length in optimizer steps instead of epochs [default: none].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (the head's) [default: transfer 1e-3, study 0.01].")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw [default: transfer adamw, study sgd].")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum [default: 0.9].")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="L2 weight decay [default: 1e-4].")] = None,
     lr_drop_factor: Annotated[Optional[float], typer.Option(help="Step schedule: lr x this factor [default: 0.1].")] = None,
     lr_drop_every: Annotated[Optional[int], typer.Option(help="Step schedule: every N epochs [default: 10].")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="step or cosine [default: step].")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="step, cosine or constant, per optimizer step [default: transfer cosine, study step].")] = None,
+    warmup: Annotated[Optional[float], typer.Option(help="Share of the steps with a linear learning-rate warm-up [default: transfer 0.1, study 0].")] = None,
+    backbone_lr_scale: Annotated[Optional[float], typer.Option(help="Backbone learning rate = lr x this [default: transfer 0.1, study 1].")] = None,
+    linear_probe: Annotated[Optional[bool], typer.Option("--linear-probe/--no-linear-probe", help="Fit the new head on the frozen network's outputs first (LP-FT) [default: transfer yes, study no].")] = None,
+    bn: Annotated[Optional[str], typer.Option(help="Batch norm: train (statistics updated) or frozen (pretrained statistics) [default: transfer frozen, study train].")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing of the loss [default: transfer 0.1, study 0].")] = None,
+    patience: Annotated[Optional[int], typer.Option(min=1, help="Early stopping: epochs without validation improvement [default: transfer 4, study never].")] = None,
+    freeze_stages: Annotated[Optional[str], typer.Option(help="Leading network stages kept frozen: a number or auto (all but the last third on a CPU, none on a GPU) [default: transfer auto, study 0].")] = None,
+    cache_trunk: Annotated[Optional[str], typer.Option(help="Cache the frozen stages' output per image and view: auto, true or false [default: auto].")] = None,
+    min_steps_per_epoch: Annotated[Optional[int], typer.Option(min=0, help="Shrink the batch so an epoch has at least this many steps [default: transfer 10, study 0].")] = None,
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip gradients at this L2 norm [default: 1.0].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per step [default: 128].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per step [default: transfer 32, study 128].")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Share held out for validation, by class and subject [default: 0.3].")] = None,
     val_source: Annotated[Optional[str], typer.Option(help="A separate validation image source instead [default: none].")] = None,
     augment: Annotated[Optional[str], typer.Option(help="cells (flips, 90-degree rotations, light colour "
-                                                        "jitter) or none [default: cells].")] = None,
+                                                        "jitter), none, or a comma list of flip, rot90, color "
+                                                        "[default: transfer flip,rot90, study cells].")] = None,
     balance: Annotated[Optional[str], typer.Option(help="none, oversample or class-weight [default: none].")] = None,
-    freeze_backbone_epochs: Annotated[Optional[int], typer.Option(min=0, help="Epochs training only the head first [default: 0].")] = None,
+    freeze_backbone_epochs: Annotated[Optional[int], typer.Option(min=0, help="Epochs training only the head first (with the whole network computed each epoch; --linear-probe is the one-pass way) [default: 0].")] = None,
     head: Annotated[Optional[str], typer.Option(help="keep1000 (1000-d output kept as features) or "
                                                      "replace [default: keep1000].")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
@@ -344,21 +371,33 @@ def finetune_cmd(
                                                           "on the pooled embedding (extract --layer pooled).")]
     = None,
     resume: Annotated[Optional[Path], typer.Option(help="The NAME.last.pt of an interrupted run [default: none].")] = None,
+    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Report the network end to end next to "
+                                          "SVMs on its features and on the frozen network's, on the same "
+                                          "validation images (two extraction passes).")] = True,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
 ):
-    """Fine-tune a network on labelled images (defaults: the reference study's settings)."""
+    """Fine-tune a network on labelled images (default recipe: transfer; --recipe study = the reference study's
+    MATLAB settings)."""
     from deepfeat.experiments import finetune_from_options
 
     _show_messages(progress)
     result = finetune_from_options(
         source, output, model=model, weights=weights, config=config, resume=resume, progress=progress,
-        epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+        compare=compare, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
         lr_drop_factor=lr_drop_factor, lr_drop_every=lr_drop_every, schedule=schedule, grad_clip=grad_clip,
         batch_size=batch_size, val_fraction=val_fraction, val_source=val_source, augment=augment, balance=balance,
         freeze_backbone_epochs=freeze_backbone_epochs, head=head, device=device, workers=workers, seed=seed,
         precision=precision, image_size=image_size, crop_border=crop_border, monitor=monitor,
-        objective=objective)
+        objective=objective, recipe=recipe, steps=steps, warmup=warmup, backbone_lr_scale=backbone_lr_scale,
+        linear_probe=linear_probe, bn=bn, label_smoothing=label_smoothing, patience=patience,
+        freeze_stages=_int_or_word(freeze_stages, "freeze_stages"), cache_trunk=_int_or_word(cache_trunk, "cache_trunk"),
+        min_steps_per_epoch=min_steps_per_epoch)
     typer.echo(result.summary())
+    c = result.files.get("comparison") or {}
+    if c and not c.get("skipped"):
+        typer.echo(f"same {c['n_val']} validation images: network {100 * (c['network'] or 0):.1f} %, SVM on its "
+                   f"{c['layer']} {100 * c['finetuned_svm']:.1f} %, SVM on the frozen network's "
+                   f"{100 * c['frozen_svm']:.1f} %")
     typer.echo(f"report: {result.files['report_html']}")
 
 

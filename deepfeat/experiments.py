@@ -281,9 +281,11 @@ def fit_model(features, output, *, classifier=defaults.FIT_CLASSIFIER, select="n
 
 
 def finetune_from_options(source, output, *, model=defaults.MODEL, weights=defaults.WEIGHTS, config=None,
-                          resume=None, progress: bool = True, **options):
+                          resume=None, progress: bool = True, compare: bool = True, **options):
     """``deepfeat finetune``: the ``[finetune]`` table of ``config`` (when given), then ``options`` (None = not
-    given), then fine-tune ``model`` on ``source`` and write its report. Returns the FinetuneResult."""
+    given), then fine-tune ``model`` on ``source`` and write its report; with ``compare``, the report puts the
+    network end to end next to SVMs on its features and on the frozen network's, on the same validation images
+    (two extraction passes). Returns the FinetuneResult (``files["comparison"]``: those figures)."""
     from deepfeat.finetuning.run import FinetuneConfig, finetune
 
     if config:
@@ -293,5 +295,11 @@ def finetune_from_options(source, output, *, model=defaults.MODEL, weights=defau
     from deepfeat.evaluation.finetune_report import write_finetune_report
 
     result = finetune(source, model=model, weights=weights, out=output, config=cfg, resume=resume, progress=progress)
-    result.files["report_html"] = write_finetune_report(result)["report_html"]  # NAME.report.html beside it
+    comparison = None
+    if compare:
+        from deepfeat.evaluation.finetune_compare import split_comparison
+
+        comparison = split_comparison(result, source, model=model, weights=weights, progress=progress)
+        result.files["comparison"] = comparison
+    result.files["report_html"] = write_finetune_report(result, comparison=comparison)["report_html"]
     return result

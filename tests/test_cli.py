@@ -200,6 +200,11 @@ def test_finetune_extract_cv_reports_the_finetuning_overlap(tmp_path, capsys, im
     assert ckpt.is_file() and (tmp_path / "ft.last.pt").is_file() and (tmp_path / "ft.curves.csv").is_file()
     assert "accuracy" in stdout.lower()
     assert f"report: {tmp_path / 'ft.report.html'}" in stdout and (tmp_path / "ft.report.md").is_file()
+    # the network end to end beside SVMs on fine-tuned and frozen features, same validation images
+    line = next(x for x in stdout.splitlines() if x.startswith("same ") and "validation images" in x)
+    assert "network" in line and "SVM on its logits" in line and "frozen network's" in line
+    md = (tmp_path / "ft.report.md").read_text()
+    assert "validation images, three ways" in md and "optimizer steps in all" in md
     features = tmp_path / "ft.features"
     code, _, err = run(capsys, "extract", str(image_folder), "-o", str(features), "--model", "test_efficientnet",
                        "--weights", str(ckpt), "--image-size", "32", "--workers", "0", "--quiet")
@@ -225,6 +230,9 @@ def test_cv_with_finetune_runs_in_fold(tmp_path, capsys, image_folder):
     assert code == 0, err
     config = __import__("json").loads((out / "config.json").read_text())
     assert config["finetune"]["in_fold"] is True and len(config["finetune"]["folds"]) == 3
+    assert config["finetune"]["config"]["recipe"] == "transfer"  # the [finetune] table names none: the default
+    report = (out / "report.md").read_text()
+    assert "fine-tuned network, end to end" in report and "network+end-to-end" in report
 
 
 def test_run_reference_pipeline_with_a_weights_file(tmp_path, capsys, darknet_ref):

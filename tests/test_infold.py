@@ -46,15 +46,38 @@ def test_each_fold_network_never_saw_its_test_images(run, cells):
         assert rec["test_images_with_identical_bytes_in_finetuning"] == 0
     # three different networks made the features
     states = [torch.load(r["checkpoint"], weights_only=True)["state_dict"] for r in info["folds"]]
-    key = next(k for k in states[0] if k.endswith("weight"))
+    key = [k for k in states[0] if k.endswith("weight")][-1]  # the last layer: trained whatever stages are frozen
     assert not torch.equal(states[0][key], states[1][key])
 
 
 def test_results_are_those_of_the_shared_cv_code(run):
     _, res = run
-    assert set(res.summary["config"]) == {"svm+none", "svm+mrmr", "knn+none", "knn+mrmr", "baseline-majority"}
+    assert set(res.summary["config"]) == {"svm+none", "svm+mrmr", "knn+none", "knn+mrmr", "baseline-majority",
+                                          "network+end-to-end"}
     assert res.config["parameters"]["fold_features"].startswith("FoldFinetuner(model='test_efficientnet'")
     assert res.config["parameters"]["folds"] == 3
+    assert "fine-tuned network, end to end" in res.table().index
+
+
+def test_end_to_end_row_is_each_fold_network_predicting_its_test_images(run, cells):
+    """The network row equals running the fold's fine-tuned network (backbone + head) on the fold's test images."""
+    from deepfeat.backbones import resolve_data_config
+    from deepfeat.data.images import load_image
+    from deepfeat.extraction.preprocessing import build_transform
+    from deepfeat.finetuning.checkpoints import load_finetuned
+
+    _, res = run
+    pred = res.predictions[res.predictions["config"] == "network+end-to-end"]
+    assert len(pred) == len(cells)
+    for rec in res.config["finetune"]["folds"]:
+        net, names = load_finetuned(rec["checkpoint"])
+        ckpt = read_checkpoint(rec["checkpoint"])
+        tf = build_transform({**resolve_data_config(net.backbone), **ckpt["data_config"]})
+        part = pred[pred["fold"] == rec["fold_index"]]
+        x = torch.stack([tf(load_image(p)) for p in part["path"]])
+        with torch.no_grad():
+            mine = [names[i] for i in net(x).argmax(1).tolist()]
+        assert mine == part["pred"].astype(str).tolist()
 
 
 def test_a_second_call_reuses_the_finished_fold_checkpoints(run, cells):

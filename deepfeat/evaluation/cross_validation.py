@@ -122,8 +122,11 @@ def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold
     data_id = None
     if isinstance(X, tuple):
         data_id, X = X
+    extra = {}
     if fold_features is not None:
-        X = np.asarray(fold_features(fold_index, tr, te))
+        got = fold_features(fold_index, tr, te)
+        extra = getattr(got, "extra_results", None) or {}  # e.g. the fold's fine-tuned network, end to end
+        X = np.asarray(getattr(got, "X", got))
         if X.ndim != 2 or X.shape[0] != len(y) or not np.isfinite(X).all():
             raise DeepfeatError(f"fold_features for fold {fold_index} returned shape {X.shape} or non-finite values; "
                                 f"it must return a finite ({len(y)}, d) matrix")
@@ -175,6 +178,7 @@ def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold
                 out["results"][(clf, s) if name is None else (name, clf, s)] = res
                 if tick:
                     tick()
+        out["results"].update(extra)
         if majority:
             out["results"][(BASELINE_MAJORITY, "baseline")] = _fit_score(  # the prior ignores X
                 DummyClassifier(strategy="prior"), X[tr][:, :1], y[tr], X[te][:, :1])
@@ -222,7 +226,9 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         The majority-class baseline is always added (unless None); "auto" adds a colour-histogram + SVM baseline
         when every image path is reachable, "histogram" requires it.
     fold_features : callable, optional
-        ``fold_features(fold_index, train_idx, test_idx) -> (n, d) array``: the features to use for that fold (e.g.
+        ``fold_features(fold_index, train_idx, test_idx) -> (n, d) array``, or an object with ``X`` and
+        ``extra_results`` (``{(classifier, selection): {pred, scores, score_kind, fit_time, predict_time}}``, rows
+        scored on the fold's test images without these features, such as the fine-tuned network itself): the features to use for that fold (e.g.
         from a backbone fine-tuned on ``train_idx`` only). ``fold_index = repeat * folds + fold``. Must be
         picklable when ``n_jobs != 1``.
     progress : bool

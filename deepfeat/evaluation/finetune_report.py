@@ -62,7 +62,43 @@ def _errors(metrics: dict, class_names, limits: dict) -> dict | None:
             "score_kind": "probability", "config": "the fine-tuned network"}
 
 
-def write_finetune_report(result, out=None, *, gallery_limits: dict | None = None) -> dict:
+def _plan_sentences(result) -> list[str]:
+    """How long it trained, in optimizer steps, and what the recipe did before and around the epochs."""
+    plan, out = result.plan or {}, []
+    if plan:
+        done = len(result.curves) * plan["steps_per_epoch"]
+        out.append(f"{done} optimizer steps in all ({plan['steps_per_epoch']} per epoch at batch size "
+                   f"{plan['batch_size']}).")
+        if plan.get("frozen_stages"):
+            out.append(f"The first {plan['frozen_stages']} of {plan['n_stages']} network stages stayed frozen"
+                       + (f" and their output was computed once per image and view ({len(plan['views'])} views)."
+                          if plan.get("cached_trunk") else "."))
+        out += [f"Note: {n}." for n in plan.get("notes", [])]
+    if result.linear_probe:
+        lp = result.linear_probe
+        out.append(f"Linear probe first (LP-FT): the new head was fitted on the frozen network's outputs of "
+                   f"{lp['images']} training images (training accuracy {100 * lp['train_accuracy']:.1f} %).")
+    if result.stopped_early:
+        out.append(f"Early stopping ended the run after epoch {result.stopped_early}.")
+    return out
+
+
+def _comparison_table(comparison: dict | None):
+    if not comparison or comparison.get("skipped"):
+        return None
+    c = comparison
+    rows = [("the fine-tuned network, end to end", c["network"]),
+            (f"SVM on the fine-tuned network's {c['layer']}", c["finetuned_svm"]),
+            (f"SVM on the frozen starting network's {c['layer']}", c["frozen_svm"])]
+    frame = pd.DataFrame({"classifier": [r[0] for r in rows],
+                          "validation accuracy %": [fmt_number(100 * r[1], 2) if r[1] is not None else "—"
+                                                    for r in rows]})
+    return _table(frame, title=f"The same {c['n_val']} validation images, three ways (SVMs fitted on the "
+                               f"{c['n_train']} training images)", key="threeways", open_=True)
+
+
+def write_finetune_report(result, out=None, *, gallery_limits: dict | None = None,
+                          comparison: dict | None = None) -> dict:
     """Write ``NAME.report.html`` and ``NAME.report.md`` for a :class:`deepfeat.finetuning.run.FinetuneResult`.
 
     Parameters
@@ -72,6 +108,9 @@ def write_finetune_report(result, out=None, *, gallery_limits: dict | None = Non
         The HTML file to write; default: beside the checkpoint, ``NAME.report.html``.
     gallery_limits : dict, optional
         Overrides of :data:`deepfeat.evaluation.gallery.GALLERY_LIMITS`.
+    comparison : dict, optional
+        :func:`deepfeat.evaluation.finetune_compare.split_comparison`: the network end to end next to SVMs on
+        fine-tuned and frozen features, on the same validation images.
 
     Returns
     -------
@@ -99,6 +138,12 @@ def write_finetune_report(result, out=None, *, gallery_limits: dict | None = Non
                          "quote cross-validation with fine-tuning inside the folds instead.")
     else:
         sentences.append("No validation split: nothing was measured on held-out images.")
+    sentences += _plan_sentences(result)
+    if comparison and not comparison.get("skipped"):
+        c = comparison
+        sentences.append(f"On the same validation images an SVM on the fine-tuned network's {c['layer']} is right "
+                         f"{100 * c['finetuned_svm']:.1f} % of the time, on the frozen network's "
+                         f"{100 * c['frozen_svm']:.1f} %.")
     figures = [{"stem": "curves", "caption": "Loss and accuracy per epoch (dashed: the kept epoch)",
                 "png": plots.finetune_curves_png(curves, result.best_epoch)}]
     if m.get("confusion"):
@@ -109,7 +154,8 @@ def write_finetune_report(result, out=None, *, gallery_limits: dict | None = Non
         if table[col].dtype.kind == "f":
             digits = 6 if col == "lr" else 4 if "loss" in col or "acc" in col or "f1" in col else 2
             table[col] = [fmt_number(v, digits) if col != "lr" else _lr(v) for v in table[col]]
-    tables = [_table(table, title="Per-epoch curves", key="curves", open_=True)]
+    tables = [t for t in (_comparison_table(comparison),) if t is not None]
+    tables.append(_table(table, title="Per-epoch curves", key="curves", open_=True))
     if m.get("f1_per_class"):
         tables.append(_table(pd.DataFrame({"class": names, "validation F1": [fmt_number(v, 3) for v in
                                                                              m["f1_per_class"]]}),

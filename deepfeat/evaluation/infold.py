@@ -17,6 +17,7 @@ import numpy as np
 
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
+from deepfeat.evaluation.results import END_TO_END
 from deepfeat.finetuning.checkpoints import read_checkpoint, sibling
 from deepfeat.finetuning.run import FinetuneConfig, finetune
 
@@ -53,7 +54,7 @@ class FoldFinetuner:
                         if k not in ("epochs", "device", "workers")))
         if not same:
             return "new"
-        return "done" if ckpt["epoch"] >= self.config.epochs else "resume"
+        return "done" if ckpt["epoch"] >= self.config.epochs or ckpt.get("finished") else "resume"
 
     def __call__(self, fold_index, train_idx, test_idx) -> np.ndarray:
         from deepfeat.data.images import sha256_file
@@ -70,7 +71,38 @@ class FoldFinetuner:
                               batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
                               image_size=cfg.image_size, progress=self.progress,
                               **({} if cfg.workers is None else {"num_workers": cfg.workers}))
-        return fs.X
+        return FoldFeatures(fs.X, end_to_end(out, fs.X, test_idx, self.layer, self.source.class_names))
+
+
+class FoldFeatures:
+    """A fold's features and the rows scored without them (the fold's fine-tuned network, end to end)."""
+
+    def __init__(self, X, network: dict | None):
+        self.X = X
+        self.extra_results = {("network", END_TO_END): network} if network is not None else {}
+
+
+def end_to_end(checkpoint, X, test_idx, layer: str, class_names) -> dict | None:
+    """The fine-tuned network's own predictions on the fold's test images, from the extracted outputs: with
+    ``layer="logits"`` the network's task scores are its head applied to those outputs (``keep1000``: the new
+    ``Linear(1000, n)``; ``replace``: the outputs are the scores). None for other layers."""
+    import time
+
+    if layer != "logits":
+        return None
+    t0 = time.perf_counter()
+    ckpt = read_checkpoint(checkpoint)
+    if list(ckpt["class_names"]) != [str(c) for c in class_names]:
+        raise DeepfeatError(f"{checkpoint} was trained on classes {ckpt['class_names']}, the cross-validation has "
+                            f"{list(class_names)}; the network's own predictions cannot be scored")
+    Z = np.asarray(X, dtype=np.float64)[np.asarray(test_idx)]
+    if ckpt["head"] == "keep1000":
+        head = ckpt["head_state_dict"]
+        Z = Z @ head["weight"].double().numpy().T + head["bias"].double().numpy()
+    scores = np.exp(Z - Z.max(1, keepdims=True))
+    scores /= scores.sum(1, keepdims=True)
+    return {"pred": scores.argmax(1), "scores": scores, "score_kind": "probability", "fit_time": 0.0,
+            "predict_time": time.perf_counter() - t0}
 
 
 def _feature_dim(model: str, weights, layer: str, head: str, n_classes: int) -> int:

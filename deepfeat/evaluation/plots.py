@@ -54,7 +54,8 @@ def accuracy_bars_png(summary) -> bytes:
     width = 0.8 / max(1, len(selections))
     for i, sel in enumerate(selections):
         rows = deep[deep["selection"] == sel].set_index("classifier").reindex(classifiers)
-        label = "all features" if sel == "none" else f"{sel} ({rows['n_features'].mean():.0f} features)"
+        label = ("all features" if sel == "none" else "the fine-tuned network itself" if sel == "end-to-end"
+                 else f"{sel} ({rows['n_features'].mean():.0f} features)")
         x = np.arange(len(classifiers)) + (i - (len(selections) - 1) / 2) * width
         ax.bar(x, 100 * rows["accuracy_mean"], width, yerr=100 * rows["accuracy_std"], capsize=3, label=label)
     for (_, row), style in zip(summary[summary["kind"] == "baseline"].iterrows(), ("--", ":", "-.")):

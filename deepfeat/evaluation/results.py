@@ -19,6 +19,7 @@ from deepfeat.provenance import package_versions
 METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "specificity_macro", "f1_macro",
            "roc_auc")
 CLASS_METRICS = ("precision", "recall", "specificity", "f1")
+END_TO_END = "end-to-end"  # the selection name of a fine-tuned network's own predictions (in-fold fine-tuning)
 BASELINE_TEXT = {"baseline-majority": "majority class", "baseline-histogram-svm": "colour histogram + SVM"}
 
 
@@ -66,6 +67,8 @@ class CVResults:
             cell = f"{100 * r.accuracy_mean:.2f} ± {100 * r.accuracy_std:.2f}"
             if r.kind == "baseline":
                 name, col = f"baseline: {BASELINE_TEXT.get(r.classifier, r.classifier)}", "all features"
+            elif r.selection == END_TO_END:
+                name, col = "fine-tuned network, end to end", "all features"
             else:
                 name = r.classifier
                 col = "all features" if r.selection == "none" else f"mRMR ({r.n_features:.0f})"
@@ -151,7 +154,7 @@ def _collect_folds(features, classes, y, fold_out, *, group_ids, sets):
             clf = clf if len(key) == 2 else f"{key[0]}/{clf}"  # a grid's classifier rows are per feature set
             cfg = config_name(clf, sel)
             macro, per_class, cm = fold_metrics(y[te], res["pred"], res["scores"], K)
-            kind = "baseline" if sel == "baseline" else "deep features"
+            kind = {"baseline": "baseline", END_TO_END: "end-to-end network"}.get(sel, "deep features")
             n_feat = f["n_features"].get(sel, np.nan)
             if named:  # the grid's column: which feature set (baselines have their own features)
                 fold_rows.append({"features": key[0] if len(key) == 3 else "baseline"})
