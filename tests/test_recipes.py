@@ -215,3 +215,14 @@ def test_transfer_run_records_probe_plan_and_early_stop(cells, tmp_path, monkeyp
     again = finetune(cells.root, model=ARCH, weights="none", out=tmp_path / "m.pt", progress=False, epochs=10,
                      patience=2, resume=res.last_checkpoint, **FAST)
     assert len(again.curves) == 3
+
+
+def test_trunk_cache_is_keyed_by_the_frozen_weights():
+    """Randomly initialised networks of different seeds must not share cached activations."""
+    from deepfeat.backbones import create_backbone
+
+    def split(seed):
+        torch.manual_seed(seed)
+        return TR.TrunkSplit(T.attach_head(create_backbone(ARCH, weights="none"), "keep1000", 2), "keep1000", 2)
+
+    assert split(0).fingerprint() == split(0).fingerprint() != split(1).fingerprint()

@@ -220,8 +220,8 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     if plan.cached:  # the frozen stages' output, once per image and view (shared by the folds of one run)
         from deepfeat.finetuning import trunk as TR
 
-        identity = "|".join(map(str, (model, init_info.get("sha256") or init_info, plan.frozen_stages,
-                                      plain(data_config), cfg.crop_border, str(device), amp_dtype)))
+        identity = "|".join(map(str, (model, trunk.fingerprint(), plan.frozen_stages, plain(data_config),
+                                      cfg.crop_border, str(device), amp_dtype)))
         shared = dict(device=device, amp_dtype=amp_dtype, channels_last=channels_last,
                       batch_size=min(64, max(plan.batch_size, 8)), workers=workers)
         rows = TR.trunk_activations(trunk, identity, train_paths, train_sha, plan.views, eval_tf, **shared)

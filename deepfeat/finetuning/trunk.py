@@ -105,6 +105,16 @@ class TrunkSplit:
         self.suffix = SuffixClassifier(net, head, stages[k:])
         self.frozen_parameters = {id(p) for p in self.prefix.parameters()}
 
+    def fingerprint(self) -> str:
+        """sha256 of the frozen stages' weights and buffers: what their output depends on, besides the input."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, t in self.prefix.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     def freeze(self) -> None:
         """No gradient and eval mode (pretrained batch-norm statistics) for the frozen stages."""
         for p in self.prefix.parameters():
