@@ -17,6 +17,8 @@ Every public function and every ``deepfeat`` command takes its defaults from her
 | classifier (fit) | ``svm-calibrated`` (Platt probabilities, so predict writes them) | fit, fit_model |
 | folds / repeats / seed | 10 / 1 / 0 | cv |
 | groups / baseline | ``auto`` / ``auto`` | cv |
+| scheduler | None (no Dask: this machine, as before) | cv, extract |
+| shard_size | 2048 images per extraction task | extract (with a scheduler) |
 """
 from __future__ import annotations
 
@@ -40,3 +42,5 @@ GROUPS = "auto"
 BASELINE = "auto"
 BASELINES = ("auto", "histogram", "majority", "none")
 N_JOBS = 1
+SCHEDULER = None
+SHARD_SIZE = 2048
