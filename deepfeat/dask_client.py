@@ -106,7 +106,7 @@ def connect(scheduler, *, threads_per_worker: int = 1, processes: bool = True):
         log.info(f"dask: starting a LocalCluster of {n} worker(s) x {threads_per_worker} thread(s)"
                  f"{'' if processes else ' (threads mode)'}")
         with distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=processes,
-                                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 distributed.Client(cluster) as client:
             yield client
         return

@@ -158,7 +158,8 @@ class _RowFile:
         if len(keep) < self.n:
             step = max(1, (64 << 20) // (4 * self.d))
             for j in range(0, len(keep), step):  # write position <= read position: never overwrites unread rows
-                X[j:j + step] = X[keep[j:j + step]]
+                chunk = keep[j:j + step]
+                X[j:j + len(chunk)] = X[chunk]
         self.fh.close()  # the mapping keeps the (already unlinked) file alive
         return X[:len(keep)]
 
