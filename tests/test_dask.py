@@ -280,3 +280,21 @@ def test_cli_cv_and_extract_take_scheduler_options(client, images, tmp_path, cap
     code, _, err = run(capsys, "extract", images, "-o", out, "--scheduler", address, "--resources", "GPU",
                        "--quiet")
     assert code == 2 and "must look like 'GPU=1'" in err
+
+
+# ------------------------------------------------------------------------------------------------ big FeatureSets
+
+def test_load_features_memory_maps_x_and_refuses_a_compressed_one(tmp_path):
+    fs = _features(4, n=30, d=7)
+    fs.save(tmp_path / "f.features")
+    mapped = load_features(tmp_path / "f.features", mmap_mode="r")
+    assert isinstance(mapped.X.base, np.memmap) or isinstance(mapped.X, np.memmap)
+    assert np.array_equal(mapped.X, fs.X) and mapped.identity() == fs.identity()
+    assert np.array_equal(load_features(tmp_path / "f.features").X, fs.X)
+    mapped.save(tmp_path / "g.features")  # saving a mapped X writes the same file content
+    assert np.array_equal(np.load(tmp_path / "g.features")["X"], fs.X)
+    with open(tmp_path / "z.features", "wb") as fh:
+        np.savez_compressed(fh, X=fs.X, meta_json=np.asarray("{}"))
+    with pytest.raises(DeepfeatError, match="stored compressed, so it cannot be memory-mapped"):
+        load_features(tmp_path / "z.features", mmap_mode="r")
+    assert np.array_equal(load_features(tmp_path / "z.features").X, fs.X)
