@@ -28,8 +28,8 @@ class DaskUnavailableError(DeepfeatError):
 
 def _import_distributed():
     try:
-        import distributed  # noqa: F401  (dask.distributed needs both packages)
         import dask  # noqa: F401
+        import distributed
     except ImportError as exc:
         raise DaskUnavailableError(
             f"a scheduler was asked for, but Dask is not installed ({exc}); install the extra: "

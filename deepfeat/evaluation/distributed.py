@@ -42,7 +42,7 @@ RUN_TIMEOUT_S = 7 * 24 * 3600
 
 def _prep(X, y, split, selector, want_mrmr: bool, cache, data_id):
     """The fold's fitted scaler and mRMR ranking info (None without mRMR)."""
-    tr, te = split
+    tr, _ = split
     scaler = StandardScaler().fit(X[tr])
     info = None
     if want_mrmr:

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC
 
 import numpy as np
 
@@ -244,10 +245,15 @@ def extract_with_scheduler(source, *, scheduler, model, weights, layer, batch_si
     One model and one layer without TTA (fused requests run locally); ``model`` must be a name, since a built
     network would be pickled into every task.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from deepfeat.dask_client import connect, parse_resources
-    from deepfeat.extraction.inputs import UnreadableImagesError, open_cache, open_paths, say
+    from deepfeat.extraction.inputs import (
+        UnreadableImagesError,
+        open_cache,
+        open_paths,
+        say,
+    )
     from deepfeat.features import FeatureSet
 
     if not isinstance(model, str):
@@ -276,7 +282,7 @@ def extract_with_scheduler(source, *, scheduler, model, weights, layer, batch_si
     if not len(keep):
         raise DeepfeatError(f"none of the {len(paths)} images could be read; see meta['skipped']")
     pick = (lambda a: None if a is None else [a[i] for i in keep])
-    meta = {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    meta = {**meta, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": {"name": name, "root": None if root is None else str(root)}, "n_images": len(keep),
             "n_input": len(paths), "cache_hits": hits, "cache_misses": misses, "cache_dir": cache_root,
             "seconds": round(time.perf_counter() - t0, 3),
