@@ -105,8 +105,16 @@ def connect(scheduler, *, threads_per_worker: int = 1, processes: bool = True):
         n = int(m.group(1))
         log.info(f"dask: starting a LocalCluster of {n} worker(s) x {threads_per_worker} thread(s)"
                  f"{'' if processes else ' (threads mode)'}")
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=processes,
-                                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+        import dask
+
+        # Dask's default pre-spawn environment sets MALLOC_TRIM_THRESHOLD_, which also fixes glibc's mmap
+        # threshold: every array >= 128 KiB is then mmap'ed, zeroed and unmapped again. Measured here: the ann
+        # preset's fits took 2-4x longer in such workers (43-60 s vs 15.5 s for 4 folds); without it, 22.9 s.
+        environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+                   if k != "MALLOC_TRIM_THRESHOLD_"}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+                distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=processes,
+                                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 distributed.Client(cluster) as client:
             yield client
         return
