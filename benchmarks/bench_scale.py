@@ -189,16 +189,23 @@ def bench_io():
             mm[i:i + 10_000] = 1.0
         mm.flush()
         for label, X in (("memory-mapped X", np.load(tmp / "X.npy", mmap_mode="r")), ("X in RAM", None)):
-            base = _status("RssAnon")
             if X is None:
                 X = np.ones((n, d), np.float32)
-            peak = [0.0]
+            base = _status("RssAnon")  # X itself (in RAM or not) is already there
             with RssSampler(0.05) as s:
                 FeatureSet(X, meta={"bench": True}).save(tmp / "big.features")
             peak = max(a for _, _, a in s.samples) - base
-            print(f"    FeatureSet.save of {n:,} x {d:,} float32 ({X.nbytes / 2**20:.0f} MiB), {label}: peak extra "
-                  f"anonymous memory {peak:.0f} MiB")
+            print(f"    FeatureSet.save of {n:,} x {d:,} float32 ({X.nbytes / 2**20:.0f} MiB), {label}: peak "
+                  f"anonymous memory beyond X {peak:.0f} MiB")
             del X
+        rows = [np.ones(d, np.float32) for _ in range(n)]  # what extract_features holds before np.stack
+        base = _status("RssAnon")
+        with RssSampler(0.05) as s:
+            X = np.stack(rows)
+        print(f"    the local extraction's np.stack of {n:,} row arrays: peak anonymous memory beyond the rows "
+              f"{max(a for _, _, a in s.samples) - base:.0f} MiB (the rows themselves: "
+              f"{sum(r.nbytes for r in rows) / 2**20:.0f} MiB + per-array overhead)")
+        del rows, X
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
