@@ -49,6 +49,16 @@ def _assert_same(a, b):
         pd.testing.assert_frame_equal(A[cols], B[cols], check_exact=True)
 
 
+@pytest.fixture(autouse=True)
+def _bounded(monkeypatch):
+    """No test waits on the cluster for more than TIMEOUT seconds: a hang fails instead of blocking the suite."""
+    from deepfeat.evaluation import distributed as cv_tasks
+    from deepfeat.extraction import distributed as shard_tasks
+
+    monkeypatch.setattr(cv_tasks, "RUN_TIMEOUT_S", TIMEOUT)
+    monkeypatch.setattr(shard_tasks, "TIMEOUT_S", TIMEOUT)
+
+
 @pytest.fixture(scope="module")
 def client():
     """A threads-mode cluster (2 workers x 1 thread) on TCP, so the CLI can reach it by address too."""

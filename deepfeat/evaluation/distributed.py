@@ -10,8 +10,9 @@ Task graph, per fold x feature set:
   shared, and the inputs of every fit are the bytes the local runner would give it;
 - one *baseline* task per fold (majority class, colour histogram + SVM), for the first feature set only.
 
-Each feature matrix, the labels, the histogram features and every fold's row indices are scattered once
-(broadcast to every worker); tasks receive futures, never copies in the task graph. Every task is submitted with
+Each feature matrix, the labels, the histogram features and every fold's row indices are scattered once and
+broadcast to every worker (scattered data has no lineage: a copy held by one worker only would die with it and
+cancel every task that needs it); tasks receive futures, never copies in the task graph. Every task is submitted with
 ``retries`` (default 3): when a worker dies, the scheduler reruns its unfinished tasks on another worker, and
 since every task is a pure function of its inputs nothing is lost or changed. The progress bar advances as tasks
 complete (``distributed.as_completed``). Results are reassembled in the local runner's order, so the tables are
@@ -101,7 +102,7 @@ def _baselines(X, y, split, majority: bool, hist, fit_score) -> dict:
 
 def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections, selectors: dict, majority: bool,
                    hist, cache, fit_score, labels: tuple[str, str], tick=None, retries: int = RETRIES,
-                   timeout: float = RUN_TIMEOUT_S) -> list[dict]:
+                   timeout: float | None = None) -> list[dict]:
     """Every fold x feature set x classifier x selection on ``client``; fold records as the local runner makes.
 
     Parameters
@@ -121,16 +122,20 @@ def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections
     """
     from distributed import as_completed
 
+    timeout = RUN_TIMEOUT_S if timeout is None else timeout  # read at call time (tests lower it)
     run = uuid.uuid4().hex[:8]
     submit = (lambda fn, *a, key: client.submit(fn, *a, key=f"deepfeat-cv-{key}-{run}", pure=False,
                                                 retries=retries))
     y_f = client.scatter(y, broadcast=True, hash=False)
     x_f = {name: client.scatter(X, broadcast=True, hash=False) for name, (_, X) in sets.items()}
     hist_f = client.scatter(hist, broadcast=True, hash=False) if hist is not None else None
+    # every split on every worker (survives one dying), all scattered before the first task runs: a broadcast
+    # scatter waits on every worker, and one that dies meanwhile would make it wait forever
+    splits = client.scatter([(tr, te) for _, _, tr, te, _ in tasks], broadcast=True, hash=False)
     first = next(iter(sets))
     cells, owner = {}, {}  # future -> (task position, set name, result key) / what it is
     for pos, (r, k, tr, te, _) in enumerate(tasks):
-        split = client.scatter((tr, te), broadcast=False, hash=False)
+        split = splits[pos]
         for name, (data_id, _) in sets.items():
             tag = f"r{r}-f{k}-{name or 'x'}"
             prep = submit(_prep, x_f[name], y_f, split, selectors[name], "mrmr" in selections, cache, data_id,

@@ -42,8 +42,10 @@ __all__ = ["SHARD_SIZE", "WorkerMismatchError", "extract_on_cluster"]
 log = logging.getLogger("deepfeat.extraction")
 #: Images per shard task by default (``--shard-size``).
 SHARD_SIZE = defaults.SHARD_SIZE
-#: Dask reruns a shard this many times when its worker dies (the cache keeps what was already computed).
+#: Dask reruns a shard this many times when it raises (the cache keeps what was already computed).
 RETRIES = 3
+#: Seconds the whole extraction may take on the cluster before it stops with an error (None: no limit).
+TIMEOUT_S = None
 _ENGINES: dict = {}  # per worker process: pinned identity -> built engine
 _LOCK = threading.Lock()
 
@@ -175,6 +177,7 @@ def extract_on_cluster(client, paths, *, request: dict, cache_root, shard_size: 
     from distributed import as_completed
 
     n = len(paths)
+    timeout = TIMEOUT_S if timeout is None else timeout
     run = uuid.uuid4().hex[:8]
     opts = {"pure": False, "retries": RETRIES, "resources": resources}
     spec = client.submit(_settle, request, paths[:64], cache_root, os.getpid(), torch_threads,
@@ -199,7 +202,7 @@ def extract_on_cluster(client, paths, *, request: dict, cache_root, shard_size: 
             queue.add(client.submit(_shard, spec, paths[s:s + shard_size], s, cache_root,
                                     key=f"deepfeat-shard-{s}-{run}", **opts))
 
-    queue = as_completed([], with_results=False)
+    queue = as_completed([], with_results=False, timeout=timeout)
     for _ in range(in_flight):
         submit_next(queue)
     try:
