@@ -308,3 +308,16 @@ def test_load_features_memory_maps_x_and_refuses_a_compressed_one(tmp_path):
     with pytest.raises(DeepfeatError, match="stored compressed, so it cannot be memory-mapped"):
         load_features(tmp_path / "z.features", mmap_mode="r")
     assert np.array_equal(load_features(tmp_path / "z.features").X, fs.X)
+
+
+@pytest.mark.slow
+def test_extraction_on_a_processes_local_cluster_equals_local(images, tmp_path, monkeypatch):
+    """Worker processes build their own model; with the same torch thread count the rows are the same bits."""
+    import torch
+
+    monkeypatch.setenv("DEEPFEAT_WORKER_TORCH_THREADS", str(torch.get_num_threads()))  # inherited by the workers
+    local = extract_features(images, cache=False, on_error="skip", **EX)
+    dist = extract_features(images, cache=tmp_path / "c", on_error="skip", scheduler="local:1", shard_size=8, **EX)
+    assert np.array_equal(local.X, dist.X)
+    assert dist.meta["distributed"]["torch_threads_per_task"] == torch.get_num_threads()
+    assert len(dist.meta["distributed"]["workers"]) >= 1 and dist.meta["model_sha256"] == local.meta["model_sha256"]
