@@ -78,6 +78,18 @@ def _given(ctx: typer.Context, **values) -> dict:
 
 
 PROGRESS_HELP = "Show progress bars and decisions on stderr (--quiet: only results and errors)."
+SCHEDULER_HELP = ("Run on Dask (pip install \"deepfeat[dask]\"): local:N (N worker processes here) or a scheduler "
+                  "address tcp://HOST:8786.")
+
+
+def _dask_options(scheduler, **options) -> dict:
+    """The Dask options, passed on only with --scheduler (and then checked before any work)."""
+    if scheduler is None:
+        return {}
+    from deepfeat.dask_client import check_scheduler
+
+    check_scheduler(scheduler)
+    return {"scheduler": scheduler, **options}
 
 
 def _list_models(value: bool):
@@ -140,6 +152,13 @@ def extract(
     list_models: Annotated[bool, typer.Option("--list-models", is_eager=True, callback=_list_models,
                                               help="List the models whose weights are here (offline) and exit.")]
     = False,
+    scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP + " Shard tasks hash, serve cache hits "
+                                                     "and compute misses on the workers; the cache folder must be "
+                                                     "a path every worker sees.")] = defaults.SCHEDULER,
+    shard_size: Annotated[int, typer.Option(min=1, help="Images per task with --scheduler.")] = defaults.SHARD_SIZE,
+    resources: Annotated[Optional[str], typer.Option(help="Dask worker resources each task needs with "
+                                                     "--scheduler, e.g. GPU=1 (workers started with "
+                                                     "--resources GPU=1).")] = None,
 ):
     """Extract deep features of every image in SOURCE into a FeatureSet file (cached, resumable)."""
     from deepfeat.extraction.api import (  # torch-free until something is computed
@@ -160,7 +179,8 @@ def extract(
         fs = extract_features(src, model=model, weights=weights, layer=layer, batch_size=batch_size, device=device,
                               num_workers=workers, cache=(cache_dir or True) if cache else False,
                               precision=precision, crop_border=crop_border, image_size=image_size,
-                              on_error="raise" if strict else "skip", progress=progress, tta=tta)
+                              on_error="raise" if strict else "skip", progress=progress, tta=tta,
+                              **_dask_options(scheduler, shard_size=shard_size, resources=resources))
     failed_csv, skipped = save_features(fs, output, also_skipped=src.skipped)
     meta = fs.meta
     typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features, cache hits "
@@ -212,6 +232,9 @@ def cv(
     inner_folds: Annotated[Optional[int], typer.Option(min=2, help="Inner folds of --nested (default 5).")] = None,
     fold_cache: Annotated[Optional[str], typer.Option(help="Folder caching fold results by identity (default: "
                                                       "<cache root>/cv-folds); 'none' disables.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP + " One task per fold x feature set x "
+                                                     "classifier x selection; results equal a local run.")]
+    = defaults.SCHEDULER,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.experiments import cross_validate_experiment
@@ -221,7 +244,8 @@ def cv(
                   mrmr_threshold=mrmr_threshold, mrmr_method=mrmr_method.value, folds=folds, repeats=repeats,
                   groups=groups, seed=seed, n_jobs=n_jobs, class_weight=class_weight, baseline=baseline,
                   nested=nested, inner_folds=inner_folds,
-                  fold_cache=None if fold_cache is None else (False if fold_cache.lower() == "none" else fold_cache))
+                  fold_cache=None if fold_cache is None else (False if fold_cache.lower() == "none" else fold_cache),
+                  **_dask_options(scheduler))
     if config or finetune:  # an experiment file's [cv] table, overridden by what was typed
         values = _given(ctx, **values)
     names = {"classifier": "classifiers", "select": "selections", "mrmr_threshold": "threshold"}

@@ -14,6 +14,8 @@ Every public function and every ``deepfeat`` command takes its defaults from her
 | mrmr_method | ``fcq`` | cv, fit |
 | classifiers (cv) | svm, knn, ann, nb | cv |
 | selections (cv) | none, mrmr | cv |
+| scheduler | None (no Dask: this machine, as before) | cv, extract |
+| shard_size | 2048 images per extraction task | extract (with a scheduler) |
 | classifier (fit) | ``svm-calibrated`` (Platt probabilities, so predict writes them) | fit, fit_model |
 | folds / repeats / seed | 10 / 1 / 0 | cv |
 | groups / baseline | ``auto`` / ``auto`` | cv |
@@ -33,6 +35,8 @@ MRMR_METHOD = "fcq"
 MRMR_METHODS = ("fcq", "fcd", "miq", "mid")
 CLASSIFIERS = ("svm", "knn", "ann", "nb")
 SELECTIONS = ("none", "mrmr")
+SCHEDULER = None
+SHARD_SIZE = 2048
 FIT_CLASSIFIER = "svm-calibrated"
 FOLDS = 10
 REPEATS = 1

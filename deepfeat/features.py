@@ -16,6 +16,12 @@ meta_json     str ()                          JSON: backbone, weights id + sha25
 ============  ==============================  =================================================
 
 ``np.load(path, allow_pickle=False)`` opens it; ``json.loads(str(f["meta_json"]))`` gives the metadata.
+
+Large sets: the archive stores its members uncompressed (``np.savez``), so ``X.npy`` sits in the file as one
+contiguous block: ``load_features(path, mmap_mode="r")`` memory-maps it instead of reading it (a 10^6 x 1,000 set
+then costs page cache, not 4 GB of process memory), and :meth:`FeatureSet.save` writes ``X`` in 16 MiB chunks, so
+saving a memory-mapped ``X`` (as a distributed extraction returns) needs no second copy. Files of every earlier
+release are laid out the same way.
 """
 from __future__ import annotations
 
@@ -179,7 +185,7 @@ class FeatureSet:
         import hashlib
 
         h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.X).tobytes())
+        h.update(np.ascontiguousarray(self.X))  # the buffer itself: no copy of X (same digest as its bytes)
         if self.y is not None:
             h.update("\x00".join(map(str, self.y)).encode())
         if self.sha256 is not None:
@@ -213,8 +219,35 @@ def _is_zip(path: Path) -> bool:
         return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def load_features(path) -> FeatureSet:
+def _memmap_member(path: Path, name: str, mode: str) -> np.ndarray:
+    """Array ``name`` of an .npz archive, memory-mapped in place (it must be stored uncompressed)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise FeatureFileError(f"{path}: '{name}' is stored compressed, so it cannot be memory-mapped; load it "
+                               "without mmap_mode (or re-save it with FeatureSet.save, which stores it uncompressed)")
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise FeatureFileError(f"{path}: damaged archive (no local header for '{name}')")
+        n_name, n_extra = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + n_name + n_extra)
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+    return np.memmap(path, dtype=dtype, mode=mode, offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def load_features(path, *, mmap_mode=None) -> FeatureSet:
     """Read a FeatureSet written by :meth:`FeatureSet.save` (or ``deepfeat extract``).
+
+    ``mmap_mode`` ('r' or 'c', copy-on-write): memory-map ``X`` from the file instead of reading it into memory
+    (for sets larger than RAM; see the module docstring).
 
     Raises
     ------
@@ -239,7 +272,11 @@ def load_features(path) -> FeatureSet:
                     f"{path} is not a deepfeat FeatureSet file (arrays found: {sorted(files)}); "
                     "create one with 'deepfeat extract'"
                 )
-            data = {k: f[k] for k in files}
+            data = {k: f[k] for k in files if not (mmap_mode and k == "X")}
+        if mmap_mode:
+            if mmap_mode not in ("r", "c"):
+                raise FeatureFileError(f"mmap_mode must be None, 'r' or 'c'; got {mmap_mode!r}")
+            data["X"] = _memmap_member(path, "X", mmap_mode)
     except FeatureFileError:
         raise
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError...

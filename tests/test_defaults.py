@@ -27,13 +27,14 @@ def _default(func, name):
 PAIRS = [
     (cli.extract, extract_features, {"model": "model", "weights": "weights", "layer": "layer", "device": "device",
                                      "precision": "precision", "batch_size": "batch_size", "workers": "num_workers",
-                                     "image_size": "image_size", "crop_border": "crop_border"}),
+                                     "image_size": "image_size", "crop_border": "crop_border",
+                                     "scheduler": "scheduler", "shard_size": "shard_size", "resources": "resources"}),
     (cli.extract, FeatureExtractor.__init__, {"model": "model", "weights": "weights", "layer": "layer",
                                               "device": "device", "precision": "precision"}),
     (cli.cv, cross_validate, {"classifier": "classifiers", "select": "selections", "n_features": "n_features",
                               "mrmr_method": "mrmr_method", "folds": "folds", "repeats": "repeats",
                               "groups": "groups", "seed": "seed", "n_jobs": "n_jobs", "class_weight": "class_weight",
-                              "baseline": "baseline"}),
+                              "baseline": "baseline", "scheduler": "scheduler"}),
     (cli.fit, fit_model, {"classifier": "classifier", "select": "select", "n_features": "n_features",
                           "mrmr_method": "mrmr_method", "class_weight": "class_weight", "seed": "seed"}),
     # the estimator's classifier stays "svm" (calibrated probabilities need 5 images per class); `deepfeat fit`

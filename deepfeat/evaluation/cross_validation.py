@@ -7,6 +7,7 @@ the results object live in :mod:`deepfeat.evaluation.results`.
 """
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from typing import Callable
@@ -196,7 +197,8 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
                    folds: int = defaults.FOLDS, repeats: int = defaults.REPEATS, groups=defaults.GROUPS,
                    seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
                    baseline=defaults.BASELINE, fold_features: Callable | None = None, progress: bool = True,
-                   nested: bool = False, inner_folds: int = 5, fold_cache="auto", rope: float = 0.01) -> CVResults:
+                   nested: bool = False, inner_folds: int = 5, fold_cache="auto", rope: float = 0.01,
+                   scheduler=defaults.SCHEDULER) -> CVResults:
     """Cross-validate classifiers on all vs mRMR-selected features, with baselines on the same folds.
 
     Parameters
@@ -245,6 +247,13 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         new cells. Not used with ``fold_features``.
     rope : float
         Region of practical equivalence (accuracy) of the Bayesian comparison (when ``baycomp`` is installed).
+    scheduler : str or distributed.Client, optional
+        Run the grid on Dask (needs ``pip install "deepfeat[dask]"``): ``"local:N"`` (a LocalCluster of N
+        processes), a scheduler address ``"tcp://HOST:8786"`` or a ``distributed.Client``. One task per fold x
+        feature set x classifier x selection, each fold's scaler and mRMR ranking computed once and shared, the
+        matrix scattered once, dead workers' tasks retried; results equal those of ``n_jobs=1``
+        (:mod:`deepfeat.evaluation.distributed`). ``n_jobs`` is then ignored; nested CV runs its outer folds on
+        the same cluster (joblib's Dask backend). Not with ``fold_features``.
 
     Returns
     -------
@@ -258,6 +267,14 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     ROC AUC comes from ``predict_proba`` when a classifier has it, else from ``decision_function`` (the ``svm``
     preset); ``predictions.score_kind`` says which.
     """
+    if scheduler is not None:
+        from deepfeat.dask_client import check_scheduler, connect, is_client
+
+        check_scheduler(scheduler)
+        if not is_client(scheduler):  # an address or local:N: connect once, run with the client, close
+            args = {k: v for k, v in locals().items() if k in _PARAMETERS}
+            with connect(scheduler) as client:
+                return cross_validate(**{**args, "scheduler": client})
     baseline = None if baseline == "none" else baseline
     classifiers = [classifiers] if isinstance(classifiers, str) else list(classifiers)
     selections = [selections] if isinstance(selections, str) else list(selections)
@@ -271,6 +288,10 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         raise DeepfeatError(f"inner_folds must be an int >= 2; got {inner_folds!r}")
     if rope is not None and not (isinstance(rope, (int, float)) and 0 <= rope < 1):
         raise DeepfeatError(f"rope must be an accuracy difference in [0, 1) or None; got {rope!r}")
+    if scheduler is not None:
+        if fold_features is not None:
+            raise DeepfeatError("fold_features cannot run on a Dask scheduler (it is a callable of this process); "
+                                "drop scheduler= or fold_features=")
     if fold_features is not None and (named or nested):
         raise DeepfeatError("fold_features works with one FeatureSet and nested=False only")
     sizes = {}
@@ -310,7 +331,15 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     jobs = [(t, data[name], y, estimators, selections, selectors[name], baseline is not None and i == 0,
              hist if i == 0 else None, fold_features) for t in tasks for i, name in enumerate(sets)]
     names = [name for _ in tasks for name in sets]
-    if n_jobs == 1:
+    if scheduler is not None:
+        from deepfeat.evaluation.distributed import run_fold_tasks
+
+        fold_out = run_fold_tasks(
+            scheduler, sets={name: (fs.identity() if cache is not None else None, fs.X) for name, fs in sets.items()},
+            y=y, tasks=tasks, estimators=estimators, selections=selections, selectors=selectors,
+            majority=baseline is not None, hist=hist, cache=cache, fit_score=_fit_score,
+            labels=(BASELINE_MAJORITY, BASELINE_HISTOGRAM), tick=bar.update)
+    elif n_jobs == 1:
         fold_out = [_run_fold(*job, tick=lambda n=1: bar.update(n), cache=cache, name=name)
                     for job, name in zip(jobs, names)]
     else:
@@ -333,6 +362,8 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
               else None, "wall_time_s": time.perf_counter() - t0}
     if named:
         params["features"] = list(sets)
+    if scheduler is not None:
+        params["scheduler"] = f"dask {scheduler.scheduler.address}"
     params.update(fold_cache=str(cache.root) if cache is not None else None, nested=bool(nested),
                   inner_folds=inner_folds if nested else None, rope=rope)
     results = assemble_results(features, classes, y, tasks, fold_out, params=params, grouping=grouping,
@@ -345,10 +376,20 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     if nested:
         from deepfeat.evaluation.nested import nested_cross_validate
 
-        results.nested = nested_cross_validate(
-            {name: data[name] for name in sets}, y, tasks, results, classifiers=classifiers, seed=seed,
-            class_weight=class_weight, inner_folds=inner_folds, group_ids=group_ids, mrmr_method=mrmr_method,
-            cache=cache, n_jobs=n_jobs, progress=progress,
-            defaults={name: auto_n_features(fs.n_features) for name, fs in sets.items()})
+        nested_args = dict(classifiers=classifiers, seed=seed, class_weight=class_weight, inner_folds=inner_folds,
+                           group_ids=group_ids, mrmr_method=mrmr_method, cache=cache, progress=progress,
+                           defaults={name: auto_n_features(fs.n_features) for name, fs in sets.items()})
+        if scheduler is not None:  # the outer folds as tasks on the same cluster (joblib's Dask backend)
+            from joblib import parallel_config
+
+            with parallel_config(backend="dask", client=scheduler):
+                results.nested = nested_cross_validate({name: data[name] for name in sets}, y, tasks, results,
+                                                       n_jobs=-1, **nested_args)
+        else:
+            results.nested = nested_cross_validate({name: data[name] for name in sets}, y, tasks, results,
+                                                   n_jobs=n_jobs, **nested_args)
     results.comparisons = compare_configs(results, rope=rope)
     return results
+
+
+_PARAMETERS = tuple(inspect.signature(cross_validate).parameters)

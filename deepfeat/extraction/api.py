@@ -173,7 +173,8 @@ def check_request(*, model=defaults.MODEL, layer=defaults.LAYER, tta="none", pre
 def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, layer=defaults.LAYER,
                      batch_size=None, device=defaults.DEVICE, num_workers=None, cache=True,
                      precision=defaults.PRECISION, channels_last="auto", crop_border=False, image_size=None,
-                     on_error="raise", progress=True, manifest=None, tta="none") -> FeatureSet:
+                     on_error="raise", progress=True, manifest=None, tta="none", scheduler=defaults.SCHEDULER,
+                     shard_size=defaults.SHARD_SIZE, resources=None) -> FeatureSet:
     """Deep features of every image in ``source``, through the on-disk cache.
 
     Parameters
@@ -224,6 +225,16 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
     tta : {'none', 'flip', 'd4'}, default 'none'
         Average each image's features over its views: 'flip' = identity + horizontal flip, 'd4' = the 8 flips
         and quarter turns, batched into one forward pass. Part of the cache key and of ``meta["blocks"]``.
+    scheduler : str or distributed.Client, optional
+        Extract on Dask (``pip install "deepfeat[dask]"``): ``"local:N"``, ``"tcp://HOST:8786"`` or a Client.
+        This process lists the paths only; shard tasks hash, serve cache hits, compute misses with a model built
+        once per worker and write the cache (which must be a path every worker sees). Device, precision and
+        preprocessing are settled once and pinned in every task (:mod:`deepfeat.extraction.distributed`). One
+        model and one layer, no TTA. ``X`` of the result is memory-mapped from a temporary file.
+    shard_size : int, default 2048
+        Images per shard task.
+    resources : str or dict, optional
+        Dask worker resources each task needs, e.g. ``"GPU=1"`` (workers started with ``--resources GPU=1``).
 
     Returns
     -------
@@ -239,6 +250,20 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
     t0 = time.perf_counter()
     models, layers = check_request(model=model, layer=layer, tta=tta, precision=precision,
                                    channels_last=channels_last, on_error=on_error, batch_size=batch_size)
+    if scheduler is not None:
+        from deepfeat.dask_client import check_scheduler
+
+        check_scheduler(scheduler)
+        if is_fused(models, layers, tta):
+            raise DeepfeatError("scheduler= extracts one model and one layer without TTA; run fused or TTA "
+                                "requests without a scheduler, or one model/layer per run and fuse_features after")
+        from deepfeat.extraction.distributed import extract_with_scheduler
+
+        return extract_with_scheduler(
+            source, scheduler=scheduler, model=models[0], weights=weights, layer=layers[0], batch_size=batch_size,
+            device=device, precision=precision, channels_last=channels_last, crop_border=crop_border,
+            image_size=image_size, cache=cache, on_error=on_error, progress=progress, manifest=manifest,
+            shard_size=shard_size, resources=resources, t0=t0)
     if is_fused(models, layers, tta):
         return _extract_fused(source, models=models, layers=layers, tta=tta, t0=t0, progress=progress, manifest=manifest,
                               on_error=on_error, cache=cache, batch_size=batch_size, num_workers=num_workers,

@@ -1,0 +1,178 @@
+"""The cross-validation grid as fine Dask tasks (``cross_validate(..., scheduler=...)``).
+
+Task graph, per fold x feature set:
+
+- one *prep* task fits the fold's ``StandardScaler`` and, when mRMR is asked for, its mRMR ranking (or reads the
+  ranking from the fold cache); it returns only the fitted scaler and the ranking (kilobytes, not matrices);
+- one *cell* task per classifier x selection depends on the prep future: it standardises the fold's rows with
+  that scaler, keeps the ranking's first ``n_selected`` columns (in column order, exactly as
+  ``MRMRSelector.transform``) and fits + scores the classifier; so scaling and mRMR run once per fold and are
+  shared, and the inputs of every fit are the bytes the local runner would give it;
+- one *baseline* task per fold (majority class, colour histogram + SVM), for the first feature set only.
+
+Each feature matrix, the labels, the histogram features and every fold's row indices are scattered once and
+broadcast to every worker (scattered data has no lineage: a copy held by one worker only would die with it and
+cancel every task that needs it); tasks receive futures, never copies in the task graph. Every task is submitted with
+``retries`` (default 3): when a worker dies, the scheduler reruns its unfinished tasks on another worker, and
+since every task is a pure function of its inputs nothing is lost or changed. The progress bar advances as tasks
+complete (``distributed.as_completed``). Results are reassembled in the local runner's order, so the tables are
+those of ``n_jobs=1``, bit for bit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.dummy import DummyClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+__all__ = ["RETRIES", "RUN_TIMEOUT_S", "run_fold_tasks"]
+
+log = logging.getLogger("deepfeat.evaluation")
+#: How often the scheduler reruns a task whose worker died (or that raised) before the run fails.
+RETRIES = 3
+#: The whole grid must finish within this many seconds, else the run stops with an error.
+RUN_TIMEOUT_S = 7 * 24 * 3600
+
+
+def _prep(X, y, split, selector, want_mrmr: bool, cache, data_id):
+    """The fold's fitted scaler and mRMR ranking info (None without mRMR)."""
+    tr, _ = split
+    scaler = StandardScaler().fit(X[tr])
+    info = None
+    if want_mrmr:
+        key = cache.key(data_id, tr, "mrmr", selector) if cache is not None else None
+        info = cache.get(key) if cache is not None else None
+        if info is None:
+            t0 = time.perf_counter()
+            sel = clone(selector).fit(scaler.transform(X[tr]), y[tr])
+            info = {"ranking": np.asarray(sel.ranking_), "scores": np.asarray(sel.scores_)[np.asarray(sel.ranking_)],
+                    "fit_time": time.perf_counter() - t0}
+            cols = np.flatnonzero(sel.get_support())  # what MRMRSelector.transform keeps
+            info["n_selected"] = len(cols)
+            if cache is not None:
+                cache.put(key, info)
+        else:  # a cached ranking: its prefix, in column order (as the local runner)
+            cols = np.sort(info["ranking"][:info["n_selected"]])
+        return {"scaler": scaler, "mrmr": info, "cols": cols}
+    return {"scaler": scaler, "mrmr": None, "cols": None}
+
+
+def _cell(X, y, split, prep, est, selection, selector, fit_score, cache, data_id):
+    """One classifier x selection on one fold (read from / written to the fold cache when there is one)."""
+    tr, te = split
+    key = cache.key(data_id, tr, te, "cell", est, selection, selector if selection == "mrmr" else None) \
+        if cache is not None else None
+    res = cache.get(key) if cache is not None else None
+    if res is not None:
+        return res
+    scaler = prep["scaler"]
+    Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
+    if selection == "mrmr":
+        Xtr, Xte = Xtr[:, prep["cols"]], Xte[:, prep["cols"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # class_weight notes were recorded once, up front
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = fit_score(clone(est), Xtr, y[tr], Xte)
+    if cache is not None:
+        cache.put(key, res)
+    return res
+
+
+def _baselines(X, y, split, majority: bool, hist, fit_score) -> dict:
+    tr, te = split
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if majority:
+            out["majority"] = fit_score(DummyClassifier(strategy="prior"), X[tr][:, :1], y[tr], X[te][:, :1])
+        if hist is not None:
+            hs = StandardScaler().fit(hist[tr])
+            out["histogram"] = fit_score(SVC(kernel="rbf", C=1.0, gamma="scale"), hs.transform(hist[tr]), y[tr],
+                                         hs.transform(hist[te]))
+    return out
+
+
+def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections, selectors: dict, majority: bool,
+                   hist, cache, fit_score, labels: tuple[str, str], tick=None, retries: int = RETRIES,
+                   timeout: float | None = None) -> list[dict]:
+    """Every fold x feature set x classifier x selection on ``client``; fold records as the local runner makes.
+
+    Parameters
+    ----------
+    sets : dict
+        Feature-set name (None for a single set) -> ``(data identity or None, X)``.
+    tasks : list of ``(repeat, fold, train_idx, test_idx, fold_index)``
+    estimators, selections, selectors :
+        As in :func:`deepfeat.evaluation.cross_validation.cross_validate` (selectors by set name).
+    majority, hist :
+        Baselines scored on the first set's folds (``hist``: histogram features or None).
+    fit_score : callable
+        ``fit_score(est, Xtr, ytr, Xte) -> dict`` (the local runner's, so both paths share one definition).
+    labels : (majority label, histogram label)
+    tick : callable, optional
+        Called with the number of finished cells as tasks complete.
+    """
+    from distributed import as_completed
+
+    timeout = RUN_TIMEOUT_S if timeout is None else timeout  # read at call time (tests lower it)
+    run = uuid.uuid4().hex[:8]
+    submit = (lambda fn, *a, key: client.submit(fn, *a, key=f"deepfeat-cv-{key}-{run}", pure=False,
+                                                retries=retries))
+    y_f = client.scatter(y, broadcast=True, hash=False)
+    x_f = {name: client.scatter(X, broadcast=True, hash=False) for name, (_, X) in sets.items()}
+    hist_f = client.scatter(hist, broadcast=True, hash=False) if hist is not None else None
+    # every split on every worker (survives one dying), all scattered before the first task runs: a broadcast
+    # scatter waits on every worker, and one that dies meanwhile would make it wait forever
+    splits = client.scatter([(tr, te) for _, _, tr, te, _ in tasks], broadcast=True, hash=False)
+    first = next(iter(sets))
+    cells, owner = {}, {}  # future -> (task position, set name, result key) / what it is
+    for pos, (r, k, tr, te, _) in enumerate(tasks):
+        split = splits[pos]
+        for name, (data_id, _) in sets.items():
+            tag = f"r{r}-f{k}-{name or 'x'}"
+            prep = submit(_prep, x_f[name], y_f, split, selectors[name], "mrmr" in selections, cache, data_id,
+                          key=f"prep-{tag}")
+            owner[prep] = (pos, name, "prep")
+            for clf, est in estimators.items():
+                for s in selections:
+                    fut = submit(_cell, x_f[name], y_f, split, prep, est, s, selectors[name] if s == "mrmr" else None,
+                                 fit_score, cache, data_id, key=f"cell-{tag}-{clf}-{s}")
+                    cells[fut] = (pos, name, (clf, s) if name is None else (name, clf, s))
+            if name == first and (majority or hist is not None):
+                fut = submit(_baselines, x_f[name], y_f, split, majority, hist_f, fit_score, key=f"base-{tag}")
+                cells[fut] = (pos, name, "baselines")
+    got, prep_out = {}, {}
+    for fut in as_completed(list(cells) + list(owner), timeout=timeout):
+        value = fut.result()
+        if fut in owner:
+            prep_out[owner[fut][:2]] = value
+            continue
+        got[cells[fut]] = value
+        if tick:
+            tick(1 if cells[fut][2] != "baselines" else majority + (hist is not None))
+    out = []
+    for pos, (r, k, tr, te, _) in enumerate(tasks):
+        for name, (_, X) in sets.items():
+            mrmr = prep_out[(pos, name)]["mrmr"] if "mrmr" in selections else None
+            rec = {"repeat": r, "fold": k, "test": te, "mrmr": mrmr,
+                   "n_features": {s: (X.shape[1] if s == "none" else mrmr["n_selected"]) for s in selections},
+                   "results": {}, "features": name}
+            for clf in estimators:  # the local runner's order: classifiers x selections, then baselines
+                for s in selections:
+                    key = (clf, s) if name is None else (name, clf, s)
+                    rec["results"][key] = got[(pos, name, key)]
+            base = got.get((pos, name, "baselines"), {})
+            if "majority" in base:
+                rec["results"][(labels[0], "baseline")] = base["majority"]
+            if "histogram" in base:
+                rec["results"][(labels[1], "baseline")] = base["histogram"]
+            out.append(rec)
+    return out
