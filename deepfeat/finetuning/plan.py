@@ -51,9 +51,12 @@ def make_plan(cfg, n_train: int) -> Plan:
     spe = _steps_in_epoch(n_train, bs)
     epochs = math.ceil(cfg.steps / spe) if cfg.steps else cfg.epochs
     if spe < FEW_STEPS:
+        advice = ("the batch is already at its floor of 8 images for a set this small: more epochs or steps "
+                  "lengthen the run" if cfg.min_steps_per_epoch else
+                  "set a smaller batch_size, more epochs or steps, or min_steps_per_epoch (recipe='transfer' "
+                  "adapts the batch size)")
         msg = (f"an epoch is only {spe} optimizer step(s) ({n_train} training images, batch size {bs}): "
-               f"{epochs} epochs make {epochs * spe} steps in all. Set a smaller batch_size, more epochs or steps, "
-               "or use recipe='transfer' (which adapts the batch size)")
+               f"{epochs} epochs make {epochs * spe} steps in all; {advice}")
         notes.append(msg)
         warnings.warn(msg, stacklevel=3)
     return Plan(batch_size=bs, steps_per_epoch=spe, epochs=epochs, total_steps=epochs * spe, notes=notes)
