@@ -230,3 +230,22 @@ def test_trunk_cache_is_keyed_by_the_frozen_weights():
     with torch.no_grad():
         next(b.prefix.parameters())[0].add_(1e-3)
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_trunk_cache_over_its_memory_budget_is_not_built(monkeypatch):
+    from deepfeat.backbones import create_backbone
+
+    net = T.attach_head(create_backbone(ARCH, weights="none"), "keep1000", 2)
+    monkeypatch.setenv("DEEPFEAT_TRUNK_CACHE_GB", "0.0001")  # ~100 KiB
+    cfg = FinetuneConfig(freeze_stages=2)
+    plan = P.make_plan(cfg, 1000)
+    with pytest.warns(UserWarning, match=r"caching 1000 images x 8 views would take .* GiB, over the 0.0 GiB budget"):
+        assert P.settle_trunk(plan, net, cfg, torch.device("cpu"), n_images=1000, input_size=(3, 32, 32))
+    assert plan.cached is False and "recomputed every step" in plan.notes[-1]
+    with pytest.raises(DeepfeatError, match="cache_trunk=True cannot be used here: caching 1000 images"):
+        P.settle_trunk(P.make_plan(cfg, 1000), net, FinetuneConfig(freeze_stages=2, cache_trunk=True),
+                       torch.device("cpu"), n_images=1000, input_size=(3, 32, 32))
+    monkeypatch.setenv("DEEPFEAT_TRUNK_CACHE_GB", "1")
+    plan = P.make_plan(cfg, 1000)
+    P.settle_trunk(plan, net, cfg, torch.device("cpu"), n_images=1000, input_size=(3, 32, 32))
+    assert plan.cached is True

@@ -62,8 +62,32 @@ def make_plan(cfg, n_train: int) -> Plan:
     return Plan(batch_size=bs, steps_per_epoch=spe, epochs=epochs, total_steps=epochs * spe, notes=notes)
 
 
-def settle_trunk(plan: Plan, net, cfg, device):
-    """Decide the frozen stages and whether their output is cached; returns the TrunkSplit or None."""
+def trunk_cache_budget() -> int:
+    """Bytes the cached trunk activations may take: ``DEEPFEAT_TRUNK_CACHE_GB``, else a quarter of the RAM."""
+    import os
+
+    if os.environ.get("DEEPFEAT_TRUNK_CACHE_GB"):
+        return int(float(os.environ["DEEPFEAT_TRUNK_CACHE_GB"]) * 2**30)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def _cache_bytes(split, n_images: int, n_views: int, input_size) -> int:
+    """What caching ``n_images`` x ``n_views`` activations of the frozen stages takes (fp32)."""
+    split.freeze()
+    param = next(split.prefix.parameters(), None)
+    with torch.no_grad():
+        h = split.prefix(torch.zeros((1, *input_size), device=param.device if param is not None else "cpu"))
+    return int(h.numel()) * 4 * n_images * n_views
+
+
+def settle_trunk(plan: Plan, net, cfg, device, *, n_images: int = 0, input_size=(3, 224, 224)):
+    """Decide the frozen stages and whether their output is cached; returns the TrunkSplit or None.
+
+    ``n_images`` (training + validation) sizes the activation cache; a cache above :func:`trunk_cache_budget`
+    is not built (the frozen stages are then recomputed every step, and the run says so)."""
     from deepfeat.finetuning.trunk import (
         TrunkSplit,
         needed_views,
@@ -97,6 +121,14 @@ def settle_trunk(plan: Plan, net, cfg, device):
         reasons.append(f"objective={cfg.objective!r} needs the whole network's embedding")
     if cfg.cache_trunk is False:
         reasons.append("cache_trunk=false")
+    if not reasons and n_images:
+        need, budget = _cache_bytes(split, n_images, len(needed_views(ops)), input_size), trunk_cache_budget()
+        if need > budget:
+            reasons.append(f"caching {n_images} images x {len(needed_views(ops))} views would take "
+                           f"{need / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB budget (DEEPFEAT_TRUNK_CACHE_GB)")
+            if cfg.cache_trunk == "auto":
+                warnings.warn(f"fine-tuning: {reasons[-1]}; the frozen stages are recomputed every step (slower)",
+                              stacklevel=3)
     if reasons and cfg.cache_trunk is True:
         raise DeepfeatError("cache_trunk=True cannot be used here: " + "; ".join(reasons))
     plan.cached = not reasons

@@ -208,7 +208,8 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     device, _ = resolve_device(cfg.device)
     net, data_config, init_info, channels_last = _build_network(model, weights, cfg, len(class_names), device,
                                                                 ckpt, resume)
-    trunk = P.settle_trunk(plan, net, cfg, device)
+    trunk = P.settle_trunk(plan, net, cfg, device, n_images=len(train_t) + len(val_t),
+                           input_size=tuple(data_config["input_size"]))
     for note in plan.notes:
         log.info("fine-tuning: %s", note)
     amp_dtype = autocast_dtype(resolve_precision(cfg.precision, device, training=True)[0])
