@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import run
+from cli_helpers import random_images, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -41,10 +41,7 @@ META = {"backbone": "tiny_darknet", "weights": "none", "layer": "logits", "input
 
 
 def images(folder: Path, n: int, seed: int = 0, size: int = 24):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+    random_images(folder, n, size=size, seed=seed)
 
 
 @pytest.fixture

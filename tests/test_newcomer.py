@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import run
-from PIL import Image
+from cli_helpers import random_images, run
 
 from deepfeat import FeatureSet, catalog
 from deepfeat.cli_messages import to_cli
@@ -23,10 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _images(folder: Path, n: int, size: int = 12, seed: int = 0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
+    random_images(folder, n, size=size, seed=seed)
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deepfeat.finetuning.training import backbone_of
+
 OBJECTIVES = ("crossentropy", "siamese", "triplet", "prototypical")
 SIAMESE_MARGIN = 1.0
 TRIPLET_MARGIN = 0.2
@@ -103,7 +105,7 @@ class EmbeddingProbe(nn.Module):
         self.embedding = None
 
     def forward(self, x):
-        body = self.model.backbone if self.head == "keep1000" else self.model
+        body = backbone_of(self.model, self.head)
         emb = body.forward_head(body.forward_features(x), pre_logits=True)
         self.embedding = emb
         if self.head == "keep1000":
@@ -126,7 +128,7 @@ def use_objective(stepper, model: nn.Module, head: str, objective: str, weight=N
     """Switch a :class:`deepfeat.finetuning.training.Stepper` from cross-entropy to a metric ``objective``."""
     if objective == "crossentropy":
         return stepper
-    body = model.backbone if head == "keep1000" else model
+    body = backbone_of(model, head)
     if not (hasattr(body, "forward_features") and hasattr(body, "forward_head")):
         from deepfeat.errors import DeepfeatError
 

@@ -95,7 +95,7 @@ def settle_trunk(plan: Plan, net, cfg, device, *, n_images: int = 0, input_size=
         resolve_freeze_stages,
     )
 
-    body = net.backbone if cfg.head == "keep1000" else net
+    body = T.backbone_of(net, cfg.head)
     if cfg.freeze_stages == 0:
         if cfg.cache_trunk is True:
             raise DeepfeatError("cache_trunk=True needs frozen stages (freeze_stages > 0 or 'auto' on a CPU)")
@@ -138,10 +138,6 @@ def settle_trunk(plan: Plan, net, cfg, device, *, n_images: int = 0, input_size=
     return split
 
 
-def class_weights(cfg, train_t, n_classes, device):
-    return T.class_weights(train_t, n_classes).to(device) if cfg.balance == "class-weight" else None
-
-
 def run_linear_probe(net, cfg, stepper, loader, split, plan, weight) -> dict:
     """LP of LP-FT: the head fitted on the frozen network's outputs of the training images (identity view)."""
     from deepfeat.finetuning.probe import fit_linear_head, probe_inputs
@@ -172,7 +168,3 @@ def trainable_groups(net, cfg, split) -> list[dict]:
     return [{"params": [p for p in params if id(p) in head], "lr": cfg.lr, "name": "head"},
             {"params": [p for p in params if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_scale,
              "name": "backbone"}]
-
-
-def order_of(train_t, epoch, cfg, plan) -> list[int]:
-    return T.epoch_order(train_t, epoch, cfg.seed, cfg.balance, plan.batch_size)

@@ -14,6 +14,8 @@ import time
 import torch
 from torch import nn
 
+from deepfeat.finetuning.training import backbone_of
+
 __all__ = ["fit_linear_head", "probe_inputs"]
 
 PROBE_L2 = 1e-3  # per-sample L2 on the head's weights: keeps the probe from saturating on separable data
@@ -24,8 +26,7 @@ def _head_and_body(net: nn.Module, head: str):
     """(the linear layer the probe fits, a function from network input to that layer's input)."""
     if head == "keep1000":
         return net.head, net.backbone
-    body = net
-    return body.get_classifier(), lambda x: body.forward_head(body.forward_features(x), pre_logits=True)
+    return net.get_classifier(), lambda x: net.forward_head(net.forward_features(x), pre_logits=True)
 
 
 @torch.no_grad()
@@ -38,7 +39,7 @@ def probe_inputs(net: nn.Module, head: str, batches, *, suffix=None) -> tuple[to
     try:
         for x, y in batches:
             if suffix is not None:
-                body = net.backbone if head == "keep1000" else net
+                body = backbone_of(net, head)
                 h = suffix.stages(x)
                 f = body.forward_head(h) if head == "keep1000" else body.forward_head(h, pre_logits=True)
             else:

@@ -213,7 +213,7 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     for note in plan.notes:
         log.info("fine-tuning: %s", note)
     amp_dtype = autocast_dtype(resolve_precision(cfg.precision, device, training=True)[0])
-    weight = P.class_weights(cfg, train_t, len(class_names), device)
+    weight = T.class_weights(train_t, len(class_names)).to(device) if cfg.balance == "class-weight" else None
     workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
     eval_tf = build_transform(data_config, crop_border=cfg.crop_border)
     ops = T.parse_augment(cfg.augment)
@@ -278,7 +278,7 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
         frozen = epoch < cfg.freeze_backbone_epochs
         T.set_train_mode(net, cfg.head, frozen_backbone=frozen, bn=cfg.bn, trunk=trunk)
         lr_now = optimizer.param_groups[0]["lr"]
-        order = P.order_of(train_t, epoch, cfg, plan)
+        order = T.epoch_order(train_t, epoch, cfg.seed, cfg.balance, plan.batch_size)
         train_ds.epoch = epoch
         loader = loader_of(train_ds, order)
         with tqdm(total=len(order), desc=f"epoch {epoch + 1}/{plan.epochs}", unit="img", disable=not progress,

@@ -58,6 +58,11 @@ def attach_head(backbone: nn.Module, head: str, n_classes: int) -> nn.Module:
     return backbone
 
 
+def backbone_of(model: nn.Module, head: str) -> nn.Module:
+    """The backbone inside the end-to-end network of :func:`attach_head` (for "replace" the network itself)."""
+    return model.backbone if head == "keep1000" else model
+
+
 def split_state(model: nn.Module, head: str) -> tuple[dict, dict | None]:
     """(backbone state dict, head state dict or None) in the checkpoint's layout."""
     if head == "keep1000":
@@ -80,8 +85,7 @@ def set_backbone_frozen(model: nn.Module, head: str, frozen: bool) -> None:
         p.requires_grad_(not frozen or id(p) in keep)
     model.train()
     if frozen:
-        body = model.backbone if head == "keep1000" else model
-        body.eval()
+        backbone_of(model, head).eval()
         if head == "keep1000":
             model.head.train()
 

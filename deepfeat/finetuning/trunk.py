@@ -24,12 +24,9 @@ import torch
 from torch import nn
 
 from deepfeat.errors import DeepfeatError
+from deepfeat.finetuning.training import backbone_of
 
 __all__ = ["D4_VIEWS", "TrunkSplit", "apply_view", "network_stages", "resolve_freeze_stages", "view_of_draw"]
-
-
-def _body(net: nn.Module, head: str) -> nn.Module:
-    return net.backbone if head == "keep1000" else net
 
 
 def network_stages(body: nn.Module) -> list[nn.Module]:
@@ -89,7 +86,7 @@ class SuffixClassifier(nn.Module):
         self.stages = nn.Sequential(*stages)
 
     def forward(self, h):
-        body = _body(self.net, self.head_kind)
+        body = backbone_of(self.net, self.head_kind)
         out = body.forward_head(self.stages(h))
         return self.net.head(out) if self.head_kind == "keep1000" else out
 
@@ -98,8 +95,7 @@ class TrunkSplit:
     """A network cut after its first ``k`` stages: ``prefix`` (frozen, eval mode, no gradient) and ``suffix``."""
 
     def __init__(self, net: nn.Module, head: str, k: int):
-        body = _body(net, head)
-        stages = network_stages(body)
+        stages = network_stages(backbone_of(net, head))
         self.k, self.n_stages = k, len(stages)
         self.prefix = _Prefix(stages[:k])
         self.suffix = SuffixClassifier(net, head, stages[k:])
