@@ -181,8 +181,11 @@ class DieOnce(ClassifierMixin, BaseEstimator):
         self.marker = marker
 
     def fit(self, X, y):
-        if not os.path.exists(self.marker):
-            open(self.marker, "w").close()
+        try:  # O_EXCL: exactly one process dies, even when both workers start this fit at the same instant
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
             os._exit(1)
         self.model_ = GaussianNB().fit(X, y)
         self.classes_ = self.model_.classes_
