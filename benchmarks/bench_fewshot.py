@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from deepfeat.evaluation.episodes import EpisodeSampler
-from deepfeat.evaluation.fewshot import episode_accuracies
+from deepfeat.fewshot.episodes import EpisodeSampler
+from deepfeat.fewshot.evaluate import episode_accuracies
 
 
 def naive_prototype(X, plan) -> np.ndarray:

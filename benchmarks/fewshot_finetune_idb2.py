@@ -13,8 +13,8 @@ import pandas as pd
 
 from deepfeat.data.images import sha256_file
 from deepfeat.data.sources import open_source
-from deepfeat.evaluation.fewshot import few_shot_evaluate
-from deepfeat.evaluation.fewshot_report import write_fewshot_report
+from deepfeat.fewshot.evaluate import few_shot_evaluate
+from deepfeat.reporting.fewshot_report import write_fewshot_report
 from deepfeat.extraction.api import extract_features
 from deepfeat.finetuning.run import finetune
 from deepfeat.finetuning.splits import split_train_val

@@ -97,7 +97,7 @@ def _apply(prelude):
         os.replace = full
         return lambda: setattr(os, "replace", real)
     if prelude == "interrupt":
-        import deepfeat.evaluation.report as report
+        import deepfeat.reporting.report as report
         real_fig = report._figures
 
         def stop(*a, **k):

@@ -43,7 +43,7 @@ def main():
     from deepfeat.evaluation.cross_validation import cross_validate
     from deepfeat.evaluation.grid import as_feature_sets
     from deepfeat.evaluation.honesty import colour_histograms
-    from deepfeat.evaluation.report_stats import comparison_lines, nested_lines
+    from deepfeat.reporting.stats import comparison_lines, nested_lines
     from deepfeat.features import FeatureSet, load_features
 
     deep = load_features(args.features)
@@ -68,7 +68,7 @@ def main():
     print(f"wall time: table + nested {wall:.0f} s (nested part {res.nested['wall_time_s']:.0f} s), "
           f"{len(res.nested['candidates'])} candidates")
     if args.output:
-        from deepfeat.evaluation.report import write_report
+        from deepfeat.reporting.report import write_report
 
         write_report(res, args.output)
 

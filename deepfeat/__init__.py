@@ -18,7 +18,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 _LAZY = {
     "FeatureSet": "deepfeat.features",
     "load_features": "deepfeat.features",
-    "fuse_features": "deepfeat.fusion",
+    "fuse_features": "deepfeat.extraction.fusion",
     "DeepfeatError": "deepfeat.errors",
     "MRMRSelector": "deepfeat.selection.mrmr",
     "FeatureExtractor": "deepfeat.extraction.engine",
@@ -29,7 +29,7 @@ _LAZY = {
     "make_pipeline": "deepfeat.classifiers.deep_classifier",
     "cross_validate": "deepfeat.evaluation.cross_validation",
     "CVResults": "deepfeat.evaluation.cross_validation",
-    "write_report": "deepfeat.evaluation.report",
+    "write_report": "deepfeat.reporting.report",
     "finetune": "deepfeat.finetuning.run",
     "FinetuneConfig": "deepfeat.finetuning.run",
     "cross_validate_finetuned": "deepfeat.evaluation.infold",

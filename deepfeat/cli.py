@@ -255,7 +255,7 @@ def cv(
     typer.echo(results.table().to_string())
     for line in results.honesty_lines() if hasattr(results, "honesty_lines") else []:
         typer.echo(line)
-    from deepfeat.evaluation.report_stats import comparison_lines, nested_lines
+    from deepfeat.reporting.stats import comparison_lines, nested_lines
 
     for line in nested_lines(results) + (comparison_lines(results) if results.comparisons is not None else []):
         typer.echo(line)
@@ -433,7 +433,7 @@ def fuse(
 ):
     """Put the columns of several FeatureSet files side by side (rows matched by image sha256, any order)."""
     from deepfeat.features import load_features
-    from deepfeat.fusion import fuse_features
+    from deepfeat.extraction.fusion import fuse_features
 
     fs = fuse_features([load_features(p) for p in inputs], names=[str(p) for p in inputs])
     fs.save(output)
@@ -564,8 +564,8 @@ def fewshot(
     seed: Annotated[int, typer.Option()] = 0,
 ):
     """Few-shot accuracy (N-way K-shot episodes, 95 % CI) of a FeatureSet: fewshot.csv, plot, report."""
-    from deepfeat.evaluation.fewshot import few_shot_evaluate
-    from deepfeat.evaluation.fewshot_report import write_fewshot_report
+    from deepfeat.fewshot.evaluate import few_shot_evaluate
+    from deepfeat.reporting.fewshot_report import write_fewshot_report
     from deepfeat.features import load_features
 
     res = few_shot_evaluate(load_features(features), ways=ways, shots=shots, queries=queries, episodes=episodes,
@@ -596,8 +596,8 @@ def curve(
     seed: Annotated[int, typer.Option()] = 0,
 ):
     """Learning curve: accuracy on a fixed test set per repeat against training images per class."""
-    from deepfeat.evaluation.curves import learning_curve
-    from deepfeat.evaluation.fewshot_report import write_curve_report
+    from deepfeat.fewshot.curves import learning_curve
+    from deepfeat.reporting.fewshot_report import write_curve_report
     from deepfeat.features import load_features
 
     res = learning_curve(load_features(features), sizes=sizes, classifier=classifier, select=select,

@@ -92,7 +92,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     Returns a dict with the results object and the paths written.
     """
     from deepfeat.evaluation.cross_validation import cross_validate
-    from deepfeat.evaluation.report import write_report
+    from deepfeat.reporting.report import write_report
     from deepfeat.extraction.api import extract_features
 
     out_dir = Path(out_dir)
@@ -137,7 +137,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
                               weights=features_opts.get("weights", defaults.WEIGHTS), out=ckpt,
                               config=experiment.finetune_config(), progress=progress)
             features_opts["weights"] = str(getattr(result, "checkpoint", ckpt))
-            from deepfeat.evaluation.finetune_report import write_finetune_report
+            from deepfeat.reporting.finetune_report import write_finetune_report
 
             write_finetune_report(result)  # finetuned.report.html beside the checkpoint
             timings["finetune_s"] = time.perf_counter() - t0
@@ -254,7 +254,7 @@ def cross_validate_experiment(source, out_dir, *, config=None, finetune_in_fold=
         raise DeepfeatError("give a FeatureSet file (deepfeat cv FEATURES -o DIR) or --config EXPERIMENT.toml")
     from deepfeat.evaluation.cross_validation import cross_validate
     from deepfeat.evaluation.grid import named_by_stem
-    from deepfeat.evaluation.report import write_report
+    from deepfeat.reporting.report import write_report
     from deepfeat.features import load_features
 
     features = load_features(sources[0]) if len(sources) == 1 else named_by_stem(sources, load_features)
@@ -292,7 +292,7 @@ def finetune_from_options(source, output, *, model=defaults.MODEL, weights=defau
         cfg = Experiment.from_toml(config).finetune_config(**options)
     else:
         cfg = FinetuneConfig.from_dict(config_overrides(**options), where="fine-tune options")
-    from deepfeat.evaluation.finetune_report import write_finetune_report
+    from deepfeat.reporting.finetune_report import write_finetune_report
 
     result = finetune(source, model=model, weights=weights, out=output, config=cfg, resume=resume, progress=progress)
     comparison = None

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from deepfeat.cli import app
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation.curves import curve_splits, learning_curve
+from deepfeat.fewshot.curves import curve_splits, learning_curve
 from deepfeat.features import FeatureSet
 
 

@@ -91,7 +91,7 @@ def test_a_pipeline_with_finetuning_and_no_model_uses_one_model_for_both(tmp_pat
     monkeypatch.setattr(ftmod, "finetune", fake_finetune)
     monkeypatch.setattr(api, "extract_features", fake_extract)
     monkeypatch.setattr(cvmod, "cross_validate", lambda *a, **k: None)
-    monkeypatch.setattr("deepfeat.evaluation.finetune_report.write_finetune_report", lambda result: {})
+    monkeypatch.setattr("deepfeat.reporting.finetune_report.write_finetune_report", lambda result: {})
     toml = tmp_path / "exp.toml"
     toml.write_text("[finetune]\nenabled = true\nepochs = 1\n[cv]\nfolds = 2\n")
     with pytest.raises(Stop):

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from deepfeat.cli import app
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation.episodes import EpisodeSampler
-from deepfeat.evaluation.fewshot import episode_accuracies, few_shot_evaluate
+from deepfeat.fewshot.episodes import EpisodeSampler
+from deepfeat.fewshot.evaluate import episode_accuracies, few_shot_evaluate
 from deepfeat.features import FeatureSet
 
 

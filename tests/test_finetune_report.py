@@ -7,7 +7,7 @@ import pytest
 
 from deepfeat.data.sources import open_source
 from deepfeat.data.synthetic import make_synthetic_smears
-from deepfeat.evaluation.finetune_report import wilson_interval, write_finetune_report
+from deepfeat.reporting.finetune_report import wilson_interval, write_finetune_report
 from deepfeat.finetuning.run import finetune, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

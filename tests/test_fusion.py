@@ -18,7 +18,7 @@ from deepfeat.errors import DeepfeatError
 from deepfeat.extraction.api import extract_features
 from deepfeat.extraction.cache import model_key
 from deepfeat.features import FeatureSet, load_features
-from deepfeat.fusion import fuse_features
+from deepfeat.extraction.fusion import fuse_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

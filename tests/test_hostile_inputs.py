@@ -423,7 +423,7 @@ def test_every_csv_of_cv_and_predict_is_escaped(tmp_path, capsys):
 
 
 def test_interrupted_report_is_unfinished_and_rerun_replaces(tmp_path, monkeypatch):
-    from deepfeat.evaluation import report
+    from deepfeat.reporting import report
     from deepfeat.evaluation.cross_validation import cross_validate
 
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ def test_import_contracts_are_kept():
     ("selection/mrmr.py", "import torch", "do not import torch"),
     ("extraction/cache.py", "from deepfeat import cli", "Nothing imports the CLI"),
     ("features.py", "from deepfeat.extraction import cache", "Stages import downwards only"),
-    ("evaluation/report.py", "import distributed", "Only the two doors know about a cluster"),
+    ("reporting/report.py", "import distributed", "Only the two doors know about a cluster"),
 ])
 def test_a_violation_breaks_a_contract(tmp_path, module, line, contract):
     shutil.copytree(ROOT / "deepfeat", tmp_path / "deepfeat", ignore=shutil.ignore_patterns("__pycache__"))

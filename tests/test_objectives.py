@@ -68,7 +68,7 @@ def cells(tmp_path_factory):
 @pytest.mark.parametrize("objective", ["siamese", "triplet", "prototypical"])
 def test_each_objective_trains_and_feeds_pooled_fewshot(objective, cells, tmp_path):
     from deepfeat.backbones import create_backbone
-    from deepfeat.evaluation.fewshot import few_shot_evaluate
+    from deepfeat.fewshot.evaluate import few_shot_evaluate
     from deepfeat.extraction.api import extract_features
 
     out = tmp_path / f"{objective}.pt"

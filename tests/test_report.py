@@ -10,9 +10,9 @@ import pytest
 from report_helpers import comparisons_for, make_cells, run_cv
 
 from deepfeat.evaluation.cross_validation import cross_validate
-from deepfeat.evaluation.gallery import error_gallery
-from deepfeat.evaluation.report import fmt_number, write_report
-from deepfeat.evaluation.verdict import build_verdict, find_comparison, t_interval
+from deepfeat.reporting.gallery import error_gallery
+from deepfeat.reporting.report import fmt_number, write_report
+from deepfeat.reporting.verdict import build_verdict, find_comparison, t_interval
 from deepfeat.features import FeatureSet
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from report_helpers import make_cells, run_cv
 
-from deepfeat.evaluation.report import write_report
+from deepfeat.reporting.report import write_report
 
 
 def _artefact(path: Path):

@@ -1,4 +1,4 @@
-"""Stage 5, evaluation: cross-validation (``cross_validation``), its results (``results``), honesty checks and
-baselines (``honesty``), in-fold fine-tuned CV (``infold``), the report (``report``) and its plots (``plots``);
-grids of feature sets on identical folds (``grid``), the fold-result cache (``fold_cache``), nested CV (``nested``),
-paired statistics (``compare``) and their report sections (``report_stats``)."""
+"""Evaluation: folds and cross-validation (``cross_validation``), results (``results``), honesty checks and
+baselines (``honesty``), grids of feature sets on identical folds (``grid``), the fold-result cache
+(``fold_cache``), nested CV (``nested``), paired statistics (``compare``), the Dask task map (``distributed``) and
+in-fold fine-tuned CV (``infold``, ``finetune_compare``)."""

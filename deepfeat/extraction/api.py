@@ -54,7 +54,7 @@ from deepfeat.extraction.inputs import (
     say,
 )
 from deepfeat.features import FeatureSet
-from deepfeat.fusion import merged_finetune
+from deepfeat.extraction.fusion import merged_finetune
 from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 from deepfeat.provenance import package_versions
 

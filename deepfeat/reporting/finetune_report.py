@@ -4,7 +4,7 @@ templates, styles and thumbnail gallery as the cross-validation report.
 It shows what a fine-tuning run did, in reading order: a summary generated from the numbers (kept epoch,
 validation accuracy with a Wilson 95 % interval over the validation images, macro F1, the train / validation
 gap), the loss and accuracy curves, the validation confusion matrix, the validation images the network got wrong
-(most confident first, capped as in :data:`deepfeat.evaluation.gallery.GALLERY_LIMITS`), then the per-epoch table.
+(most confident first, capped as in :data:`deepfeat.reporting.gallery.GALLERY_LIMITS`), then the per-epoch table.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfeat.evaluation import plots
-from deepfeat.evaluation.gallery import GALLERY_LIMITS, thumbnail_uri
-from deepfeat.evaluation.report import _table, fmt_number, render
+from deepfeat.reporting import plots
+from deepfeat.reporting.gallery import GALLERY_LIMITS, thumbnail_uri
+from deepfeat.reporting.report import _table, fmt_number, render
 from deepfeat.finetuning.checkpoints import sibling
 
 __all__ = ["wilson_interval", "write_finetune_report"]
@@ -107,7 +107,7 @@ def write_finetune_report(result, out=None, *, gallery_limits: dict | None = Non
     out : path-like, optional
         The HTML file to write; default: beside the checkpoint, ``NAME.report.html``.
     gallery_limits : dict, optional
-        Overrides of :data:`deepfeat.evaluation.gallery.GALLERY_LIMITS`.
+        Overrides of :data:`deepfeat.reporting.gallery.GALLERY_LIMITS`.
     comparison : dict, optional
         :func:`deepfeat.evaluation.finetune_compare.split_comparison`: the network end to end next to SVMs on
         fine-tuned and frozen features, on the same validation images.

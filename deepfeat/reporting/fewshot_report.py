@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfeat.evaluation import plots
-from deepfeat.evaluation.report import _json_default, markdown_table
+from deepfeat.reporting import plots
+from deepfeat.reporting.report import _json_default, markdown_table
 
 __all__ = ["curve_png", "fewshot_png", "write_curve_report", "write_fewshot_report"]
 

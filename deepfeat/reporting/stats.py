@@ -1,5 +1,5 @@
 """Report sections for the comparison statistics and nested CV: "Which configurations differ" and the nested
-headline. Kept apart from :mod:`deepfeat.evaluation.report` so the report layout can change without touching them;
+headline. Kept apart from :mod:`deepfeat.reporting.report` so the report layout can change without touching them;
 they read only ``results.comparisons``, ``results.nested`` and ``results.summary``.
 """
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Write a cross-validation run to disk: CSV tables, ``config.json``, the plots, and ``report.md`` and a
-self-contained ``report.html`` rendered from the Jinja2 templates in ``deepfeat/evaluation/templates``.
+self-contained ``report.html`` rendered from the Jinja2 templates in ``deepfeat/reporting/templates``.
 
 The page reads top to bottom as a researcher asks: the verdict (generated from the numbers, with the warnings that
 change how to read it), pictures (accuracy with intervals, per-class heatmap, confusion and ROC small multiples,
 mRMR scores), the cells themselves (misclassified and duplicate images as embedded thumbnails, bounded by
-:data:`deepfeat.evaluation.gallery.GALLERY_LIMITS`), how it was measured (the honesty statements), then the
+:data:`deepfeat.reporting.gallery.GALLERY_LIMITS`), how it was measured (the honesty statements), then the
 tables, collapsed. Plots are embedded as base64 PNG and thumbnails as base64 JPEG, so the single HTML file works
 when mailed.
 """
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation import plots, report_stats
-from deepfeat.evaluation.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
-from deepfeat.evaluation.verdict import build_verdict
+from deepfeat.reporting import plots, stats
+from deepfeat.reporting.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
+from deepfeat.reporting.verdict import build_verdict
 from deepfeat.fileio import atomic_write_bytes, sha256_file, write_csv
 
 __all__ = ["fmt_number", "render", "write_report"]
@@ -229,7 +229,7 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
     results : CVResults
     out_dir : path-like
     gallery_limits : dict, optional
-        Overrides of :data:`deepfeat.evaluation.gallery.GALLERY_LIMITS` (``max_errors``, ``max_duplicate_groups``,
+        Overrides of :data:`deepfeat.reporting.gallery.GALLERY_LIMITS` (``max_errors``, ``max_duplicate_groups``,
         ``max_per_group``, ``px``, ``quality``): the caps that bound the size of ``report.html``.
 
     Returns
@@ -247,9 +247,9 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
         paths[name] = out / f"{name}.csv"
         write_csv(df, paths[name])
     comparisons = getattr(results, "comparisons", None)
-    paths.update(report_stats.write_statistics_tables(results, out))  # comparisons.csv, nested.csv
+    paths.update(stats.write_statistics_tables(results, out))  # comparisons.csv, nested.csv
     paths["config"] = out / "config.json"
-    config = {**results.config, "honesty": results.honesty, "nested": report_stats.nested_config(results),
+    config = {**results.config, "honesty": results.honesty, "nested": stats.nested_config(results),
               "confusion": {k: {"classes": v["classes"], "matrix": v["matrix"]} for k, v in results.confusion.items()}}
     paths["config"].write_text(json.dumps(config, indent=2, default=_json_default))
 
@@ -285,7 +285,7 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
                   + f"; FeatureSet identity {meta['identity'][:16]}."),
         "verdict": verdict, "figures": figs, "errors": errors, "duplicates": dups, "limits": limits,
         "honesty": results.honesty_lines(), "tables": tables,
-        "stats_md": report_stats.statistics_markdown(results), "stats_html": report_stats.statistics_html(results),
+        "stats_md": stats.statistics_markdown(results), "stats_html": stats.statistics_html(results),
     }
     paths["report_md"] = out / "report.md"
     paths["report_md"].write_text(render("report.md.j2", **context))

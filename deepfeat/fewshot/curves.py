@@ -20,7 +20,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedGroupKFold
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation.fewshot import parse_list
+from deepfeat.fewshot.evaluate import parse_list
 
 __all__ = ["CurveResults", "curve_splits", "learning_curve"]
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation.episodes import EpisodePlan, EpisodeSampler
+from deepfeat.fewshot.episodes import EpisodePlan, EpisodeSampler
 
 __all__ = ["METHODS", "FewShotResults", "episode_accuracies", "few_shot_evaluate", "parse_list"]
 

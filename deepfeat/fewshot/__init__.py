@@ -1,0 +1,2 @@
+"""Few-shot evaluation: N-way K-shot episodes (``episodes``), their evaluation (``evaluate``) and learning curves
+(``curves``)."""
