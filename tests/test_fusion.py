@@ -120,13 +120,11 @@ def test_blocks_are_cached_separately(images, tmp_path, monkeypatch):
     np.testing.assert_array_equal(more.X[:, :1000], first.X)  # the cached logits were kept, not rewritten
     # every block now has a request note: the same request is served without building any model
     import deepfeat.extraction.engine as engine
-    import deepfeat.extraction.multipass as multipass
 
     def refuse(**kw):
         raise AssertionError("a model was built although every block was cached")
 
-    monkeypatch.setattr(engine, "_Engine", refuse)
-    monkeypatch.setattr(multipass, "BlocksEngine", refuse)
+    monkeypatch.setattr(engine, "Engine", refuse)  # the one engine of every request
     fast = extract_features(images, layer="logits,pooled", cache=cache, **NET, **FAST)
     np.testing.assert_array_equal(fast.X, more.X)
     assert fast.meta["cache_hits"] == 6 and fast.meta["blocks"][1]["model_sha256"] == more.meta["blocks"][1][
