@@ -7,15 +7,17 @@ For each request below, four runs, each in its own process (so each imports its 
   after-warm    AFTER reading a copy of before-cold's cache (what a user upgrading with a full cache sees);
   before-warm   BEFORE reading a copy of after-cold's cache (caches written by AFTER stay readable by BEFORE).
 
-Compared against before-cold: X (max |difference| and bit equality), y, paths, sha256, feature names and ``meta``
-(without dates, timings, cache hit counts and the cache folder). Compared between the cold caches: the file names
-under ``features/`` and ``requests/`` (cache keys and request-note ids), every entry's bytes, and the ``config.json``
-notes. The warm runs must hit every row and, where the request has a cheap identity, import no torch (served from
-the request notes); a warm run must add no file to the cache it reads.
+Compared: after-cold with before-cold and after-warm with before-warm (X: max |difference| and bit equality; y,
+paths, sha256, feature names and ``meta`` without dates, timings, cache hit counts and the cache folder), and every
+warm X with before-cold's. Between the cold caches: the file names under ``features/`` and ``requests/`` (cache
+keys and request-note ids), every entry's bytes, and the ``config.json`` notes (informational). Warm runs must hit
+every readable row, add no file to the cache they read and, when every image is readable, import no torch (served
+from the request notes).
 
 Requests (``../shared/data/all_idb2_small``, 260 images with 2 byte-identical pairs; precision 'auto', device 'auto'):
 plain Lite0 logits, Lite0 pooled, fused Lite0 logits,pooled + colour_histogram, Lite0 logits tta d4 on 32 images,
-tiny_darknet with the reference ``tiny.weights`` file and darknet19 with weights 'none' (64 images). Usage::
+tiny_darknet with the reference ``tiny.weights`` file, darknet19 with weights 'none' (64 images), Lite0 logits in
+bf16 (64 images) and Lite0 logits on 32 images plus one undecodable file (``on_error='skip'``). Usage::
 
     python benchmarks/extract_equivalence.py --before /work/wt/base/.venv/bin/python --after .venv/bin/python \
         [--data ../shared/data/all_idb2_small] [--threads 2] [--cases plain,pooled,...] [--keep DIR]
@@ -46,7 +48,10 @@ CASES = {
     "tiny_darknet": ({"model": "tiny_darknet", "weights": str(SHARED / "reference" / "darknet" / "tiny.weights"),
                       "layer": "logits"}, None),
     "darknet19_none": ({"model": "darknet19", "weights": "none", "layer": "pooled"}, 64),
+    "plain_bf16": ({**LITE0, "layer": "logits", "precision": "bf16"}, 64),
+    "unreadable": ({**LITE0, "layer": "logits", "on_error": "skip"}, 32),
 }
+BAD = "not-an-image.jpg"  # written by the driver beside the runs; the "unreadable" case adds it, labelled "bad"
 #: meta fields that differ between runs by nature
 RUN_FIELDS = {"created", "seconds", "cache_hits", "cache_misses", "cache_dir"}
 
@@ -64,6 +69,9 @@ def worker(case: str, data: str, cache: str, out: str) -> None:
     if n is not None:
         step = len(source) // n
         source = source.subset(range(0, step * n, step))
+    if case == "unreadable":
+        bad = str(Path(cache).parents[1] / BAD)
+        source = type(source)(source.paths + [bad], source.labels + ["bad"], name=source.name, root=source.root)
     t0, c0 = time.perf_counter(), time.process_time()
     fs = extract_features(source, cache=cache, progress=False, **kwargs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -121,6 +129,8 @@ def _compare(ref, other):
 
 def compare_case(case, args, work: Path) -> bool:
     data = str(Path(args.data).resolve())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / BAD).write_bytes(b"\xff\xd8 these bytes are no JPEG")
     c = {k: work / case / f"cache-{k}" for k in ("before", "after", "after-on-before", "before-on-after")}
     o = {k: work / case / k for k in ("before-cold", "after-cold", "after-warm", "before-warm")}
     (work / case).mkdir(parents=True)
@@ -137,25 +147,30 @@ def compare_case(case, args, work: Path) -> bool:
     bytes_same = keys_same and all(fb[k] == fa[k] for k in entries)
     config_diff = [k for k in configs if fa.get(k) != fb[k]]
     ok = keys_same and bytes_same
-    ident = CASES[case][0]["weights"] != "imagenet" or "tf_efficientnet_lite" in CASES[case][0]["model"]
+    all_readable = case != "unreadable"
     line = [f"{case}: {runs['before-cold'][0]['X'].shape[0]} x {runs['before-cold'][0]['X'].shape[1]}",
             f"cache files {len(fb)} ({len(entries)} entries, {sum(k.startswith('requests/') for k in fb)} request "
-            f"notes): names {'identical' if keys_same else 'DIFFER'}, entry bytes {'identical' if bytes_same else 'DIFFER'}"
+            f"notes): names {'identical' if keys_same else 'DIFFER'}, entry bytes "
+            f"{'identical' if bytes_same else 'DIFFER'}"
             + (f", config.json differs: {config_diff}" if config_diff else "")]
     if not keys_same:
         line.append(f"  only before: {sorted(set(fb) - set(fa))[:6]}; only after: {sorted(set(fa) - set(fb))[:6]}")
-    for arm in ("after-cold", "after-warm", "before-warm"):
-        diff, bits, problems = _compare(runs["before-cold"], runs[arm])
+    for arm, ref in (("after-cold", "before-cold"), ("after-warm", "before-warm"), ("after-warm", "before-cold"),
+                     ("before-warm", "before-cold")):
+        diff, bits, problems = _compare(runs[ref], runs[arm])
         facts = runs[arm][1]
-        hits = facts["meta"].get("cache_hits")
+        meta_only = [p for p in problems if p.startswith("meta")]
+        if arm.endswith("warm") and ref.endswith("cold"):  # served vs computed: the rows must agree
+            problems = [p for p in problems if not p.startswith("meta")]
         warm = arm.endswith("warm")
         served = warm and not facts["torch_loaded"]
         arm_ok = bits and not problems and (not warm or (facts["meta"].get("cache_misses") == 0 and
-                                                         (served or not ident)))
+                                                         (served or not all_readable)))
         ok = ok and arm_ok
-        line.append(f"  {arm:11s} vs before-cold: max|dX| {diff:.3g}, bits {'identical' if bits else 'DIFFER'}, "
-                    f"hits {hits}/{facts['meta'].get('n_input')}"
+        line.append(f"  {arm:11s} vs {ref:11s}: max|dX| {diff:.3g}, bits {'identical' if bits else 'DIFFER'}, "
+                    f"hits {facts['meta'].get('cache_hits')}/{facts['meta'].get('n_input')}"
                     + (f", served without torch: {served}" if warm else "")
+                    + (f", meta {'same' if not meta_only else 'differs'}" if warm and ref.endswith("cold") else "")
                     + f", wall {facts['wall']:.1f} s cpu {facts['cpu']:.1f} s"
                     + ("" if not problems else f"\n    PROBLEMS: {problems}"))
     for arm, cache in (("after-warm", "after-on-before"), ("before-warm", "before-on-after")):
@@ -184,6 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--keep", help="keep the caches and outputs in this (new) folder")
     args = ap.parse_args(argv)
+    args.before, args.after = os.path.abspath(args.before), os.path.abspath(args.after)  # not resolved: venv links
     if not Path(args.data).is_dir():
         print(f"no data at {args.data}; nothing compared")
         return 0
