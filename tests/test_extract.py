@@ -392,7 +392,7 @@ def _no_engine(monkeypatch):
     def refuse(**kw):
         raise AssertionError("the model was built although every row was cached")
 
-    monkeypatch.setattr(ex, "_Engine", refuse)
+    monkeypatch.setattr(ex, "Engine", refuse)
 
 
 _RUN_FIELDS = ("created", "seconds", "cache_hits", "cache_misses")

@@ -120,19 +120,40 @@ def test_blocks_are_cached_separately(images, tmp_path, monkeypatch):
     np.testing.assert_array_equal(more.X[:, :1000], first.X)  # the cached logits were kept, not rewritten
     # every block now has a request note: the same request is served without building any model
     import deepfeat.extraction.engine as engine
-    import deepfeat.extraction.multipass as multipass
 
     def refuse(**kw):
         raise AssertionError("a model was built although every block was cached")
 
-    monkeypatch.setattr(engine, "_Engine", refuse)
-    monkeypatch.setattr(multipass, "BlocksEngine", refuse)
+    monkeypatch.setattr(engine, "Engine", refuse)  # the one engine of every request
     fast = extract_features(images, layer="logits,pooled", cache=cache, **NET, **FAST)
     np.testing.assert_array_equal(fast.X, more.X)
     assert fast.meta["cache_hits"] == 6 and fast.meta["blocks"][1]["model_sha256"] == more.meta["blocks"][1][
         "model_sha256"]
     plain = extract_features(images, layer="pooled", cache=cache, **NET, **FAST)  # note written by the fused run
     np.testing.assert_array_equal(plain.X, more.X[:, 1000:])
+
+
+def test_ctrl_c_in_a_fused_request_keeps_finished_batches(images, tmp_path, monkeypatch):
+    """A fused request runs on the one engine: Ctrl-C says how many images are cached, and a rerun resumes."""
+    import deepfeat.extraction.engine as engine
+    from deepfeat.errors import ExtractionInterrupted
+
+    cache = tmp_path / "c"
+    forward, calls = engine.Engine.forward, []
+
+    def second_batch_stops(self, x, precision, tta="none"):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return forward(self, x, precision, tta)
+
+    monkeypatch.setattr(engine.Engine, "forward", second_batch_stops)
+    with pytest.raises(ExtractionInterrupted, match="4 of 6 images cached; run the same command again") as stop:
+        extract_features(images, layer="logits,pooled", cache=cache, batch_size=4, **NET, **FAST)
+    assert (stop.value.done, stop.value.total) == (4, 6)
+    monkeypatch.undo()
+    again = extract_features(images, layer="logits,pooled", cache=cache, batch_size=4, **NET, **FAST)
+    assert [(b["cache_hits"], b["cache_misses"]) for b in again.meta["blocks"]] == [(4, 2), (4, 2)]
 
 
 @pytest.mark.parametrize("layer, match", [

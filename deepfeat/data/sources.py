@@ -2,21 +2,22 @@
 
 :func:`open_source` turns what a user points at (a class-folder tree, a CSV, a folder of unlabelled images, a list
 of files, or a dataset root plus a manifest from ``data_manifests/``) into an :class:`ImageSource`. Everything
-downstream (extraction, cross-validation, prediction) works on that object, so the rules live here once:
-hidden files and folders are ignored, extensions match case-insensitively, order is sorted and deterministic.
+downstream (extraction, cross-validation, prediction) works on that object, so the rules live in one place:
+hidden files and folders are ignored, extensions match case-insensitively, order is sorted and deterministic
+(folder trees: :mod:`deepfeat.data.folders`; CSV lists, file lists and subject groups: here).
 """
 from __future__ import annotations
 
 import csv
 import os
 import re
-import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from deepfeat.data.folders import check_class_level, read_folder
 from deepfeat.data.images import IMAGE_EXTENSIONS, is_image_file
 from deepfeat.data.manifests import (
     DatasetManifest,
@@ -26,6 +27,8 @@ from deepfeat.data.manifests import (
 )
 from deepfeat.errors import DeepfeatError
 from deepfeat.fileio import regular_file_problem
+
+__all__ = ["ImageSource", "check_class_level", "expand_image_paths", "open_source"]
 
 
 @dataclass
@@ -46,7 +49,7 @@ class ImageSource:
         The folder the paths were found under, when there is one.
     skipped : list of (str, str)
         Entries found but not used, with the reason: FIFOs and devices named like images, broken links, symlinked
-        folders not followed (see :func:`_walk_images`). Never silently dropped: :func:`open_source` warns.
+        folders not followed (see :func:`deepfeat.data.folders.walk_images`). Never silently dropped: :func:`open_source` warns.
     """
 
     paths: list[str]
@@ -99,143 +102,6 @@ class ImageSource:
             name=self.name,
             root=self.root,
         )
-
-
-def _visible(name: str) -> bool:
-    # Hidden entries (.DS_Store, .ipynb_checkpoints) and macOS archive debris are never data.
-    return not name.startswith(".") and name != "__MACOSX"
-
-
-def _walk_images(folder: str, skipped: list | None = None, others: Sequence[str] = ()) -> list[str]:
-    """Image files anywhere under ``folder`` as sorted relative POSIX paths; never silent, never stuck.
-
-    - A folder that cannot be listed (no permission, I/O error) is an error naming it: a class must never go
-      missing quietly.
-    - Symlinked folders are followed, but each real folder is entered at most once, and a link that points at
-      one of its own ancestors (``loop -> ..``), or into another class folder (``others``, real paths), is not
-      entered at all, so no image gets a second, wrong label; all are listed in ``skipped``.
-    - Entries that are not regular files or folders (FIFOs, devices, sockets) and broken links are never opened;
-      those with an image extension are listed in ``skipped``.
-    """
-    skipped = [] if skipped is None else skipped
-    found: list[str] = []
-    visited: set[str] = set()
-
-    def walk(path: str, rel: str, ancestors: tuple[str, ...]):
-        real = os.path.realpath(path)
-        here = ancestors[-1] if ancestors else None
-        if real in ancestors or (here is not None and here.startswith(real.rstrip(os.sep) + os.sep)):
-            skipped.append((path, f"symlinked folder points at its own ancestor {real}; not followed"))
-            return
-        inside = [o for o in others if real == o or real.startswith(o.rstrip(os.sep) + os.sep)]
-        if inside:
-            skipped.append((path, f"symlinked folder points into another class folder {inside[0]}; not followed "
-                                  "(its images keep their own label)"))
-            return
-        if real in visited:
-            skipped.append((path, f"folder {real} was already read through another path; not read twice"))
-            return
-        visited.add(real)
-        try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            raise DeepfeatError(
-                f"cannot read folder {path}: {exc.strerror or exc}. Its images would silently go missing; fix its "
-                "permissions, or move it out of the data folder") from None
-        for entry in entries:
-            if not _visible(entry.name):
-                continue
-            sub = entry.name if not rel else f"{rel}/{entry.name}"
-            try:
-                mode = os.stat(entry.path).st_mode  # follows links
-            except OSError as exc:
-                if is_image_file(entry.name):
-                    skipped.append((entry.path, f"cannot stat ({exc.strerror or exc}; a broken link?)"))
-                continue
-            if stat.S_ISDIR(mode):
-                walk(entry.path, sub, ancestors + (real,))
-            elif is_image_file(entry.name):
-                if stat.S_ISREG(mode):
-                    found.append(sub)
-                else:
-                    skipped.append((entry.path, regular_file_problem(entry.path) or "is not a regular file"))
-
-    walk(folder, "", ())
-    return sorted(found)
-
-
-def _no_images(folder: str) -> DeepfeatError:
-    return DeepfeatError(
-        f"no images found in folder {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} in any letter case, "
-        "hidden files ignored)"
-    )
-
-
-def _from_folder(folder: str, manifest: DatasetManifest | None) -> ImageSource:
-    try:
-        entries = sorted(e for e in os.listdir(folder) if _visible(e))
-    except OSError as exc:
-        raise DeepfeatError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
-    skipped: list = []
-    subdirs = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
-    top_images = []
-    for e in (e for e in entries if e not in subdirs and is_image_file(e)):
-        problem = regular_file_problem(os.path.join(folder, e))
-        if problem is None:
-            top_images.append(e)
-        else:
-            skipped.append((os.path.join(folder, e), problem))
-    name = manifest.name if manifest is not None else (os.path.basename(os.path.normpath(folder)) or folder)
-    if manifest is not None and manifest.label_from == "file_name":
-        return _labelled_by_file_name(folder, manifest)
-    reals = {d: os.path.realpath(os.path.join(folder, d)) for d in subdirs}
-    per_class = {d: _walk_images(os.path.join(folder, d), skipped, [r for e, r in reals.items() if e != d])
-                 for d in subdirs}
-    per_class = {d: files for d, files in per_class.items() if files}
-    if top_images and per_class:
-        raise DeepfeatError(
-            f"folder {folder} has {len(top_images)} images at its top level and class sub-folders "
-            f"({', '.join(per_class)}): put every image in a class folder, or point at a folder of images only"
-        )
-    if top_images:
-        return ImageSource([os.path.join(folder, f) for f in top_images], None, None, name, folder, skipped)
-    if not per_class:
-        raise _no_images(folder)
-    empty = sorted(set(subdirs) - set(per_class))
-    if empty:
-        warnings.warn(f"{folder}: sub-folders without images ignored: {', '.join(empty)}", stacklevel=3)
-    paths, labels = [], []
-    for class_dir, files in per_class.items():
-        label = class_dir
-        if manifest is not None:
-            label = manifest.class_of_folder(class_dir)
-            if label is None:
-                raise DeepfeatError(
-                    f"folder {os.path.join(folder, class_dir)} is not a class of dataset manifest {manifest.name} "
-                    f"(classes: {', '.join(manifest.class_names)}; folder aliases: "
-                    f"{', '.join(manifest.class_aliases) or 'none'})"
-                )
-        paths += [os.path.join(folder, class_dir, *f.split("/")) for f in files]
-        labels += [label] * len(files)
-    return ImageSource(paths, labels, None, name, folder, skipped)
-
-
-def _labelled_by_file_name(folder: str, manifest: DatasetManifest) -> ImageSource:
-    skipped: list = []
-    files = _walk_images(folder, skipped)
-    if not files:
-        raise _no_images(folder)
-    labels = [manifest.label_of(f) for f in files]
-    unmatched = [f for f, lab in zip(files, labels) if lab is None]
-    if unmatched:
-        raise DeepfeatError(
-            f"{len(unmatched)} of {len(files)} images under {folder} do not match the file-name patterns of dataset "
-            f"manifest {manifest.name} ({', '.join(r.pattern.pattern for r in manifest.label_rules)}), "
-            f"e.g. {unmatched[0]}; open the folder without manifest= if it is laid out in class folders"
-        )
-    return ImageSource([os.path.join(folder, *f.split("/")) for f in files], labels, None, manifest.name, folder,
-                       skipped)
 
 
 def _from_csv(csv_path: str) -> ImageSource:
@@ -328,53 +194,6 @@ def _apply_groups(source: ImageSource, groups, manifest: DatasetManifest | None)
     return source
 
 
-# Files that mark the top of a dataset (a sample list, a manifest, a licence), not a class folder.
-_DATASET_MARKERS = (".csv", ".toml", ".json", ".md", ".txt", ".yaml", ".yml")
-
-
-def check_class_level(source: ImageSource) -> None:
-    """Refuse a folder one level above the dataset: its "classes" would be datasets (or folds) of classes.
-
-    Called by :func:`open_source` for a labelled folder. A class folder is *dataset-like* when its images all lie
-    in two or more sub-folders and either it holds a dataset file (a ``.csv``/``.toml``/README... beside them) or
-    several classes hold sub-folders of the same names (``fold_0/all``, ``fold_1/all``). Then the error names the
-    level to use. Classes that differ in depth (some hold images, others only sub-folders) are a warning.
-    """
-    if source.labels is None or source.root is None:
-        return
-    root = os.fspath(source.root)
-    subs: dict[str, dict[str, int]] = {}  # class folder -> {image sub-folder: count}; "" = the class folder itself
-    for p in source.paths:
-        parts = Path(os.path.relpath(p, root)).parts
-        if len(parts) >= 2:
-            inner = subs.setdefault(parts[0], {})
-            key = parts[1] if len(parts) >= 3 else ""
-            inner[key] = inner.get(key, 0) + 1
-    nested = {c: sorted(k for k in inner if k) for c, inner in subs.items() if "" not in inner and len(inner) >= 2}
-    if not nested:
-        return
-    names = [set(v) for v in nested.values()]
-    shared = len(names) >= 2 and any(a & b for i, a in enumerate(names) for b in names[i + 1:])
-    marked = [c for c in nested if any(f.lower().endswith(_DATASET_MARKERS) or f.lower().startswith("readme")
-                                       for f in os.listdir(os.path.join(root, c))
-                                       if os.path.isfile(os.path.join(root, c, f)))]
-    if marked or shared:
-        first = (marked or sorted(nested))[0]
-        raise DeepfeatError(
-            f"{root} looks like a folder of datasets, not of classes: "
-            + "; ".join(f"'{c}' holds {len(v)} class-like folders ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})"
-                        for c, v in sorted(nested.items())[:3])
-            + f". Did you mean {os.path.join(root, first)}? (Point at the folder whose sub-folders are the classes; "
-            "extract each dataset on its own.) If those sub-folders really are parts of one class (e.g. patients), "
-            "list the images in a CSV with columns path,label,group instead.")
-    flat = sorted(c for c, inner in subs.items() if "" in inner)
-    if flat:
-        warnings.warn(
-            f"{root}: class folders differ in depth: {', '.join(flat[:4])} hold images directly while "
-            f"{', '.join(sorted(nested)[:4])} hold only sub-folders ({', '.join(next(iter(nested.values()))[:4])}); "
-            "if those sub-folders are classes, point at the folder that holds them", stacklevel=3)
-
-
 def open_source(
     spec,
     *,
@@ -444,7 +263,7 @@ def open_source(
         if os.path.isdir(path):
             if m is not None and m.default_subfolder and os.path.isdir(os.path.join(path, m.default_subfolder)):
                 path = os.path.join(path, m.default_subfolder)
-            source = _from_folder(path, m)
+            source = ImageSource(**read_folder(path, m))
             check_class_level(source)
         elif path.lower().endswith(".csv"):
             source = _from_csv(path)

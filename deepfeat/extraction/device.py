@@ -1,4 +1,5 @@
-"""Where and how a network runs: device choice, numeric precision, model identity, one forward pass.
+"""Where and how a network runs: device choice, numeric precision, model identity (the forward pass itself:
+:mod:`deepfeat.extraction.forward`).
 
 Shared by extraction and fine-tuning. Every choice comes back with a one-line reason for the caller to show:
 ``device="auto"`` says which device it took; ``device="cuda"`` without CUDA is an error, never a CPU fallback;
@@ -18,8 +19,8 @@ from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["MAX_ABS_ERROR_FLOOR", "MAX_REL_ERROR", "MIN_CHECK_IMAGES", "MIN_COSINE", "autocast", "autocast_dtype",
-           "check_precision", "forward_features_of", "model_sha256",
-           "resolve_device", "resolve_precision"]
+           "check_precision", "model_sha256", "resolve_device",
+           "resolve_precision"]
 
 MIN_COSINE = 0.999  # reported beside the new rule; no longer enough on its own (issue 11)
 #: Reduced precision is checked on more than 3 images; fewer -> fp32.
@@ -97,16 +98,6 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 def autocast(device: torch.device, precision: str):
     """The autocast context for ``precision`` ('fp32' disables it)."""
     return torch.autocast(device.type, dtype=_DTYPES.get(precision, torch.float32), enabled=precision != "fp32")
-
-
-def forward_features_of(net, x: torch.Tensor, layer: str, precision: str, device: torch.device) -> np.ndarray:
-    """Features (n, d) float32 of batch ``x``: 'logits' = ``net(x)``, 'pooled' = pre-logits of ``forward_head``."""
-    with torch.inference_mode(), autocast(device, precision):
-        if layer == "logits":
-            out = net(x)
-        else:
-            out = net.forward_head(net.forward_features(x), pre_logits=True)
-    return out.float().flatten(1).cpu().numpy()
 
 
 def check_precision(forward, probe: torch.Tensor, candidate: str) -> tuple[str, str, float]:

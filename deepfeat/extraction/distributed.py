@@ -28,7 +28,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 import uuid
 from datetime import UTC
 
@@ -75,12 +74,12 @@ def _set_threads(spec) -> int | None:
 
 
 def _build(request, device, precision, cache_root):
-    from deepfeat.extraction.engine import _Engine
+    from deepfeat.extraction.engine import Engine  # the engine of every local request, as a one-block request
 
-    return _Engine(model=request["model"], weights=request["weights"], layer=request["layer"], device=device,
-                   precision=precision, channels_last=request["channels_last"], crop_border=request["crop_border"],
-                   image_size=request["image_size"], batch_size=request["batch_size"], num_workers=0,
-                   cache=cache_root or False, progress=False)
+    return Engine(model=request["model"], weights=request["weights"], layers=[request["layer"]], device=device,
+                  precision=precision, channels_last=request["channels_last"], crop_border=request["crop_border"],
+                  image_size=request["image_size"], batch_size=request["batch_size"], num_workers=0,
+                  cache=cache_root or False, progress=False)
 
 
 def _settle(request, probe_paths, cache_root, driver_pid, torch_threads):
@@ -88,7 +87,7 @@ def _settle(request, probe_paths, cache_root, driver_pid, torch_threads):
     spec = {"driver_pid": driver_pid, "torch_threads": torch_threads}
     threads = _set_threads(spec)
     engine = _build(request, request["device"], request["precision"], cache_root)
-    engine._decide_precision(probe_paths)
+    engine.decide_precision(probe_paths)
     meta = engine.meta()
     spec.update(request=request, device=engine.device.type, precision=engine.precision,
                 precision_settled=engine.precision_settled, model_sha256=engine.model_sha256,
@@ -137,7 +136,9 @@ def _shard(spec, paths, start, cache_root):
     if engine.key() != spec["key"]:
         raise WorkerMismatchError(f"worker {_worker_name()} would write cache key {engine.key()[:12]}, the run "
                                   f"settled on {spec['key'][:12]}")
-    rows, failures, hits, misses, shas = engine.run(paths, "skip")
+    run = engine.run(paths)  # unreadable images are the driver's to report
+    rows, failures, shas = run.rows[spec["request"]["layer"]], run.failures, run.shas
+    hits, misses = run.counts()
     ok = np.asarray([i for i, r in enumerate(rows) if r is not None], dtype=np.int64)
     block = np.stack([rows[i] for i in ok]).astype(np.float32, copy=False) if len(ok) else None
     return {"start": start, "rows": block, "ok": ok, "sha256": shas, "failures": failures, "hits": hits,
@@ -251,13 +252,7 @@ def extract_with_scheduler(source, *, scheduler, model, weights, layer, batch_si
     from datetime import datetime
 
     from deepfeat.dask_client import connect, parse_resources
-    from deepfeat.extraction.inputs import (
-        UnreadableImagesError,
-        open_cache,
-        open_paths,
-        say,
-    )
-    from deepfeat.features import FeatureSet
+    from deepfeat.extraction.inputs import feature_set_of, open_cache, open_paths
 
     if not isinstance(model, str):
         raise DeepfeatError("scheduler= needs the model as a name (e.g. 'tf_efficientnet_lite0'): a built network "
@@ -265,7 +260,8 @@ def extract_with_scheduler(source, *, scheduler, model, weights, layer, batch_si
     if not isinstance(shard_size, (int, np.integer)) or isinstance(shard_size, bool) or shard_size < 1:
         raise DeepfeatError(f"The 'shard_size' parameter must be an int >= 1. Got {shard_size!r} instead.")
     resources = parse_resources(resources)
-    paths, labels, groups, name, root = open_paths(source, manifest)
+    listed = open_paths(source, manifest)
+    paths = listed[0]
     if not paths:
         raise DeepfeatError(f"no images to extract features from in {source!r}")
     store = open_cache(cache)
@@ -280,16 +276,6 @@ def extract_with_scheduler(source, *, scheduler, model, weights, layer, batch_si
         X, keep, shas, failures, hits, misses, meta = extract_on_cluster(
             client, paths, request=request, cache_root=cache_root, shard_size=int(shard_size), resources=resources,
             progress=progress)
-    if failures and on_error == "raise":
-        raise UnreadableImagesError([(paths[i], reason) for i, reason in failures])
-    if not len(keep):
-        raise DeepfeatError(f"none of the {len(paths)} images could be read; see meta['skipped']")
-    pick = (lambda a: None if a is None else [a[i] for i in keep])
-    meta = {**meta, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {"name": name, "root": None if root is None else str(root)}, "n_images": len(keep),
-            "n_input": len(paths), "cache_hits": hits, "cache_misses": misses, "cache_dir": cache_root,
-            "seconds": round(time.perf_counter() - t0, 3),
-            "skipped": [{"path": paths[i], "reason": reason} for i, reason in failures]}
-    if failures:
-        say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
-    return FeatureSet(X, pick(labels), pick(paths), pick(groups), pick(shas), meta)
+    meta = {**meta, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    return feature_set_of(X, keep, listed, shas, failures, meta, on_error=on_error, hits=hits, misses=misses,
+                          cache_dir=cache_root, t0=t0, progress=progress)

@@ -1,11 +1,13 @@
-"""Batched deep-feature extraction through the on-disk feature cache.
+"""Batched deep-feature extraction through the on-disk feature cache: the one engine.
 
-``extract_features(source, ...) -> FeatureSet`` and the scikit-learn transformer :class:`FeatureExtractor`
-(image paths in, float32 features out) share one engine:
+``extract_features(source, ...) -> FeatureSet`` (every request shape: plain, several layers, TTA; its hand-crafted
+blocks need no network), the scikit-learn transformer :class:`FeatureExtractor` (image paths in, float32 features
+out) and the Dask shard tasks (:mod:`deepfeat.extraction.distributed`) share one :class:`Engine`:
 
-1. hash every image (sha256 of its bytes, in threads), 2. serve cached rows, 3. compute only the missing ones
-in batches through a DataLoader with worker processes, writing each finished batch to the cache at once (a run
-killed with ``kill -9`` resumes without recomputing finished batches), 4. return rows in input order, always.
+1. hash every image (sha256 of its bytes, in threads), 2. serve cached rows of every requested layer, 3. compute
+only the images some layer misses, in batches through a DataLoader with worker processes, one forward pass per batch
+(:mod:`deepfeat.extraction.forward`), writing each finished batch to the cache at once (a run killed with
+``kill -9`` resumes without recomputing finished batches), 4. return rows in input order, always.
 
 Identical images (same bytes) are computed once. Unreadable images never stop the other images: with
 ``on_error="raise"`` (default) every good image is computed and cached first, then one
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from numbers import Integral
 
@@ -31,14 +34,15 @@ from deepfeat.errors import DeepfeatError, ExtractionInterrupted
 from deepfeat.extraction.cache import FeatureCache, model_key
 from deepfeat.extraction.device import (
     check_precision,
-    forward_features_of,
     model_sha256,
     resolve_device,
     resolve_precision,
 )
+from deepfeat.extraction.forward import forward_layers
 from deepfeat.extraction.inputs import (
     UnreadableImagesError,
     hash_all,
+    images_by_sha,
     open_cache,
     open_paths,
     say,
@@ -52,7 +56,7 @@ from deepfeat.extraction.preprocessing import (
 )
 from deepfeat.provenance import package_versions
 
-__all__ = ["FeatureExtractor", "UnreadableImagesError"]
+__all__ = ["Engine", "EngineRun", "FeatureExtractor", "UnreadableImagesError"]
 
 log = logging.getLogger("deepfeat.extraction")
 _PRECISION_DECISIONS: dict[str, tuple[str, str]] = {}  # auto-check outcomes of this process, by model key
@@ -75,14 +79,39 @@ def default_workers(device) -> int:
     return min(4, max(0, cores - torch.get_num_threads()))
 
 
-class _Engine:
-    """A built model plus everything that names its features (device, precision, preprocessing, cache key)."""
+@dataclass
+class EngineRun:
+    """What :meth:`Engine.run` gives: ``rows[layer]``, one vector (None: unreadable) per path in input order;
+    ``failures``, sorted ``(index, reason)``; ``hit[layer]``, the sha256s served from the cache; ``shas``, one sha256
+    (None: unreadable) per path."""
 
-    def __init__(self, *, model, weights, layer, device, precision, channels_last, crop_border, image_size,
-                 batch_size, num_workers, cache, progress):
+    rows: dict
+    failures: list
+    hit: dict
+    shas: list
+
+    def counts(self) -> tuple[int, int]:
+        """``(cache hits, cache misses)`` over the paths; a hit is an image every layer of which was cached."""
+        failed = {i for i, _ in self.failures}
+        hits = sum(1 for i, s in enumerate(self.shas) if s is not None and i not in failed
+                   and all(s in hit for hit in self.hit.values()))
+        return hits, len(self.shas) - hits - len(self.failures)
+
+
+class Engine:
+    """One built model and everything that names its features: the one extraction engine.
+
+    Every request runs here, whatever its shape: a plain request is a one-block request (``layers=["logits"]``,
+    ``tta="none"``), a fused one gives several layers of the model from one forward pass
+    (:func:`deepfeat.extraction.forward.forward_layers`), optionally averaged over TTA views. Used by
+    :func:`~deepfeat.extraction.api.extract_features`, :class:`FeatureExtractor` and the Dask shard tasks.
+    """
+
+    def __init__(self, *, model, weights, layers, tta="none", device, precision, channels_last, crop_border,
+                 image_size, batch_size, num_workers, cache, progress):
         from deepfeat.backbones import create_backbone, resolve_data_config
 
-        self.progress, self.layer = progress, layer
+        self.progress, self.layers, self.tta = progress, list(layers), tta
         self.device, device_reason = resolve_device(device)
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
         say(device_reason, progress)
@@ -90,6 +119,7 @@ class _Engine:
         net.eval()
         self.info = dict(getattr(net, "deepfeat_info", None) or {})
         self.backbone = self.info.get("backbone") or (model if isinstance(model, str) else type(net).__name__)
+        self._check_stages(net)
         self.data_config = dict(resolve_data_config(net))
         if image_size is not None:
             self.data_config["input_size"] = (3, int(image_size), int(image_size))
@@ -109,28 +139,38 @@ class _Engine:
         self.precision = None  # decided on the first run (may need images to check)
         self.precision_settled = False  # False while the decision could still change with other images
 
-    def key(self):
-        """The cache key of this model at the precision decided on the first run."""
-        return self._key(self.precision)
+    def _check_stages(self, net):
+        stages = [int(layer[5:]) for layer in self.layers if layer.startswith("stage")]
+        if stages:
+            n = len(getattr(net, "feature_info", None) or [])
+            if not hasattr(net, "forward_intermediates") or n == 0:
+                raise DeepfeatError(f"layer 'stage{stages[0]}': model {self.backbone!r} has no timm "
+                                    "forward_intermediates / feature_info; use logits or pooled")
+            if max(stages) > n:
+                raise DeepfeatError(f"layer 'stage{max(stages)}': model {self.backbone!r} has stages 1..{n}")
 
-    def _key(self, precision):
-        return model_key(backbone=self.backbone, weights_id=self.model_sha256, layer=self.layer,
-                         preprocessing=self.preprocessing, precision=precision)
+    def key(self, layer=None, precision=None):
+        """The cache key of ``layer`` (default: the first) at ``precision`` (default: the decided one) and this
+        engine's TTA; a plain request's key is release 0.1's."""
+        return model_key(backbone=self.backbone, weights_id=self.model_sha256, layer=layer or self.layers[0],
+                         preprocessing=self.preprocessing, precision=precision or self.precision, tta=self.tta)
 
-    def forward(self, x, precision):
+    def forward(self, x, precision, tta="none") -> dict:
+        """``{layer: (B, d) float32 ndarray}`` of the preprocessed batch ``x``: the engine's one forward pass."""
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return forward_features_of(self.net, x, self.layer, precision, self.device)
+        return forward_layers(self.net, x, self.layers, precision, self.device, tta)
 
-    def _decide_precision(self, paths):
+    def decide_precision(self, paths):
         """Settle 'auto' precision before the cache lookup (precision is part of the cache key)."""
         if self.precision is not None:
             return
         self.precision, reason, needs_check = resolve_precision(self.requested_precision, self.device)
         if needs_check:
             # The check costs two forward passes; its outcome is remembered in the cache per model + input.
-            memo_key = self._key("auto-check")
+            memo_key = model_key(backbone=self.backbone, weights_id=self.model_sha256, layer=self.layers[0],
+                                 preprocessing=self.preprocessing, precision="auto-check")
             memo = self.cache.read_note(memo_key, "precision.json") if self.cache else None
             if memo_key in _PRECISION_DECISIONS:
                 self.precision, reason = _PRECISION_DECISIONS[memo_key]
@@ -143,14 +183,15 @@ class _Engine:
                     self.precision_reason = reason
                     say(reason, self.progress)
                     return  # not settled: other images could be checked
-                else:
-                    candidate = self.precision
-                    self.precision, reason, cos = check_precision(self.forward, probe, candidate)
-                    _PRECISION_DECISIONS[memo_key] = (self.precision, reason + " (remembered)")
-                    if self.cache:
-                        self.cache.write_note(memo_key, "precision.json", {
-                            "candidate": candidate, "precision": self.precision, "reason": reason,
-                            "min_cosine": cos}, overwrite=True)
+                candidate = self.precision
+                # the first layer without TTA is what the check compares
+                self.precision, reason, cos = check_precision(lambda x, p: self.forward(x, p)[self.layers[0]],
+                                                              probe, candidate)
+                _PRECISION_DECISIONS[memo_key] = (self.precision, reason + " (remembered)")
+                if self.cache:
+                    self.cache.write_note(memo_key, "precision.json", {
+                        "candidate": candidate, "precision": self.precision, "reason": reason,
+                        "min_cosine": cos}, overwrite=True)
         self.precision_reason = reason
         self.precision_settled = True
         say(reason, self.progress)
@@ -166,44 +207,51 @@ class _Engine:
                 break
         return torch.stack(batch) if batch else None
 
-    def run(self, paths, on_error, hashed=None):
-        """Features for ``paths`` in order: (rows: list of array or None, failures, hits, misses, sha256s).
+    def run(self, paths, hashed=None) -> EngineRun:
+        """Every layer's rows for ``paths``, in order, through the cache (see :class:`EngineRun`).
 
-        ``hashed``: ``(sha256s, failures)`` of ``paths`` when the caller already hashed them.
+        ``hashed``: ``(sha256s, failures)`` of ``paths`` when the caller already hashed them. An image is computed
+        when any layer misses it; a layer's cached rows are kept (not rewritten). Unreadable images never stop the
+        others: they are listed in ``failures`` (the caller decides whether that is an error).
         """
         shas, failures = hashed if hashed is not None else hash_all(paths)
         failures = list(failures)
-        self._decide_precision([p for p, s in zip(paths, shas) if s is not None])
-        key = self._key(self.precision)
-        rows: list = [None] * len(paths)
-        by_sha: dict[str, list[int]] = {}
-        for i, sha in enumerate(shas):
-            if sha is not None:
-                by_sha.setdefault(sha, []).append(i)
-        unique = list(by_sha)
-        cached = self.cache.get_many(key, unique) if self.cache else [None] * len(unique)
-        todo = [sha for sha, row in zip(unique, cached) if row is None]
-        for sha, row in zip(unique, cached):
-            if row is not None:
-                for i in by_sha[sha]:
-                    rows[i] = row
-        hits = sum(len(by_sha[s]) for s, r in zip(unique, cached) if r is not None)
-        if self.cache and todo:
-            self.cache.write_note(key, "config.json", {"backbone": self.backbone, "weights": self.model_sha256,
-                                      "layer": self.layer, "preprocessing": self.preprocessing,
-                                      "precision": self.precision})
+        self.decide_precision([p for p, s in zip(paths, shas) if s is not None])
+        by_sha = images_by_sha(shas)
+        rows, hit, missing = self._cached(len(paths), by_sha)
+        todo = [s for s in by_sha if any(s in missing[layer] for layer in self.layers)]
         try:
-            failures += self._compute(todo, [paths[by_sha[s][0]] for s in todo], by_sha, rows, key)
+            failures += self._compute(todo, [paths[by_sha[s][0]] for s in todo], by_sha, rows, missing)
         except KeyboardInterrupt:  # SIGINT (and SIGTERM under the CLI): every finished batch is in the cache
-            raise ExtractionInterrupted(sum(r is not None for r in rows), len(paths), self.cache is not None) \
-                from None
+            done = sum(all(rows[layer][i] is not None for layer in self.layers) for i in range(len(paths)))
+            raise ExtractionInterrupted(done, len(paths), self.cache is not None) from None
         failures.sort()
-        if len({r.shape for r in rows if r is not None}) > 1:
-            raise DeepfeatError(f"the feature cache {self.cache.root} holds vectors of different lengths for one "
-                                "model; clear it (FeatureCache(root).clear()) and extract again")
-        if failures and on_error == "raise":
-            raise UnreadableImagesError([(paths[i], reason) for i, reason in failures])
-        return rows, failures, hits, len(paths) - hits - len(failures), shas
+        for layer in self.layers:
+            if len({r.shape for r in rows[layer] if r is not None}) > 1:
+                raise DeepfeatError(f"the feature cache {self.cache.root} holds vectors of different lengths for "
+                                    f"{self.backbone} {layer}; clear it (FeatureCache(root).clear()) and extract again")
+        return EngineRun(rows, failures, hit, shas)
+
+    def _cached(self, n, by_sha):
+        """Rows per layer (cached ones filled in), the cached sha256 set and the missing set of every layer."""
+        unique = list(by_sha)
+        rows = {layer: [None] * n for layer in self.layers}
+        hit, missing = {}, {}
+        for layer in self.layers:
+            got = self.cache.get_many(self.key(layer), unique) if self.cache else [None] * len(unique)
+            hit[layer] = {s for s, r in zip(unique, got) if r is not None}
+            missing[layer] = set(unique) - hit[layer]
+            for sha, row in zip(unique, got):
+                if row is not None:
+                    for i in by_sha[sha]:
+                        rows[layer][i] = row
+            if self.cache and missing[layer]:
+                note = {"backbone": self.backbone, "weights": self.model_sha256, "layer": layer,
+                        "preprocessing": self.preprocessing, "precision": self.precision}
+                if self.tta != "none":  # as in the key: a plain request's note is release 0.1's
+                    note["tta"] = self.tta
+                self.cache.write_note(self.key(layer), "config.json", note)
+        return rows, hit, missing
 
     def _loader(self, paths):
         """Batches of preprocessed images (decoding in worker processes only when there is more than one batch)."""
@@ -212,35 +260,37 @@ class _Engine:
             ImageDataset(paths, self.transform), batch_size=self.batch_size, shuffle=False,
             num_workers=workers, collate_fn=collate_images, pin_memory=self.device.type == "cuda")
 
-    def _compute(self, todo, todo_paths, by_sha, rows, key):
+    def _compute(self, todo, todo_paths, by_sha, rows, missing):
         if not todo:
             return []
         from tqdm.auto import tqdm
 
-        loader = self._loader(todo_paths)
         failures = []
+        desc = f"{self.backbone} {','.join(self.layers)}" + ("" if self.tta == "none" else f" tta={self.tta}")
         # a resumed run's bar starts at the images already cached: it shows done / total
-        bar = tqdm(total=len(by_sha), initial=len(by_sha) - len(todo), unit="img", desc=f"{self.backbone} {self.layer}",
+        bar = tqdm(total=len(by_sha), initial=len(by_sha) - len(todo), unit="img", desc=desc,
                    disable=not self.progress, file=sys.stderr)
         with bar:
-            for x, idx, bad in loader:
+            for x, idx, bad in self._loader(todo_paths):
                 failures += [(i, f.reason) for j, f in bad for i in by_sha[todo[j]]]
                 if x is not None:
-                    out = self.forward(x, self.precision)
                     done = [todo[j] for j in idx.tolist()]
-                    if self.cache:
-                        self.cache.put_many(key, done, out)  # at once: an interrupted run keeps this batch
-                    for sha, row in zip(done, out):
-                        for i in by_sha[sha]:
-                            rows[i] = row
+                    for layer, feats in self.forward(x, self.precision, self.tta).items():
+                        new = [k for k, sha in enumerate(done) if sha in missing[layer]]
+                        if self.cache and new:  # at once: an interrupted run keeps this batch
+                            self.cache.put_many(self.key(layer), [done[k] for k in new], feats[new])
+                        for k in new:
+                            for i in by_sha[done[k]]:
+                                rows[layer][i] = feats[k]
                 bar.update(len(idx) + len(bad))
         return failures
 
-    def meta(self):
+    def meta(self, layer=None) -> dict:
+        """The FeatureSet meta of ``layer`` (default: the first) alone: release 0.1's, plus ``tta`` when not 'none'."""
         meta = {
             "backbone": self.backbone, "weights": self.info.get("weights"),
             "weights_source": self.info.get("weights_source"), "weights_sha256": self.info.get("weights_sha256"),
-            "model_sha256": self.model_sha256, "layer": self.layer,
+            "model_sha256": self.model_sha256, "layer": layer or self.layers[0],
             "input_size": list(self.data_config["input_size"]), "preprocessing": self.preprocessing,
             "device": str(self.device), "precision": self.precision, "precision_reason": self.precision_reason,
             "channels_last": self.channels_last, "batch_size": self.batch_size, "num_workers": self.num_workers,
@@ -253,6 +303,8 @@ class _Engine:
                                 "train_sha256": list(ckpt.get("train_sha256") or []),
                                 "val_sha256": list(ckpt.get("val_sha256") or []),
                                 "class_names": list(ckpt.get("class_names") or [])}
+        if self.tta != "none":
+            meta["tta"] = self.tta
         return meta
 
 
@@ -324,7 +376,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         engine = getattr(self, "_engine", None)
         if engine is None or self._engine_params != params:
             self._validate_params()
-            self._engine = _Engine(**{k: v for k, v in params.items() if k != "on_error"})
+            self._engine = Engine(layers=[params["layer"]], **{k: v for k, v in params.items()
+                                                               if k not in ("on_error", "layer")})
             self._engine_params = params
         return self._engine
 
@@ -332,7 +385,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Features of the images at paths ``X`` (sequence of paths, or a one-column array/DataFrame)."""
         paths = open_paths(np.asarray(X, dtype=object).reshape(-1) if not hasattr(X, "paths") else X)[0]
         engine = self._get_engine()
-        rows, failures, *_ = engine.run(paths, "raise" if self.on_error == "raise" else "skip")
+        run = engine.run(paths)
+        rows, failures = run.rows[self.layer], run.failures
+        if failures and self.on_error == "raise":
+            raise UnreadableImagesError([(paths[i], reason) for i, reason in failures])
         d = next(r.shape[0] for r in rows if r is not None) if len(failures) < len(rows) else 0
         out = np.full((len(paths), d), np.nan, dtype=np.float32)
         for i, row in enumerate(rows):

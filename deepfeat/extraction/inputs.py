@@ -1,19 +1,24 @@
-"""Inputs of an extraction, torch-free: paths from any source, their sha256, the cache, failures, messages.
+"""Inputs and output of an extraction, torch-free: paths from any source, their sha256, the cache, failures,
+messages, and the FeatureSet made of the rows.
 
-Shared by the torch-free front (:mod:`deepfeat.extraction.api`) and the engine (:mod:`deepfeat.extraction.engine`).
+Shared by the torch-free front (:mod:`deepfeat.extraction.api`), the engine (:mod:`deepfeat.extraction.engine`)
+and the Dask driver (:mod:`deepfeat.extraction.distributed`).
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from deepfeat.errors import ImageReadError
+from deepfeat.errors import DeepfeatError, ImageReadError
 from deepfeat.extraction.cache import FeatureCache
+from deepfeat.features import FeatureSet
 
-__all__ = ["UnreadableImagesError", "hash_all", "open_cache", "open_paths", "say"]
+__all__ = ["UnreadableImagesError", "feature_set_of", "hash_all", "images_by_sha", "open_cache", "open_paths",
+           "say"]
 
 log = logging.getLogger("deepfeat.extraction")
 
@@ -75,6 +80,16 @@ def hash_all(paths):
     return [r[0] for r in results], [(i, r[1]) for i, r in enumerate(results) if r[1] is not None]
 
 
+def images_by_sha(shas) -> dict[str, list[int]]:
+    """``{sha256: [indices of the paths with those bytes]}`` in first-seen order (unreadable ones left out): identical
+    images are computed and cached once."""
+    out: dict[str, list[int]] = {}
+    for i, sha in enumerate(shas):
+        if sha is not None:
+            out.setdefault(sha, []).append(i)
+    return out
+
+
 def open_cache(cache):
     if cache is None or cache is False:
         return None
@@ -83,3 +98,26 @@ def open_cache(cache):
     if isinstance(cache, FeatureCache):
         return cache
     return FeatureCache(cache)
+
+
+def feature_set_of(X, keep, listed, shas, failures, meta, *, on_error, hits, misses, cache_dir, t0, progress,
+                   feature_names=None) -> FeatureSet:
+    """The FeatureSet of an extraction, or the error it ends in; the one place that says what its meta records.
+
+    ``X``: the rows of the images at indices ``keep`` (increasing) of ``listed`` (``open_paths``' tuple);
+    ``failures``: sorted ``(index, reason)``, all of them an :class:`UnreadableImagesError` when ``on_error`` is
+    'raise' (raised after every readable image was computed and cached), else listed in ``meta["skipped"]``.
+    """
+    paths, labels, groups, name, root = listed
+    if failures and on_error == "raise":
+        raise UnreadableImagesError([(paths[i], reason) for i, reason in failures])
+    if not len(keep):
+        raise DeepfeatError(f"none of the {len(paths)} images could be read; see meta['skipped']")
+    pick = (lambda a: None if a is None else [a[i] for i in keep])
+    meta = {**meta, "source": {"name": name, "root": None if root is None else str(root)},
+            "n_images": len(keep), "n_input": len(paths), "cache_hits": hits, "cache_misses": misses,
+            "cache_dir": cache_dir, "seconds": round(time.perf_counter() - t0, 3),
+            "skipped": [{"path": paths[i], "reason": reason} for i, reason in failures]}
+    if failures:
+        say(f"{len(failures)} unreadable image(s) left out (meta['skipped'])", progress)
+    return FeatureSet(X, pick(labels), pick(paths), pick(groups), pick(shas), meta, feature_names)

@@ -1,7 +1,9 @@
 """What a fine-tuning run will do, settled before the first step: batch size and steps, the frozen trunk and its
-cache, the data loaders, and the linear probe. :func:`deepfeat.finetuning.run.finetune` runs the epochs."""
+cache, the data loaders, the linear probe, the optimizer and its schedule. :func:`deepfeat.finetuning.run.finetune`
+runs the epochs."""
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -168,3 +170,25 @@ def trainable_groups(net, cfg, split) -> list[dict]:
     return [{"params": [p for p in params if id(p) in head], "lr": cfg.lr, "name": "head"},
             {"params": [p for p in params if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_scale,
              "name": "backbone"}]
+
+
+def make_optimizer(net, cfg: FinetuneConfig, ckpt, plan, trunk):
+    """The optimizer and per-step learning-rate schedule of ``cfg`` (restored from ``ckpt`` when resuming)."""
+    groups = trainable_groups(net, cfg, trunk)
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    factor = functools.partial(T.step_lr_factor, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
+                               schedule=cfg.schedule, drop_factor=cfg.lr_drop_factor, drop_every=cfg.lr_drop_every,
+                               warmup=cfg.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        scheduler.load_state_dict(ckpt["scheduler_state"])
+        # the schedule counts optimizer steps (0.1's checkpoints counted epochs): set it from the epochs done
+        scheduler.last_epoch = int(ckpt["epoch"]) * plan.steps_per_epoch - 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()": a restore, not a step
+            scheduler.step()
+    return optimizer, scheduler

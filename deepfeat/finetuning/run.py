@@ -35,11 +35,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
@@ -57,7 +54,7 @@ from deepfeat.finetuning.checkpoints import (
     write_curves,
 )
 from deepfeat.finetuning.config import EXPERIMENT_KEYS, FROM_RECIPE, FinetuneConfig  # noqa: F401 (re-exported)
-from deepfeat.finetuning.splits import split_train_val
+from deepfeat.finetuning.splits import labelled_source, split_data, split_train_val
 
 log = logging.getLogger("deepfeat")
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "load_finetuned", "read_checkpoint", "split_train_val"]
@@ -107,16 +104,6 @@ class FinetuneResult:
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
-def _labelled(spec, what: str):
-    from deepfeat.data.sources import open_source
-
-    src = open_source(spec)
-    if src.labels is None:
-        raise DeepfeatError(f"{what} {getattr(src, 'root', None) or src.name} has no labels: fine-tuning needs a "
-                            "folder of class sub-folders or a CSV with a 'label' column")
-    return src
-
-
 def _improved(best: dict | None, val, monitor: str) -> bool:
     if val is None or best is None:
         return True  # without validation the latest epoch is the output
@@ -171,8 +158,71 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     (1, 'tiny.pt')
     """
     import pandas as pd
+
+    from deepfeat.finetuning import plan as P
+
+    t_start = time.perf_counter()
+    cfg, out = _resolved_config(config, options), Path(out)
+    src = labelled_source(source, "source")
+    class_names = src.class_names
+    if len(class_names) < 2:
+        raise DeepfeatError(f"source {src.name} has one class ({class_names}); fine-tuning needs at least two")
+    split = split_data(src, cfg)
+    plan = P.make_plan(cfg, len(split["train_t"]))
+    ckpt = None
+    if resume is not None:
+        ckpt = read_checkpoint(resume)
+        check_resumable(ckpt, cfg.to_dict(), model, resume)
+        check_same_data(ckpt, split["train_sha"], split["val_sha"], resume)
+    run = _prepare(src, split, plan, cfg, model=model, weights=weights, ckpt=ckpt, resume=resume)
+    meta = _checkpoint_meta(src, split, plan, cfg, model=model, init_info=run.init_info, data_config=run.data_config)
+    meta["linear_probe"] = probe = _linear_probe(run, split, plan, cfg, ckpt)
+    curves, files, stopped = _train_epochs(run, split, plan, cfg, meta=meta, ckpt=ckpt, out=out, progress=progress,
+                                           on_epoch_end=on_epoch_end, class_names=class_names)
+    if not curves:
+        raise DeepfeatError("no epoch was trained")
+    final = read_checkpoint(out)
+    last = sibling(out, "last")
+    return FinetuneResult(checkpoint=out, last_checkpoint=last, curves=pd.DataFrame(curves),
+                          metrics=final["metrics"], best_epoch=int(final["epoch"]), n_train=len(split["train_t"]),
+                          n_val=len(split["val_t"]), class_names=list(class_names),
+                          seconds=time.perf_counter() - t_start, files={**files, "last": last},
+                          plan=plan.record(), linear_probe=probe,
+                          stopped_early=stopped if stopped is not None else (ckpt or {}).get("stopped_early"))
+
+
+# --- the steps of a run, in order ---------------------------------------------------------------------------------
+def _resolved_config(config: FinetuneConfig | None, options: dict) -> FinetuneConfig:
+    """``config`` with the keyword ``options`` over it (the rest from their recipe), validated."""
+    if config is None:  # the options given, the rest from their recipe
+        config = FinetuneConfig.from_dict(options, where="finetune()")
+    elif options:
+        config = FinetuneConfig.from_dict({**config.to_dict(), **options}, where="finetune()")
+    config.validate()
+    return config
+
+
+@dataclass
+class _Training:
+    """What the epochs need, set up by :func:`_prepare`: the network, its trunk, data and optimizer."""
+
+    net: object
+    trunk: object
+    stepper: object
+    optimizer: object
+    scheduler: object
+    loader_of: object  # (dataset, order) -> DataLoader
+    train_ds: object
+    probe_ds: object
+    val_loader: object
+    weight: object  # class weights of the loss, or None
+    data_config: dict
+    init_info: dict
+
+
+def _prepare(src, split: dict, plan, cfg: FinetuneConfig, *, model, weights, ckpt, resume) -> _Training:
+    """Device, network (restored from ``ckpt`` when resuming), trunk, data, optimizer and loss, in that order."""
     import torch
-    from tqdm.auto import tqdm
 
     from deepfeat.extraction.device import (
         autocast_dtype,
@@ -183,68 +233,23 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     from deepfeat.finetuning import plan as P
     from deepfeat.finetuning import training as T
 
-    t_start = time.perf_counter()
-    if config is None:  # the options given, the rest from their recipe
-        config = FinetuneConfig.from_dict(options, where="finetune()")
-    elif options:
-        config = FinetuneConfig.from_dict({**config.to_dict(), **options}, where="finetune()")
-    config.validate()
-    out, cfg = Path(out), config
-    src = _labelled(source, "source")
-    class_names = src.class_names
-    if len(class_names) < 2:
-        raise DeepfeatError(f"source {src.name} has one class ({class_names}); fine-tuning needs at least two")
-    split = _split_data(src, cfg)
-    train_idx, train_t, val_paths, val_t = split["train_idx"], split["train_t"], split["val_paths"], split["val_t"]
-    train_sha, val_sha = split["train_sha"], split["val_sha"]
-    plan = P.make_plan(cfg, len(train_t))
-
-    ckpt = None
-    if resume is not None:
-        ckpt = read_checkpoint(resume)
-        check_resumable(ckpt, cfg.to_dict(), model, resume)
-        check_same_data(ckpt, train_sha, val_sha, resume)
-
+    train_t, val_t = split["train_t"], split["val_t"]
     device, _ = resolve_device(cfg.device)
-    net, data_config, init_info, channels_last = _build_network(model, weights, cfg, len(class_names), device,
+    net, data_config, init_info, channels_last = _build_network(model, weights, cfg, len(src.class_names), device,
                                                                 ckpt, resume)
     trunk = P.settle_trunk(plan, net, cfg, device, n_images=len(train_t) + len(val_t),
                            input_size=tuple(data_config["input_size"]))
     for note in plan.notes:
         log.info("fine-tuning: %s", note)
     amp_dtype = autocast_dtype(resolve_precision(cfg.precision, device, training=True)[0])
-    weight = T.class_weights(train_t, len(class_names)).to(device) if cfg.balance == "class-weight" else None
+    weight = T.class_weights(train_t, len(src.class_names)).to(device) if cfg.balance == "class-weight" else None
     workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
     eval_tf = build_transform(data_config, crop_border=cfg.crop_border)
-    ops = T.parse_augment(cfg.augment)
-    train_paths = [src.paths[i] for i in train_idx]
-    if plan.cached:  # the frozen stages' output, once per image and view (shared by the folds of one run)
-        from deepfeat.finetuning import trunk as TR
-
-        identity = "|".join(map(str, (model, trunk.fingerprint(), plan.frozen_stages, plain(data_config),
-                                      cfg.crop_border, str(device), amp_dtype)))
-        shared = dict(device=device, amp_dtype=amp_dtype, channels_last=channels_last,
-                      batch_size=min(64, max(plan.batch_size, 8)), workers=workers)
-        rows = TR.trunk_activations(trunk, identity, train_paths, train_sha, plan.views, eval_tf, **shared)
-        rows = TR.trunk_activations(trunk, identity, val_paths, val_sha, [0], eval_tf, **shared)
-        train_ds = TR.CachedEpoch(rows, train_sha, train_t, ops=ops, seed=cfg.seed)
-        probe_ds = TR.CachedEpoch(rows, train_sha, train_t)  # identity view
-        val_ds = TR.CachedEpoch(rows, val_sha, val_t) if len(val_t) else None
-
-        def loader_of(ds, order):
-            return torch.utils.data.DataLoader(ds, batch_size=plan.batch_size, sampler=order, num_workers=0,
-                                               collate_fn=TR.collate_cached)
-        train_net = trunk.suffix
-    else:
-        train_ds = T.EpochDataset(train_paths, train_t, eval_tf, augment=ops, seed=cfg.seed)
-        probe_ds = T.EpochDataset(train_paths, train_t, eval_tf)  # no augmentation
-        val_ds = T.EpochDataset(val_paths, val_t, eval_tf) if len(val_t) else None
-
-        def loader_of(ds, order):
-            return T.make_loader(ds, order, batch_size=plan.batch_size, workers=workers, device=device)
-        train_net = net
-    optimizer, scheduler = _make_optimizer(net, cfg, ckpt, plan, trunk)
-    stepper = T.Stepper(train_net, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+    data = _datasets(src, split, plan, cfg, trunk=trunk, eval_tf=eval_tf, model=model, data_config=data_config,
+                     device=device, amp_dtype=amp_dtype, channels_last=channels_last, workers=workers)
+    train_ds, probe_ds, val_ds, loader_of = data
+    optimizer, scheduler = P.make_optimizer(net, cfg, ckpt, plan, trunk)
+    stepper = T.Stepper(trunk.suffix if plan.cached else net, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
                         grad_clip=cfg.grad_clip, optimizer=optimizer,
                         criterion=torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing))
     if cfg.objective != "crossentropy":  # metric learning on the pooled embedding
@@ -252,60 +257,119 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
 
         stepper = use_objective(stepper, net, cfg.head, cfg.objective, weight)
     val_loader = loader_of(val_ds, list(range(len(val_t)))) if val_ds is not None else None
+    return _Training(net, trunk, stepper, optimizer, scheduler, loader_of, train_ds, probe_ds, val_loader, weight,
+                     data_config, init_info)
 
-    meta = {"deepfeat_checkpoint": 1, "model": model, "head": cfg.head, "num_classes": len(class_names),
-            "class_names": list(class_names), "config": plain(cfg.to_dict()), "train_sha256": train_sha,
-            "val_sha256": val_sha, "versions": versions(), "init_weights": init_info,
+
+def _datasets(src, split: dict, plan, cfg: FinetuneConfig, *, trunk, eval_tf, model, data_config, device, amp_dtype,
+              channels_last, workers):
+    """(train, linear-probe and validation datasets, ``loader_of(dataset, order)``): on images, or on the frozen
+    stages' cached output when the plan caches the trunk."""
+    import torch
+
+    from deepfeat.finetuning import training as T
+
+    train_t, val_t, val_paths = split["train_t"], split["val_t"], split["val_paths"]
+    train_sha, val_sha = split["train_sha"], split["val_sha"]
+    ops = T.parse_augment(cfg.augment)
+    train_paths = [src.paths[i] for i in split["train_idx"]]
+    if not plan.cached:
+        train_ds = T.EpochDataset(train_paths, train_t, eval_tf, augment=ops, seed=cfg.seed)
+        probe_ds = T.EpochDataset(train_paths, train_t, eval_tf)  # no augmentation
+        val_ds = T.EpochDataset(val_paths, val_t, eval_tf) if len(val_t) else None
+
+        def loader_of(ds, order):
+            return T.make_loader(ds, order, batch_size=plan.batch_size, workers=workers, device=device)
+        return train_ds, probe_ds, val_ds, loader_of
+    # the frozen stages' output, once per image and view (shared by the folds of one run)
+    from deepfeat.finetuning import trunk as TR
+
+    identity = "|".join(map(str, (model, trunk.fingerprint(), plan.frozen_stages, plain(data_config),
+                                  cfg.crop_border, str(device), amp_dtype)))
+    shared = dict(device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+                  batch_size=min(64, max(plan.batch_size, 8)), workers=workers)
+    rows = TR.trunk_activations(trunk, identity, train_paths, train_sha, plan.views, eval_tf, **shared)
+    rows = TR.trunk_activations(trunk, identity, val_paths, val_sha, [0], eval_tf, **shared)
+    train_ds = TR.CachedEpoch(rows, train_sha, train_t, ops=ops, seed=cfg.seed)
+    probe_ds = TR.CachedEpoch(rows, train_sha, train_t)  # identity view
+    val_ds = TR.CachedEpoch(rows, val_sha, val_t) if len(val_t) else None
+
+    def loader_of(ds, order):
+        return torch.utils.data.DataLoader(ds, batch_size=plan.batch_size, sampler=order, num_workers=0,
+                                           collate_fn=TR.collate_cached)
+    return train_ds, probe_ds, val_ds, loader_of
+
+
+def _checkpoint_meta(src, split: dict, plan, cfg: FinetuneConfig, *, model, init_info, data_config) -> dict:
+    """What every checkpoint of the run records besides its weights and epoch (see the module doc)."""
+    n_train, n_val = len(split["train_t"]), len(split["val_t"])
+    return {"deepfeat_checkpoint": 1, "model": model, "head": cfg.head, "num_classes": len(src.class_names),
+            "class_names": list(src.class_names), "config": plain(cfg.to_dict()), "train_sha256": split["train_sha"],
+            "val_sha256": split["val_sha"], "versions": versions(), "init_weights": init_info,
             "data_config": plain(data_config), "plan": plain(plan.record()), "schedule_unit": "step",
             "split": {"val_fraction": cfg.val_fraction, "val_source": plain(cfg.val_source), "seed": cfg.seed,
                       "grouped_by": "subject + identical bytes" if src.groups else "identical bytes (sha256)",
-                      "n_train": len(train_t), "n_val": len(val_t)},
+                      "n_train": n_train, "n_val": n_val},
             "source": {"name": src.name, "root": plain(getattr(src, "root", None)), "n_images": len(src)}}
+
+
+def _linear_probe(run: _Training, split: dict, plan, cfg: FinetuneConfig, ckpt) -> dict | None:
+    """The linear-probe phase's figures: run now (a new run with ``linear_probe``) or kept from ``ckpt``."""
+    from deepfeat.finetuning import plan as P
+    from deepfeat.finetuning import training as T
+
     probe = ckpt.get("linear_probe") if ckpt is not None else None
     if cfg.linear_probe and ckpt is None:
-        T.set_train_mode(net, cfg.head, frozen_backbone=True, bn=cfg.bn, trunk=trunk)
-        probe = P.run_linear_probe(net, cfg, stepper, loader_of(probe_ds, list(range(len(train_t)))), trunk, plan,
-                                   weight)
+        T.set_train_mode(run.net, cfg.head, frozen_backbone=True, bn=cfg.bn, trunk=run.trunk)
+        probe = P.run_linear_probe(run.net, cfg, run.stepper, run.loader_of(run.probe_ds,
+                                                                            list(range(len(split["train_t"])))),
+                                   run.trunk, plan, run.weight)
         log.info("fine-tuning: linear probe on %d images: training accuracy %.3f (%.1f s)", probe["images"],
                  probe["train_accuracy"], probe["seconds"])
-    meta["linear_probe"] = probe
+    return probe
+
+
+def _train_epochs(run: _Training, split: dict, plan, cfg: FinetuneConfig, *, meta, ckpt, out: Path, progress,
+                  on_epoch_end, class_names) -> tuple[list, dict, int | None]:
+    """The epochs (from the resumed one on): train, validate, keep the best and the latest checkpoint, write the
+    curves; ``(curves, curve files, epoch early stopping ended the run after or None)``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from deepfeat.finetuning import training as T
+
+    net, stepper, optimizer, scheduler = run.net, run.stepper, run.optimizer, run.scheduler
+    train_t, val_t = split["train_t"], split["val_t"]
     curves = list(ckpt["curves"]) if ckpt is not None else []
     best = ckpt.get("best") if ckpt is not None else None
-    last, files, stopped = sibling(out, "last"), {}, None
+    files, stopped = {}, None
     start = 0 if ckpt is None else plan.epochs if ckpt.get("finished") else int(ckpt["epoch"])
     for epoch in range(start, plan.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # this epoch's dropout / drop-path, whatever came before
         frozen = epoch < cfg.freeze_backbone_epochs
-        T.set_train_mode(net, cfg.head, frozen_backbone=frozen, bn=cfg.bn, trunk=trunk)
+        T.set_train_mode(net, cfg.head, frozen_backbone=frozen, bn=cfg.bn, trunk=run.trunk)
         lr_now = optimizer.param_groups[0]["lr"]
         order = T.epoch_order(train_t, epoch, cfg.seed, cfg.balance, plan.batch_size)
-        train_ds.epoch = epoch
-        loader = loader_of(train_ds, order)
+        run.train_ds.epoch = epoch
+        loader = run.loader_of(run.train_ds, order)
         with tqdm(total=len(order), desc=f"epoch {epoch + 1}/{plan.epochs}", unit="img", disable=not progress,
                   leave=False) as bar:
             tr = T.train_epoch(stepper, loader, bar=bar, on_step=scheduler.step)
-        va = T.evaluate(stepper, val_loader) if val_loader is not None else None
+        va = T.evaluate(stepper, run.val_loader) if run.val_loader is not None else None
         row = {"epoch": epoch + 1, "train_loss": tr.loss, "train_acc": tr.accuracy,
                "val_loss": va.loss if va else None, "val_acc": va.accuracy if va else None,
                "lr": lr_now, "frozen_backbone": frozen, "seconds": tr.seconds + (va.seconds if va else 0.0),
                "train_images_per_s": tr.images_per_s, "steps": (epoch + 1) * plan.steps_per_epoch}
         metrics = T.classification_metrics(va, val_t, class_names)
-        metrics["val_paths"] = [str(v) for v in val_paths]  # the report's gallery of validation errors
+        metrics["val_paths"] = [str(v) for v in split["val_paths"]]  # the report's gallery of validation errors
         row["val_f1_macro"] = metrics["f1_macro"]
         curves.append(plain(row))
         if _improved(best, va, cfg.monitor):
             best = {"epoch": epoch + 1, "val_loss": row["val_loss"], "val_accuracy": row["val_acc"]}
         if cfg.patience and va is not None and epoch + 1 - best["epoch"] >= cfg.patience and epoch + 1 < plan.epochs:
             stopped = epoch + 1  # early stopping: no improvement for `patience` epochs
-        sd, head_sd = T.split_state(net, cfg.head)
-        state = {**meta, "state_dict": cpu_state(sd), "head_state_dict": cpu_state(head_sd),
-                 "curves": curves, "metrics": metrics, "epoch": epoch + 1, "best": best,
-                 "finished": stopped is not None or epoch + 1 >= plan.epochs, "stopped_early": stopped}
-        if best["epoch"] == epoch + 1:
-            atomic_save(state, out)
-        atomic_save({**state, "optimizer_state": optimizer.state_dict(),
-                     "scheduler_state": plain(scheduler.state_dict()), "rng_state": torch.get_rng_state()}, last)
-        files = write_curves(pd.DataFrame(curves), out)
+        files = _save_epoch(run, cfg, meta=meta, out=out, curves=curves, metrics=metrics, epoch=epoch, best=best,
+                            stopped=stopped, finished=stopped is not None or epoch + 1 >= plan.epochs)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{plan.epochs}: loss {tr.loss:.4f} acc {tr.accuracy:.3f}"
                        + (f" | val loss {va.loss:.4f} acc {va.accuracy:.3f}" if va else "")
@@ -316,52 +380,27 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
             log.info("fine-tuning: early stop after epoch %d (no improvement of %s for %d epochs; kept epoch %d)",
                      stopped, cfg.monitor, cfg.patience, best["epoch"])
             break
-    if not curves:
-        raise DeepfeatError("no epoch was trained")
-    final = read_checkpoint(out)
-    return FinetuneResult(checkpoint=out, last_checkpoint=last, curves=pd.DataFrame(curves),
-                          metrics=final["metrics"], best_epoch=int(final["epoch"]), n_train=len(train_t),
-                          n_val=len(val_t), class_names=list(class_names),
-                          seconds=time.perf_counter() - t_start, files={**files, "last": last},
-                          plan=plan.record(), linear_probe=probe,
-                          stopped_early=stopped if stopped is not None else (ckpt or {}).get("stopped_early"))
+    return curves, files, stopped
 
 
-def _split_data(src, cfg: FinetuneConfig) -> dict:
-    """Training / validation sides (indices, targets, sha256), stratified and grouped; see the module doc."""
-    from deepfeat.data.images import sha256_file
+def _save_epoch(run: _Training, cfg: FinetuneConfig, *, meta, out: Path, curves, metrics, epoch, best, stopped,
+                finished) -> dict:
+    """The best checkpoint (when this epoch is it), the resumable latest one and the curves; the curve files."""
+    import pandas as pd
+    import torch
 
-    class_names = src.class_names
-    sha = [sha256_file(p) for p in src.paths]
-    if cfg.val_source is not None:
-        vsrc = _labelled(cfg.val_source, "val_source")
-        extra = sorted(set(vsrc.class_names) - set(class_names))
-        if extra:
-            raise DeepfeatError(f"val_source has classes {extra} that the training source lacks")
-        train_idx = np.arange(len(src))
-        val_paths, val_labels = vsrc.paths, vsrc.labels
-        val_sha = [sha256_file(p) for p in vsrc.paths]
-    elif cfg.val_fraction > 0:
-        train_idx, val_idx = split_train_val(src.labels, fraction=cfg.val_fraction, seed=cfg.seed,
-                                             groups=src.groups, sha256=sha)
-        val_paths, val_labels = [src.paths[i] for i in val_idx], [src.labels[i] for i in val_idx]
-        val_sha = [sha[i] for i in val_idx]
-    else:
-        warnings.warn("val_fraction=0 and no val_source: no validation; the last epoch is the output", stacklevel=3)
-        train_idx, val_paths, val_labels, val_sha = np.arange(len(src)), [], [], []
-    train_sha = [sha[i] for i in train_idx]
-    shared = set(train_sha) & set(val_sha)
-    if shared:
-        raise DeepfeatError(f"{len(shared)} image(s) are both in training and in val_source (same sha256); "
-                            "remove them from one side")
-    index = {c: k for k, c in enumerate(class_names)}
-    train_t = np.asarray([index[src.labels[i]] for i in train_idx], dtype=np.int64)
-    val_t = np.asarray([index[v] for v in val_labels], dtype=np.int64)
-    missing = sorted(set(class_names) - {class_names[t] for t in train_t})
-    if missing:
-        raise DeepfeatError(f"the training split has no images of class(es) {missing}")
-    return {"train_idx": train_idx, "train_t": train_t, "train_sha": train_sha, "val_paths": val_paths,
-            "val_t": val_t, "val_sha": val_sha}
+    from deepfeat.finetuning import training as T
+
+    sd, head_sd = T.split_state(run.net, cfg.head)
+    state = {**meta, "state_dict": cpu_state(sd), "head_state_dict": cpu_state(head_sd),
+             "curves": curves, "metrics": metrics, "epoch": epoch + 1, "best": best,
+             "finished": finished, "stopped_early": stopped}
+    if best["epoch"] == epoch + 1:
+        atomic_save(state, out)
+    atomic_save({**state, "optimizer_state": run.optimizer.state_dict(),
+                 "scheduler_state": plain(run.scheduler.state_dict()), "rng_state": torch.get_rng_state()},
+                sibling(out, "last"))
+    return write_curves(pd.DataFrame(curves), out)
 
 
 def _build_network(model: str, weights, cfg: FinetuneConfig, n_classes: int, device, ckpt, resume):
@@ -385,32 +424,3 @@ def _build_network(model: str, weights, cfg: FinetuneConfig, n_classes: int, dev
     if channels_last:
         net.to(memory_format=torch.channels_last)
     return net, data_config, init_info, channels_last
-
-
-def _make_optimizer(net, cfg: FinetuneConfig, ckpt, plan, trunk):
-    """The optimizer and per-step learning-rate schedule of ``cfg`` (restored from ``ckpt`` when resuming)."""
-    import functools
-
-    import torch
-
-    from deepfeat.finetuning import plan as P
-    from deepfeat.finetuning import training as T
-
-    groups = P.trainable_groups(net, cfg, trunk)
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    factor = functools.partial(T.step_lr_factor, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
-                               schedule=cfg.schedule, drop_factor=cfg.lr_drop_factor, drop_every=cfg.lr_drop_every,
-                               warmup=cfg.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        scheduler.load_state_dict(ckpt["scheduler_state"])
-        # the schedule counts optimizer steps (0.1's checkpoints counted epochs): set it from the epochs done
-        scheduler.last_epoch = int(ckpt["epoch"]) * plan.steps_per_epoch - 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()": a restore, not a step
-            scheduler.step()
-    return optimizer, scheduler

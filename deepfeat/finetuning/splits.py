@@ -1,11 +1,13 @@
 """Train / validation splits that never put a subject or a byte-identical image on both sides."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from deepfeat.errors import DeepfeatError
 
-__all__ = ["split_train_val"]
+__all__ = ["labelled_source", "split_data", "split_train_val"]
 
 
 def split_train_val(labels, *, fraction: float, seed: int, groups=None, sha256=None) -> tuple[np.ndarray, np.ndarray]:
@@ -82,3 +84,53 @@ def split_train_val(labels, *, fraction: float, seed: int, groups=None, sha256=N
     tr_u, va_u = train_test_split(np.arange(len(names)), test_size=n_val, stratify=unit_label, random_state=seed)
     in_val = np.isin(unit_idx, va_u)
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+def labelled_source(spec, what: str):
+    """``open_source(spec)``, refused (naming ``what``) when it has no labels."""
+    from deepfeat.data.sources import open_source
+
+    src = open_source(spec)
+    if src.labels is None:
+        raise DeepfeatError(f"{what} {getattr(src, 'root', None) or src.name} has no labels: fine-tuning needs a "
+                            "folder of class sub-folders or a CSV with a 'label' column")
+    return src
+
+
+def split_data(src, cfg) -> dict:
+    """The training / validation sides of a fine-tuning run of ``cfg`` (a FinetuneConfig) on ``src``: a dict of
+    ``train_idx``, ``train_t``, ``train_sha``, ``val_paths``, ``val_t``, ``val_sha``. Validation is ``cfg.val_source``
+    or a stratified, grouped ``cfg.val_fraction`` of ``src`` (:func:`split_train_val`)."""
+    from deepfeat.data.images import sha256_file
+
+    class_names = src.class_names
+    sha = [sha256_file(p) for p in src.paths]
+    if cfg.val_source is not None:
+        vsrc = labelled_source(cfg.val_source, "val_source")
+        extra = sorted(set(vsrc.class_names) - set(class_names))
+        if extra:
+            raise DeepfeatError(f"val_source has classes {extra} that the training source lacks")
+        train_idx = np.arange(len(src))
+        val_paths, val_labels = vsrc.paths, vsrc.labels
+        val_sha = [sha256_file(p) for p in vsrc.paths]
+    elif cfg.val_fraction > 0:
+        train_idx, val_idx = split_train_val(src.labels, fraction=cfg.val_fraction, seed=cfg.seed,
+                                             groups=src.groups, sha256=sha)
+        val_paths, val_labels = [src.paths[i] for i in val_idx], [src.labels[i] for i in val_idx]
+        val_sha = [sha[i] for i in val_idx]
+    else:
+        warnings.warn("val_fraction=0 and no val_source: no validation; the last epoch is the output", stacklevel=3)
+        train_idx, val_paths, val_labels, val_sha = np.arange(len(src)), [], [], []
+    train_sha = [sha[i] for i in train_idx]
+    shared = set(train_sha) & set(val_sha)
+    if shared:
+        raise DeepfeatError(f"{len(shared)} image(s) are both in training and in val_source (same sha256); "
+                            "remove them from one side")
+    index = {c: k for k, c in enumerate(class_names)}
+    train_t = np.asarray([index[src.labels[i]] for i in train_idx], dtype=np.int64)
+    val_t = np.asarray([index[v] for v in val_labels], dtype=np.int64)
+    missing = sorted(set(class_names) - {class_names[t] for t in train_t})
+    if missing:
+        raise DeepfeatError(f"the training split has no images of class(es) {missing}")
+    return {"train_idx": train_idx, "train_t": train_t, "train_sha": train_sha, "val_paths": val_paths,
+            "val_t": val_t, "val_sha": val_sha}
