@@ -5,6 +5,9 @@ Run it against two checkouts to get the before/after table of issue 11::
     PYTHONPATH=/tmp/old  python benchmarks/hostile_probe.py     # release before the fixes
     PYTHONPATH=$PWD      python benchmarks/hostile_probe.py
 
+``PROBE_ONLY=23`` runs only the cases of issue 23 (crafted model files, small or degenerate data), e.g. with each
+checkout's own interpreter: ``cd OLD && .venv/bin/python NEW/benchmarks/hostile_probe.py``.
+
 Each case runs in its own subprocess with a time limit (a hang shows as ``timeout``). Permission cases run the CLI
 as user ``nobody`` (via ``setpriv``) when the probe runs as root, because root reads any file. Tiny inputs only:
 32x32 images, ``tiny_darknet`` with random weights, no network.
@@ -164,6 +167,11 @@ def main():
         rows.append((name, rc, msg, data))
         print(f"| {name} | {rc} | {msg} | {data} |", flush=True)
 
+    if os.environ.get("PROBE_ONLY") == "23":  # only the cases of issue 23 (model files, degenerate data)
+        _issue23(tmp, env, case)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+
     # warm-up as root: every lazily imported module is loaded before a case runs as 'nobody' (who cannot read
     # root's Python installation)
     import importlib.metadata  # noqa: F401
@@ -206,6 +214,7 @@ def main():
         _bomb_case(tmp, env, case)
     # 5. model files: a forged joblib with a matching sidecar runs code
     _rest(tmp, env, case, cache)
+    _issue23(Path(tempfile.mkdtemp(prefix="hostile23-")), env, case)
 
 
 def _bomb_case(tmp, env, case):
@@ -335,6 +344,118 @@ def _rest(tmp, env, case, cache):
     r = cli(["extract", d, "-o", out, *EXTRACT], cwd=tmp, env=env)
     case("extract rerun after fixing the bad image", r, f"stale .failed.csv kept: {failed.exists()}")
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _crafted_skops(good: Path, out: Path, payload: dict) -> Path:
+    """``good`` with one more attribute node, ``payload``, and a sidecar whose sha256 matches (anyone who can write
+    the model file can recompute it)."""
+    import hashlib
+    import zipfile
+
+    with zipfile.ZipFile(good) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    schema = json.loads(members["schema.json"])
+    schema["content"]["content"]["x_"] = payload
+    schema["content"]["key_types"]["content"].append({"__class__": "str", "__module__": "builtins",
+                                                      "__loader__": "TypeNode"})
+    members["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    side = json.loads(Path(f"{good}.json").read_text())
+    side.update(sha256=hashlib.sha256(out.read_bytes()).hexdigest(), file=out.name)
+    Path(f"{out}.json").write_text(json.dumps(side))
+    return out
+
+
+def _issue23(tmp, env, case):
+    """Issue 23: a .skops file that runs code, a joblib file from elsewhere, classifiers on small or degenerate data."""
+    env = {**env, "DEEPFEAT_CACHE_DIR": str(tmp / "cache"), "DEEPFEAT_TRUST_DIR": str(tmp / "trust")}
+    rng = np.random.default_rng(0)
+    d = classes(tmp / "imgs", ("a", "b"), n=3)
+    feats = tmp / "f.features"
+    cli(["extract", d, "-o", feats, *EXTRACT, "--no-cache"], cwd=tmp, env=env)
+    good = tmp / "good.skops"
+    cli(["fit", feats, "-o", good, "--classifier", "knn"], cwd=tmp, env=env)
+    marker = tmp / "PWNED"
+
+    def value(v):
+        return {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": json.dumps(v),
+                "is_json": True}
+    namespace = {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {},
+                 "key_types": {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode", "content": []}}
+    # numpy.testing's runstring(code, namespace) is exec(code, namespace); 0.2 trusted every numpy.* name
+    payload = {"__class__": "runstring", "__module__": "numpy.testing._private.utils",
+               "__loader__": "ConstructorFromReduceNode",
+               "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+                           "content": [value(f"open({str(marker)!r}, 'w').close()"), namespace]}}
+    crafted = _crafted_skops(good, tmp / "crafted.skops", payload)
+    r = cli(["predict", crafted, d / "a", "-o", tmp / "p1.csv"], cwd=tmp, env=env)
+    case("23.1 predict crafted.skops (numpy exec payload), no --trust", r, f"code ran: {marker.exists()}")
+    # a joblib file written by another install (not in this user's ledger)
+    other = tmp / "other.joblib"
+    cli(["fit", feats, "-o", other, "--classifier", "knn"], cwd=tmp, env={**env, "DEEPFEAT_TRUST_DIR": str(tmp / "o")})
+    r = cli(["predict", other, d / "a", "-o", tmp / "p2.csv"], cwd=tmp, env=env)
+    case("23.1 predict a joblib another install wrote, no --trust", r, f"predictions written: "
+                                                                         f"{(tmp / 'p2.csv').exists()}")
+    r = cli(["predict", other, d / "a", "-o", tmp / "p3.csv", "--trust"], cwd=tmp, env=env)
+    case("23.1 the same with --trust", r, f"predictions written: {(tmp / 'p3.csv').exists()}")
+    # 3. small or degenerate data
+    small = tmp / "small.features"
+    make_features(small, rng.normal(size=(10, 4)) + np.repeat([0, 3], 5)[:, None], ["a"] * 5 + ["b"] * 5)
+    eight = tmp / "eight.features"
+    make_features(eight, rng.normal(size=(40, 8)) + 4 * np.eye(8)[np.repeat(np.arange(8), 5)],
+                  [c for c in "abcdefgh" for _ in range(5)])
+    const = tmp / "const.features"
+    make_features(const, np.ones((20, 6)), ["a"] * 10 + ["b"] * 10)
+    normal = tmp / "normal.features"
+    make_features(normal, rng.normal(size=(30, 5)) + np.repeat([0, 2], 15)[:, None], ["a"] * 15 + ["b"] * 15)
+    cv = ["--quiet", "--baseline", "majority", "--fold-cache", "none"]
+    r = cli(["cv", small, "-o", tmp / "r1", "--classifier", "ann", "--select", "none", "--folds", "2", *cv],
+            cwd=tmp, env=env)
+    case("23.3 cv --classifier ann, 10 images, 2 folds", r,
+         f"accuracy per fold: {_csv_values(tmp / 'r1' / 'per_fold.csv', 'accuracy', 'classifier', 'ann')}")
+    r = cli(["curve", small, "-o", tmp / "r2", "--classifier", "ann", "--select", "none", "--sizes", "2,3",
+             "--repeats", "1", "--baseline", "none"], cwd=tmp, env=env)
+    case("23.3 curve --classifier ann --sizes 2,3", r,
+         f"accuracy per size: {_csv_values(tmp / 'r2' / 'curve.csv', 'accuracy', 'features', 'features')}")
+    r = cli(["cv", eight, "-o", tmp / "r3", "--classifier", "sgd", "--select", "none", "--folds", "5", *cv],
+            cwd=tmp, env=env)
+    case("23.3 cv --classifier sgd, 8 classes x 5 images, 5 folds", r,
+         f"accuracy per fold: {_csv_values(tmp / 'r3' / 'per_fold.csv', 'accuracy', 'classifier', 'sgd')}")
+    r = cli(["cv", const, "-o", tmp / "r4", "--classifier", "nb", "--select", "none", "--folds", "2", *cv],
+            cwd=tmp, env=env)
+    auc = _csv_values(tmp / "r4" / "per_fold.csv", "roc_auc", "classifier", "nb")
+    case("23.3 cv --classifier nb on constant features", r, f"roc_auc per fold: {auc}")
+    cplx = tmp / "complex.features"
+    code = ("import sys, numpy as np; f = dict(np.load(sys.argv[1])); f['X'] = (1j * np.ones(f['X'].shape))"
+            ".astype(np.complex64); np.savez(sys.argv[2], **f)")
+    subprocess.run([PY, "-c", code, str(const), str(tmp / "complex.npz")], check=True)
+    os.replace(tmp / "complex.npz", cplx)
+    r = cli(["cv", cplx, "-o", tmp / "r5", "--classifier", "nb", "--select", "none", "--folds", "2", *cv],
+            cwd=tmp, env=env)
+    case("23.3 cv on a FeatureSet file with complex X", r, "")
+    r = cli(["cv", normal, "-o", tmp / "r6", "--classifier", "knn", "--select", "mrmr", "--mrmr-threshold", "1e9",
+             "--folds", "2", *cv], cwd=tmp, env=env)
+    case("23.3 cv --mrmr-threshold 1e9 (keeps no feature)", r,
+         f"mRMR features per fold: {_csv_values(tmp / 'r6' / 'per_fold.csv', 'n_features', 'selection', 'mrmr')}")
+    r = cli(["fit", normal, "-o", tmp / "t.joblib", "--classifier", "knn", "--select", "mrmr", "--mrmr-threshold",
+             "1e9"], cwd=tmp, env=env)
+    case("23.3 fit --mrmr-threshold 1e9", r, "")
+    r = cli(["cv", normal, "-o", tmp / "r7", "--classifier", "knn", "--select", "mrmr", "--mrmr-threshold", "nan",
+             "--folds", "2", *cv], cwd=tmp, env=env)
+    case("23.3 cv --mrmr-threshold nan", r, "")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _csv_values(path, column, where=None, equals=None):
+    if not Path(path).exists():
+        return f"no {Path(path).name}"
+    import pandas as pd
+    table = pd.read_csv(path)
+    if where is not None:
+        table = table[table[where] == equals]
+    return [round(v, 3) for v in table[column].tolist()]
 
 
 if __name__ == "__main__":

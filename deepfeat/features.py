@@ -96,6 +96,9 @@ class FeatureSet:
     feature_names: Any = None
 
     def __post_init__(self):
+        if np.iscomplexobj(self.X):  # the float32 cast would drop the imaginary parts with only a warning
+            raise FeatureFileError(f"FeatureSet: X is complex ({np.asarray(self.X).dtype}); features must be real "
+                                   "numbers. Pass X.real or np.abs(X) yourself if that is what you mean")
         X = np.asarray(self.X, dtype=np.float32)
         if X.ndim != 2:
             raise FeatureFileError(f"FeatureSet: X must be 2-D (n_samples, n_features); got shape {X.shape}")

@@ -1,9 +1,12 @@
 """Classifier presets, the extra estimators (GramSVC, KernelNaiveBayes, BalancedSampleWeight), build_pipeline."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
+from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
@@ -15,6 +18,12 @@ from deepfeat.classifiers.estimators import (
     BalancedSampleWeight,
     GramSVC,
     KernelNaiveBayes,
+)
+from deepfeat.classifiers.small_data import (
+    EarlyStoppingMLP,
+    EarlyStoppingSGD,
+    FlooredGaussianNB,
+    early_stopping_problem,
 )
 from deepfeat.classifiers.presets import (
     PRESETS,
@@ -38,9 +47,6 @@ _PIPELINE_XFAIL = {
     "check_estimators_overwrite_params": "scikit-learn's Pipeline fits its step objects in place (as in sklearn)",
     "check_dont_overwrite_parameters": "scikit-learn's Pipeline fits its step objects in place (as in sklearn)",
 }
-_MLP_XFAIL = {c: "early stopping needs a stratified validation split with >= 1 sample per class; the check's "
-                 "data is too small (or one class)"
-              for c in ("check_estimators_nan_inf", "check_classifiers_one_label", "check_fit2d_1feature")}
 _MRMR_MULTI_XFAIL = {c: "MRMRSelector takes a 1-d y; the Pipeline inherits multi-output tags from its classifier"
                      for c in ("check_classifier_multioutput", "check_classifiers_multilabel_representation_invariance",
                                "check_classifiers_multilabel_output_format_predict",
@@ -48,9 +54,28 @@ _MRMR_MULTI_XFAIL = {c: "MRMRSelector takes a 1-d y; the Pipeline inherits multi
                                "check_classifiers_multilabel_output_format_decision_function")}
 
 
+# scikit-learn's own MLPClassifier(early_stopping=True) fails these too (plus one_label, nan_inf, fit2d_1feature,
+# which the small-data switch fixes); SGDClassifier(early_stopping=True) fails 14, these 4 among them.
+_PARTIAL_FIT = "scikit-learn's partial_fit refuses early_stopping=True (as for its own estimator)"
+_WEIGHTS = ("early stopping holds out a random part of the rows, so sample weights are not repeated rows (as for "
+            "scikit-learn's own estimator with early_stopping=True)")
+_EARLY_STOPPING_XFAIL = {
+    EarlyStoppingMLP: {"check_fit_score_takes_y": _PARTIAL_FIT, "check_n_features_in_after_fitting": _PARTIAL_FIT,
+                       "check_estimators_partial_fit_n_features": _PARTIAL_FIT,
+                       "check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
+                       "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS},
+    EarlyStoppingSGD: {"check_n_features_in_after_fitting": _PARTIAL_FIT,
+                       "check_estimators_partial_fit_n_features": _PARTIAL_FIT,
+                       "check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
+                       "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS},
+}
+
+
 def _expected_failures(estimator):
     from sklearn.pipeline import Pipeline
 
+    if type(estimator) in _EARLY_STOPPING_XFAIL:
+        return _EARLY_STOPPING_XFAIL[type(estimator)]
     if isinstance(estimator, GramSVC):
         return {"check_sample_weight_equivalence_on_dense_data":
                 "libsvm scales C per sample: weights are not equivalent to repeated rows (as for sklearn's SVC)"}
@@ -58,16 +83,14 @@ def _expected_failures(estimator):
         return {}
     out = dict(_PIPELINE_XFAIL)
     clf = final_estimator(estimator)
-    if isinstance(clf, MLPClassifier):
-        out.update(_MLP_XFAIL)
-        if "select" in estimator.named_steps:  # MRMRSelector rejects one class first, with a proper message
-            del out["check_classifiers_one_label"]
     if "select" in estimator.named_steps and isinstance(clf, (MLPClassifier, KNeighborsClassifier)):
         out.update(_MRMR_MULTI_XFAIL)
     return out
 
 
-@parametrize_with_checks([KernelNaiveBayes(), GramSVC(), BalancedSampleWeight(GaussianNB()), *_pipelines()],
+@parametrize_with_checks([KernelNaiveBayes(), GramSVC(), BalancedSampleWeight(GaussianNB()), FlooredGaussianNB(),
+                          EarlyStoppingMLP(early_stopping=True, max_iter=50), EarlyStoppingSGD(early_stopping=True),
+                          *_pipelines()],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -168,3 +191,112 @@ def test_build_pipeline_steps():
     assert list(build_pipeline("nb").named_steps) == ["scale", "classify"]
     X, y = make_classification(60, 8, random_state=0)
     assert build_pipeline("svm-calibrated", selector="mrmr", n_features=3).fit(X, y).predict_proba(X).shape == (60, 2)
+
+
+# ------------------------------------------------------------------ issue 23: small or degenerate data
+def _blobs(n_per_class, n_classes, d=8, seed=0):
+    """Class k around 4 x the k-th unit vector: separable one class against the rest."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return rng.normal(size=(len(y), d)) + 4.0 * np.eye(d)[y % d], y
+
+
+@pytest.mark.parametrize("y, problem", [
+    ([0] * 20 + [1] * 20, None),
+    ([0] * 12, None),  # 2 validation images of the only class: scikit-learn can split and score that
+    (list(range(8)) * 4, r"validation part \(10 % of 32 images = 4\) cannot hold one image of each of the 8 classes"),
+    ([0] * 4 + [1] * 4, r"validation part \(10 % of 8 images = 1\) cannot hold one image of each of the 2 classes"),
+    ([0] * 10 + [1] * 10 + [2], r"class 2 has a single image"),
+    ([0] * 10, r"validation part \(10 % of 10 images = 1\) is below the 2 images a validation score needs"),
+])
+def test_early_stopping_problem_says_when_the_split_cannot_hold_every_class(y, problem):
+    found = early_stopping_problem(y, 0.1)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and re.search(problem, found), found
+
+
+@pytest.mark.parametrize("preset", ["ann", "sgd"])
+@pytest.mark.parametrize("n_per_class, n_classes", [(4, 2), (4, 8), (2, 8)])
+def test_ann_and_sgd_switch_early_stopping_off_when_the_data_cannot_fill_the_split(preset, n_per_class, n_classes):
+    X, y = _blobs(n_per_class, n_classes)
+    pipe = build_pipeline(preset)
+    with pytest.warns(UserWarning, match=r"early stopping is off for this fit because its validation part "
+                                         rf"\(10 % of {len(y)} images = \d+\) cannot hold"):
+        pipe.fit(X, y)  # 0.2: ValueError from scikit-learn's stratified split (binary ann, every sgd)
+    clf = final_estimator(pipe)
+    assert clf.early_stopping is True and clf.early_stopping_ is False and "cannot hold" in clf.early_stopping_note_
+    assert (pipe.predict(X) == y).mean() > 0.5
+
+
+@pytest.mark.parametrize("preset, reference", [("ann", MLPClassifier), ("sgd", SGDClassifier)])
+def test_ann_and_sgd_are_scikit_learns_estimators_when_the_split_works(preset, reference, recwarn):
+    X, y = make_classification(300, 12, n_informative=6, n_classes=3, random_state=0)
+    ours = get_classifier(preset, seed=3)
+    theirs = reference(**ours.get_params())
+    ours.fit(X, y), theirs.fit(X, y)
+    assert ours.early_stopping_ is True and ours.early_stopping_note_ is None
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_array_equal(ours.decision_function(X) if preset == "sgd" else ours.predict_proba(X),
+                                  theirs.decision_function(X) if preset == "sgd" else theirs.predict_proba(X))
+    assert not [w for w in recwarn if "early stopping is off" in str(w.message)]
+
+
+def test_ann_balanced_passes_sample_weights_through_the_switch():
+    X, y = _blobs(4, 2)
+    with pytest.warns(UserWarning, match="early stopping is off"):
+        clf = get_classifier("ann", class_weight="balanced").fit(X, y)
+    assert isinstance(clf, BalancedSampleWeight) and clf.estimator_.early_stopping_ is False
+
+
+@pytest.mark.parametrize("X", [np.ones((20, 6)), np.full((20, 6), 7, dtype=np.int64)], ids=["float", "int"])
+@pytest.mark.parametrize("preset", ["nb", "nb-gaussian"])
+def test_gaussian_nb_on_constant_features_gives_the_priors_never_nan(X, preset):
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([0] * 12 + [1] * 8)
+    for est in (get_classifier(preset), build_pipeline(preset)):
+        proba = est.fit(X, y).predict_proba(X)
+        np.testing.assert_allclose(proba, np.tile([0.6, 0.4], (20, 1)))
+        assert roc_auc_score(y, proba[:, 1]) == 0.5  # 0.2: "Input contains NaN"
+    with np.errstate(all="ignore"):
+        assert np.isnan(GaussianNB().fit(X, y).predict_proba(X)).all()  # what scikit-learn's gives
+
+
+def test_floored_gaussian_nb_is_gaussian_nb_on_ordinary_data():
+    X, y = make_classification(200, 8, random_state=0)
+    X[:, 3] = 1.0  # one constant column is fine for scikit-learn already (the largest variance is not 0)
+    ours, theirs = FlooredGaussianNB().fit(X, y), GaussianNB().fit(X, y)
+    np.testing.assert_array_equal(ours.predict_proba(X), theirs.predict_proba(X))
+    assert ours.epsilon_ == theirs.epsilon_
+    half = FlooredGaussianNB().partial_fit(np.ones((4, 2)), [0, 0, 1, 1], classes=[0, 1])
+    half.partial_fit(np.ones((4, 2)), [0, 1, 0, 1])
+    assert np.isfinite(half.predict_proba(np.ones((1, 2)))).all()
+
+
+def test_complex_features_are_refused_not_cast_to_zeros():
+    from deepfeat import FeatureSet
+    from deepfeat.errors import FeatureFileError
+
+    with pytest.raises(FeatureFileError, match=r"X is complex \(complex128\); features must be real numbers"):
+        FeatureSet(1j * np.ones((4, 3)), y=[0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf")])
+def test_a_threshold_that_is_not_finite_is_one_clear_error_before_any_fit(threshold):
+    from deepfeat.classifiers.presets import make_selector
+
+    with pytest.raises(DeepfeatError, match=rf"The 'threshold' parameter must be a float in the range \(-inf, "
+                                            rf"inf\) or None. Got {threshold} instead"):
+        build_pipeline("knn", selector="mrmr", threshold=threshold)
+    with pytest.raises(DeepfeatError, match="'threshold' parameter"):
+        make_selector("mrmr", threshold=threshold)
+
+
+def test_a_threshold_that_keeps_nothing_still_gives_the_classifier_one_feature():
+    X, y = _blobs(10, 2)
+    pipe = build_pipeline("knn", selector="mrmr", threshold=1e12)
+    with pytest.warns(UserWarning, match=r"no feature of the 8 reaches threshold=1000000000000.0 .*keeps one"):
+        pipe.fit(X, y)  # 0.2: "Found array with 0 feature(s)" from KNeighborsClassifier
+    assert pipe.named_steps["select"].ranking_.size == 1 and pipe.predict(X).shape == (20,)

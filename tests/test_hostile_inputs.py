@@ -237,12 +237,18 @@ class NotTrusted:
 
 
 def test_skops_refuses_an_unknown_type(tmp_path):
+    import skops.io
     from sklearn.dummy import DummyClassifier
 
     model = DummyClassifier().fit([[0], [1]], [0, 1])
     model.extra_ = NotTrusted()
-    save_model(model, tmp_path / "m.skops")
-    with pytest.raises(ModelFileError, match=r"does not trust: .*NotTrusted"):
+    with pytest.raises(ModelFileError, match=r"cannot save DummyClassifier as the .skops file"):
+        save_model(model, tmp_path / "m.skops")  # issue 23: save_model refuses what load_model would refuse
+    path = save_model(DummyClassifier().fit([[0], [1]], [0, 1]), tmp_path / "m.joblib")
+    skops.io.dump(model, tmp_path / "m.skops")  # written without deepfeat, with a sidecar that matches
+    side = dict(json.loads(sidecar_path(path).read_text()), sha256=sha256_file(tmp_path / "m.skops"), format="skops")
+    sidecar_path(tmp_path / "m.skops").write_text(json.dumps(side))
+    with pytest.raises(ModelFileError, match=r"does not trust: .*DummyClassifier \(as ObjectNode\).*NotTrusted"):
         load_model(tmp_path / "m.skops")
 
 

@@ -94,12 +94,23 @@ def test_threshold_keeps_the_prefix_with_scores_at_or_above_it(method):
     assert 0 < len(expected) < 50
 
 
-def test_threshold_above_every_score_selects_nothing():
+def test_threshold_above_every_score_keeps_the_most_relevant_feature():
+    # 0.2 handed 0 columns to the classifier, which then failed; issue 23 keeps the best one and says so
     X, y = make_data(100, 10, 2, seed=0)
-    selector = MRMRSelector(n_features=None, threshold=1e300).fit(X, y)
-    assert selector.ranking_.size == 0
-    with pytest.warns(UserWarning, match="No features were selected"):
-        assert selector.transform(X).shape == (100, 0)
+    best = int(np.argmax(MRMRSelector(n_features=1).fit(X, y).relevance_))
+    with pytest.warns(UserWarning, match=rf"no feature of the 10 reaches threshold=1e\+300 \(the best, feature "
+                                         rf"{best}, scores [0-9.e+]+\), so it keeps one feature"):
+        selector = MRMRSelector(n_features=None, threshold=1e300).fit(X, y)
+    assert selector.ranking_.tolist() == [best]
+    assert selector.transform(X).shape == (100, 1) and np.isnan(selector.scores_).sum() == 9
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf")])
+def test_a_threshold_that_is_not_a_finite_number_is_refused(threshold):
+    X, y = make_data(50, 5, 2, seed=0)
+    with pytest.raises(ValueError, match=r"'threshold' parameter of MRMRSelector must be a float in the range "
+                                         r"\(-inf, inf\) or None"):
+        MRMRSelector(n_features=None, threshold=threshold).fit(X, y)
 
 
 def test_constant_columns_are_never_picked_and_raise_no_warning():

@@ -145,10 +145,10 @@ def test_fold_cache_computes_only_new_cells(monkeypatch, tmp_path):
     monkeypatch.setattr(MRMRSelector, "fit", lambda self, X, y: (mrmr_fits.append(1), real_fit(self, X, y))[1])
     opts = dict(folds=3, baseline="majority", fold_cache=tmp_path / "fc", progress=False)
     first = cross_validate(fs, classifiers=("nb",), **opts)
-    assert calls.count("GaussianNB") == 3 * 2 and len(mrmr_fits) == 3
+    assert calls.count("FlooredGaussianNB") == 3 * 2 and len(mrmr_fits) == 3
     calls.clear(), mrmr_fits.clear()
     second = cross_validate(fs, classifiers=("nb", "knn"), **opts)
-    assert calls.count("GaussianNB") == 0 and calls.count("KNeighborsClassifier") == 3 * 2
+    assert calls.count("FlooredGaussianNB") == 0 and calls.count("KNeighborsClassifier") == 3 * 2
     assert len(mrmr_fits) == 0  # the mRMR rankings came from the cache too
     pd.testing.assert_frame_equal(first.per_fold[first.per_fold.classifier == "nb"].drop(columns=["fit_time",
                                   "predict_time", "mrmr_time"]).reset_index(drop=True),
@@ -156,7 +156,7 @@ def test_fold_cache_computes_only_new_cells(monkeypatch, tmp_path):
                                       columns=["fit_time", "predict_time", "mrmr_time"]).reset_index(drop=True))
     calls.clear()
     cross_validate(fs, classifiers=("nb", "knn"), repeats=2, **opts)
-    assert calls.count("GaussianNB") == 3 * 2 and calls.count("KNeighborsClassifier") == 3 * 2  # repeat 1 only
+    assert calls.count("FlooredGaussianNB") == 3 * 2 and calls.count("KNeighborsClassifier") == 3 * 2  # repeat 1 only
     uncached = cross_validate(fs, classifiers=("nb", "knn"), folds=3, baseline="majority", fold_cache=None,
                               progress=False)
     cols = ["config", "repeat", "fold", "accuracy", "roc_auc", "f1_macro"]

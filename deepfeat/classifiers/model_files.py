@@ -22,6 +22,8 @@ machine loads and predicts on a CPU-only one.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io
 import json
 import os
 import platform
@@ -131,7 +133,7 @@ def save_model(model, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "skops" if path.suffix.lower() == ".skops" else "joblib"
     if fmt == "skops":
-        atomic_write(path, lambda tmp: dump_skops(model, tmp))
+        dump_skops(model, path)  # refuses a model whose types the .skops loader would refuse
     else:
         atomic_write(path, lambda tmp: joblib.dump(model, tmp))
     sidecar = {
@@ -211,7 +213,8 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
         is still issued). Differences in torch, timm, numpy or joblib always only warn.
     trusted : bool, default=False
         Load a ``.joblib`` file that this deepfeat install did not write (see
-        :mod:`deepfeat.classifiers.model_trust`). ``.skops`` files never need it: they are read without running code.
+        :mod:`deepfeat.classifiers.model_trust`). ``.skops`` files never need it: they are read without running code,
+        and every type they name must be on :data:`~deepfeat.classifiers.model_trust.SKOPS_ALLOWED_TYPES`.
     device : str, optional
         Override the device the model's feature extractor will run on (``"cpu"``, ``"cuda"``, ``"auto"``), e.g.
         for a model saved with ``device="cuda"`` and loaded on a CPU-only machine. ``None`` keeps the saved one.
@@ -233,7 +236,8 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist; create one with 'deepfeat fit'")
     info = read_sidecar(path)
-    found = sha256_file(path)
+    data = path.read_bytes()  # read once: the bytes checked below are the bytes loaded
+    found = hashlib.sha256(data).hexdigest()
     if found != info["sha256"]:
         raise ModelFileError(
             f"model file {path} does not match its sidecar {sidecar_path(path).name}: sha256 expected "
@@ -242,10 +246,10 @@ def load_model(path, *, allow_version_mismatch: bool = False, device: str | None
         )
     _check_versions(path, info["versions"], allow_version_mismatch)
     if info.get("format") == "skops" or path.suffix.lower() == ".skops":
-        model = load_skops(path)
+        model = load_skops(path, data)
     else:
         check_joblib_trusted(path, found, trusted)
-        model = joblib.load(path)
+        model = joblib.load(io.BytesIO(data))
     check_against_sidecar(path, model, info)
     if device is not None:
         if "device" not in model.get_params():

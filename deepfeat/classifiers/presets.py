@@ -17,10 +17,13 @@ Base presets (the reference study's four)
          probabilities (the replacement scikit-learn recommends); predictions are the argmax of those probabilities,
          which can differ from ``svm`` near the decision boundary.
 ``knn``  ``KNeighborsClassifier(n_neighbors=5)`` (Euclidean, uniform votes; ``knn-fine`` is MATLAB's k=1).
-``ann``  ``MLPClassifier(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
-         n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)`` (adam, ReLU, alpha=1e-4;
-         batch 64 rather than 200 so small sets still get enough updates before early stopping).
-``nb``   ``GaussianNB()``.
+``ann``  ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
+         n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)`` (scikit-learn's MLPClassifier:
+         adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get enough updates before early
+         stopping). When the 10 % validation part cannot hold every class, early stopping is off for that fit,
+         with a warning (:mod:`deepfeat.classifiers.small_data`).
+``nb``   ``FlooredGaussianNB()``: scikit-learn's GaussianNB, except that all-constant features give the class
+         priors instead of NaN probabilities.
 
 MATLAB Classification Learner presets
 -------------------------------------
@@ -37,7 +40,9 @@ Scalable presets (for 10^5 - 10^6 images)
 ------------------------------------------
 Exact kernel SVMs cost O(n^2) memory and O(n^2 - n^3) time. ``linear-svm`` (``LinearSVC``), ``logreg``
 (``LogisticRegression``), ``sgd`` (``SGDClassifier``, hinge loss) and ``svm-nystroem`` (a 1,000-component
-Nystroem approximation of the ``svm`` preset's RBF kernel, then ``LinearSVC``) grow linearly with n.
+Nystroem approximation of the ``svm`` preset's RBF kernel, then ``LinearSVC``) grow linearly with n. ``sgd``
+switches its early stopping off, with a warning, when the training set is too small for its validation part
+(as ``ann``).
 
 ``class_weight="balanced"``: set on estimators that take ``class_weight`` (SVC, GramSVC, KernelNaiveBayes, ...);
 estimators whose ``fit`` takes ``sample_weight`` (MLP, GaussianNB) are wrapped in :class:`BalancedSampleWeight`;
@@ -54,8 +59,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.kernel_approximation import Nystroem
-from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.naive_bayes import GaussianNB
+from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
@@ -67,6 +71,7 @@ from deepfeat.classifiers.estimators import (
     GramSVC,
     KernelNaiveBayes,
 )
+from deepfeat.classifiers.small_data import EarlyStoppingMLP, EarlyStoppingSGD, FlooredGaussianNB
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["PRESETS", "Preset", "GramSVC", "KernelNaiveBayes", "BalancedSampleWeight", "get_classifier",
@@ -110,10 +115,10 @@ PRESETS: dict[str, Preset] = {
     "knn": Preset("k-nearest neighbours, k=5, Euclidean, uniform votes",
                   lambda s: KNeighborsClassifier(n_neighbors=5)),
     "ann": Preset("MLP 1x100 ReLU, adam, batch 64, early stopping (10% validation, patience 10), max 300 epochs",
-                  lambda s: MLPClassifier(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
-                                          n_iter_no_change=10, max_iter=300, batch_size=64,
-                                          random_state=s)),
-    "nb": Preset("Gaussian naive Bayes", lambda s: GaussianNB()),
+                  lambda s: EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
+                                            n_iter_no_change=10, max_iter=300, batch_size=64,
+                                            random_state=s)),
+    "nb": Preset("Gaussian naive Bayes", lambda s: FlooredGaussianNB()),
     "svm-linear": Preset("MATLAB Linear SVM: linear kernel, C=1",
                          lambda s: SVC(kernel="linear", C=1.0, random_state=s)),
     "svm-quadratic": Preset("MATLAB Quadratic SVM: (1 + x.z/P)^2, C=1", lambda s: _poly_svm(2, s)),
@@ -143,7 +148,7 @@ PRESETS: dict[str, Preset] = {
                             lambda s: _matlab_ann((10, 10), s)),
     "ann-trilayered": Preset("MATLAB Trilayered NN: 10-10-10 ReLU, lambda 0, L-BFGS, 1000 iterations",
                              lambda s: _matlab_ann((10, 10, 10), s)),
-    "nb-gaussian": Preset("MATLAB Gaussian Naive Bayes (= nb)", lambda s: GaussianNB()),
+    "nb-gaussian": Preset("MATLAB Gaussian Naive Bayes (= nb)", lambda s: FlooredGaussianNB()),
     "nb-kernel": Preset("MATLAB Kernel Naive Bayes: per-class per-feature Gaussian KDE, Silverman bandwidth",
                         lambda s: KernelNaiveBayes()),
     # Presets whose cost grows linearly with the number of images (exact RBF-SVM grows with n^2): for CV of
@@ -153,7 +158,7 @@ PRESETS: dict[str, Preset] = {
     "logreg": Preset("scalable: multinomial logistic regression, lbfgs, C=1, max 1000 iterations",
                      lambda s: LogisticRegression(C=1.0, max_iter=1000, random_state=s)),
     "sgd": Preset("scalable: linear SVM by SGD (hinge loss, alpha 1e-4, early stopping); streams well",
-                  lambda s: SGDClassifier(loss="hinge", alpha=1e-4, early_stopping=True, random_state=s)),
+                  lambda s: EarlyStoppingSGD(loss="hinge", alpha=1e-4, early_stopping=True, random_state=s)),
     "svm-nystroem": Preset("scalable: Nystroem RBF approximation (1,000 components, gamma 1/P) + LinearSVC C=1",
                            lambda s: _nystroem_svm(s)),
 }
@@ -242,8 +247,21 @@ def make_selector(selector="mrmr", *, n_features=None, threshold=None, mrmr_meth
         if threshold is not None:  # a threshold replaces the selector's default size
             kwargs["threshold"] = threshold
             kwargs.setdefault("n_features", None)
-        return MRMRSelector(**kwargs)
+        return _validated(MRMRSelector(**kwargs))
     return clone(selector)
+
+
+def _validated(estimator):
+    """``estimator`` after checking its parameters against its ``_parameter_constraints`` now, so that a bad value
+    (a NaN threshold) is one clear :class:`DeepfeatError` before any fold runs, not scikit-learn's error in a fold."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        estimator._validate_params()
+    except InvalidParameterError as exc:
+        # "The 'threshold' parameter must be ...": the CLI shows it as "--mrmr-threshold must be ..."
+        raise DeepfeatError(str(exc).replace(f" of {type(estimator).__name__} must", " must")) from None
+    return estimator
 
 
 def build_pipeline(classifier="svm", *, selector=None, n_features=None, threshold=None, mrmr_method: str = "fcq",
@@ -255,7 +273,7 @@ def build_pipeline(classifier="svm", *, selector=None, n_features=None, threshol
     Examples
     --------
     >>> build_pipeline("nb").named_steps["classify"]
-    GaussianNB()
+    FlooredGaussianNB()
     """
     steps = [("scale", StandardScaler())]
     sel = make_selector(selector, n_features=n_features, threshold=threshold, mrmr_method=mrmr_method)

@@ -80,7 +80,8 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         (the reference study kept "521 features with weight above 0.25"); picking stops at the first step
         whose best score is below it, so later picks are never kept even if they would score higher. The scale
         is the method's: F / |r| for ``fcq`` (often in the tens to thousands), nats ratios or differences for
-        ``miq``/``mid``. Requires ``n_features=None``.
+        ``miq``/``mid``. A finite number; requires ``n_features=None``. When no feature reaches it, the single
+        most relevant feature is kept, with a warning naming the threshold and the best score (never 0 columns).
     method : {"fcq", "fcd", "miq", "mid"}, default="fcq"
         Relevance/redundancy definition, see the module docstring. ``"fcq"`` gives the same picks, in
         the same order, as ``mrmr_classif`` of the mrmr-selection package with its defaults.
@@ -109,7 +110,7 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
     -----
     Features with relevance <= 0 (constant columns, among others) are never picked, as in mrmr-selection.
     When fewer than ``n_features`` features have positive relevance, only those are picked and a warning
-    says so. For ``miq`` a mean redundancy of 0 counts as 1e-12, so such candidates rank by relevance.
+    says so; when none has (or none reaches ``threshold``), the most relevant one is kept, with a warning. For ``miq`` a mean redundancy of 0 counts as 1e-12, so such candidates rank by relevance.
 
     Cost: ``fcq``/``fcd`` standardise ``X`` once in float64 and get each pick's correlations from one
     matrix-vector product, or from one d x d matrix product when many features are picked (O(n*d + d*d)
@@ -184,19 +185,8 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         self.ranking_, self.scores_ = _greedy_mrmr(
             relevance, redundancy_of, combine, n_select=n_select, threshold=threshold
         )
-        if len(self.ranking_) == 0 and not (relevance > 0).any():
-            # Nothing relevant (e.g. every feature constant): keep the single most relevant one, so the pipeline
-            # downstream still has an input, and say so rather than hand on 0 columns.
-            best = int(np.argmax(relevance))
-            self.ranking_ = np.array([best], dtype=np.intp)
-            self.scores_ = np.full(d, np.nan)
-            self.scores_[best] = float(relevance[best])
-            warnings.warn(
-                f"No feature of the {d} has positive relevance to the classes (constant or uninformative "
-                f"features), so MRMRSelector keeps one (feature {best}) instead of none.",
-                UserWarning,
-                stacklevel=2,
-            )
+        if len(self.ranking_) == 0:
+            self._keep_the_most_relevant(relevance, threshold)
         elif n_select is not None and len(self.ranking_) < n_select:
             n_positive = int(np.count_nonzero(relevance > 0))
             warnings.warn(
@@ -207,6 +197,22 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
                 stacklevel=2,
             )
         return self
+
+    def _keep_the_most_relevant(self, relevance, threshold):
+        """Nothing was picked: keep the single most relevant feature, so the pipeline downstream still has an
+        input, and say why rather than hand on 0 columns."""
+        d = len(relevance)
+        best = int(np.argmax(relevance))
+        self.ranking_ = np.array([best], dtype=np.intp)
+        self.scores_ = np.full(d, np.nan)
+        self.scores_[best] = float(relevance[best])
+        if (relevance > 0).any():  # only a threshold stops before the first pick
+            why = (f"no feature of the {d} reaches threshold={threshold!r} (the best, feature {best}, scores "
+                   f"{relevance[best]:.4g})")
+        else:
+            why = f"no feature of the {d} has positive relevance to the classes (constant or uninformative features)"
+        warnings.warn(f"MRMRSelector: {why}, so it keeps one feature ({best}) instead of none.", UserWarning,
+                      stacklevel=3)
 
     def _selection_rule(self, d: int):
         """(n_select, threshold) with exactly one of them set, or a clear error."""
