@@ -144,7 +144,8 @@ def test_an_inner_fold_problem_fails_before_any_fold_is_computed(monkeypatch):
     ({"nested": True, "inner_folds": 1}, "The 'inner_folds' parameter must be an int >= 2. Got 1 instead."),
     ({"baseline": "majorty"}, "The 'baseline' parameter must be one of 'auto', 'histogram', 'majority', 'none' "
                               "(or None, the same as 'none'). Got 'majorty' instead."),
-    ({"n_features": 25}, "n_features=25 but the features have 24 columns; choose 1..24 or 'auto'"),
+    ({"n_features": 25}, "n_features=25 but the features have 24 columns (24 feature(s) in X); choose 1..24 or "
+                         "'auto'"),
     ({"n_features": 0}, "n_features must be an int >= 1 or 'auto'; got 0"),
     ({"n_features": 5, "threshold": 0.1}, "give n_features or threshold for mRMR, not both"),
     ({"threshold": "high"}, "threshold must be a number"),

@@ -83,7 +83,7 @@ def resolve_n_features(n_features, d: int, *, threshold=None) -> int | None:
     >>> resolve_n_features(5000, 1000)
     Traceback (most recent call last):
     ...
-    deepfeat.errors.DeepfeatError: n_features=5000 but the features have 1000 columns; choose 1..1000 or 'auto'
+    deepfeat.errors.DeepfeatError: n_features=5000 but the features have 1000 columns (1000 feature(s) in X); choose 1..1000 or 'auto'
     """
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, Real)):
         raise DeepfeatError(f"threshold must be a number (an mRMR score) or None; got {threshold!r}")
@@ -96,7 +96,9 @@ def resolve_n_features(n_features, d: int, *, threshold=None) -> int | None:
     if threshold is not None:
         raise DeepfeatError("give n_features or threshold for mRMR, not both")
     if n_features > d:
-        raise DeepfeatError(f"n_features={n_features} but the features have {d} columns; choose 1..{d} or 'auto'")
+        # "(d feature(s) in X)": what scikit-learn's estimator checks look for in a too-narrow-X error
+        raise DeepfeatError(f"n_features={n_features} but the features have {d} columns ({d} feature(s) in X); "
+                            f"choose 1..{d} or 'auto'")
     return int(n_features)
 
 
