@@ -47,7 +47,7 @@ for name, w in weights.items():
     write_fewshot_report(res, f"{O}/fewshot_{name}")
     t = res.table.assign(features=name)
     tables.append(t)
-    print(name, res.honesty, flush=True)
+    print(name, res.honesty_lines(), flush=True)
     print(res.display().to_string(), flush=True)
 all_t = pd.concat(tables)
 all_t.to_csv(f"{O}/compare.csv", index=False)

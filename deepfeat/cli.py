@@ -229,7 +229,8 @@ def cv(
     nested: Annotated[Optional[bool], typer.Option("--nested", help="Also run nested CV: each outer fold chooses "
                                                    "feature set, mRMR size, classifier and its C / k by inner CV "
                                                    "on its training part only (the honest headline).")] = None,
-    inner_folds: Annotated[Optional[int], typer.Option(min=2, help="Inner folds of --nested (default 5).")] = None,
+    inner_folds: Annotated[Optional[int], typer.Option(
+        min=2, help=f"Inner folds of --nested (default {defaults.INNER_FOLDS}).")] = None,
     fold_cache: Annotated[Optional[str], typer.Option(help="Folder caching fold results by identity (default: "
                                                       "<cache root>/cv-folds); 'none' disables.")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP + " One task per fold x feature set x "
@@ -500,16 +501,9 @@ def demo(
 
 
 def _n_features(value: str):
-    """--n-features: an int >= 1 or 'auto'."""
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise DeepfeatError(f"--n-features must be an int >= 1 or 'auto'; got {value!r}")
-    return n
+    """--n-features as typed (digits as an int): the library checks it once, knowing the features' width
+    (:func:`deepfeat.selection.mrmr.resolve_n_features`)."""
+    return int(value) if value.strip().isdigit() else value
 
 
 def _set_max_pixels(max_pixels):
@@ -572,7 +566,7 @@ def fewshot(
                             methods=method, groups=groups, standardize=standardize, seed=seed, baseline=baseline)
     paths = write_fewshot_report(res, output)
     typer.echo(res.display().to_string())
-    for line in res.honesty:
+    for line in res.honesty_lines():
         typer.echo(line)
     for s in res.skipped:
         _echo_err(f"skipped ways={s['ways']} shots={s['shots']}: {s['reason']}")
@@ -587,7 +581,8 @@ def curve(
                                             "training pool.")] = "5,10,20,50,100,all",
     classifier: Annotated[str, typer.Option(help="Classifier preset (see 'deepfeat cv --help').")] = "svm",
     select: Annotated[str, typer.Option(help="mrmr or none.")] = "mrmr",
-    n_features: Annotated[Optional[int], typer.Option(min=1, help="mRMR size (default as 'deepfeat cv').")] = None,
+    n_features: Annotated[str, typer.Option(help="Features kept by mRMR: an int, or auto (as 'deepfeat cv').")]
+    = defaults.N_FEATURES,
     repeats: Annotated[int, typer.Option(min=1)] = 5,
     test_fraction: Annotated[float, typer.Option(help="Share of images in each repeat's fixed test set.")] = 0.3,
     groups: Annotated[str, typer.Option(help="auto or none.")] = "auto",
@@ -601,11 +596,11 @@ def curve(
     from deepfeat.features import load_features
 
     res = learning_curve(load_features(features), sizes=sizes, classifier=classifier, select=select,
-                         n_features=n_features, repeats=repeats, test_fraction=test_fraction, groups=groups,
-                         seed=seed, baseline=baseline)
+                         n_features=_n_features(n_features), repeats=repeats, test_fraction=test_fraction,
+                         groups=groups, seed=seed, baseline=baseline)
     paths = write_curve_report(res, output)
     typer.echo(res.summary.to_string(index=False))
-    for line in res.honesty:
+    for line in res.honesty_lines():
         typer.echo(line)
     for s in res.skipped:
         _echo_err(f"skipped size {s['size']}: {s['reason']}")

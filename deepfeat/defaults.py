@@ -18,6 +18,7 @@ Every public function and every ``deepfeat`` command takes its defaults from her
 | shard_size | 2048 images per extraction task | extract (with a scheduler) |
 | classifier (fit) | ``svm-calibrated`` (Platt probabilities, so predict writes them) | fit, fit_model |
 | folds / repeats / seed | 10 / 1 / 0 | cv |
+| inner_folds | 5 (inner folds of nested CV) | cv ``--nested``, nested_cross_validate, TOML ``[cv] inner_folds`` |
 | groups / baseline | ``auto`` / ``auto`` | cv |
 | recipe (fine-tuning) | ``transfer`` (LP-FT, discriminative rates, frozen BN; ``study`` = the paper's MATLAB settings) | finetune, FinetuneConfig, TOML ``[finetune] recipe`` |
 """
@@ -45,4 +46,5 @@ GROUPS = "auto"
 BASELINE = "auto"
 BASELINES = ("auto", "histogram", "majority", "none")
 N_JOBS = 1
+INNER_FOLDS = 5
 RECIPE = "transfer"

@@ -270,10 +270,12 @@ def fit_model(features, output, *, classifier=defaults.FIT_CLASSIFIER, select="n
     from deepfeat.classifiers.model_files import save_model
     from deepfeat.classifiers.presets import make_selector
     from deepfeat.features import load_features
+    from deepfeat.selection.mrmr import resolve_n_features
 
     if select not in defaults.SELECTIONS:
         raise DeepfeatError(f"select must be one of {list(defaults.SELECTIONS)}; got {select!r}")
     fs = load_features(features)
+    n_features = resolve_n_features(n_features, fs.n_features, threshold=threshold)  # the one check, as in cv
     selector = make_selector(select, n_features=n_features, threshold=threshold, mrmr_method=mrmr_method)
     model = DeepFeatureClassifier.from_featureset(fs, classifier=classifier, selector=selector,
                                                   class_weight=class_weight, seed=seed)

@@ -33,7 +33,7 @@ def test_splits_grouped_and_test_fixed():
     assert per.groupby("repeat")["n_test"].nunique().eq(1).all()
     assert sorted(per["n_per_class"].unique())[:2] == [5, 10]
     assert r.summary["ci95"].notna().all()
-    assert any("grouped by subject" in line for line in r.honesty)
+    assert any("grouped by subject" in line for line in r.honesty_lines())
 
 
 def test_curve_learns_and_skips_large_sizes():

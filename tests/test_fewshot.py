@@ -145,17 +145,17 @@ def test_standardize_support_and_baseline_same_episodes():
     a = pe[(pe.features == "features") & (pe.method == "prototype_euc")]["accuracy"].to_numpy()
     b = pe[(pe.features == "scaled") & (pe.method == "prototype_euc")]["accuracy"].to_numpy()
     assert np.array_equal(a, b)  # same episodes, affine-equivalent features -> identical per-episode accuracy
-    assert any("scaler fitted on the support set only" in line for line in r.honesty)
+    assert any("scaler fitted on the support set only" in line for line in r.honesty_lines())
 
 
 def test_finetune_overlap_reported():
     fs = _features()
     fs.meta["finetune"] = {"train_sha256": list(fs.sha256[:10])}
     r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=30, episodes=30, methods=["prototype_euc"])
-    assert any(line.startswith("WARNING: the backbone was fine-tuned (or validated) on") for line in r.honesty)
+    assert any(line.startswith("WARNING: the backbone was fine-tuned (or validated) on") for line in r.honesty_lines())
     fs.meta["finetune"] = {"train_sha256": ["not-here"]}
     r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=5, episodes=10, methods=["prototype_euc"])
-    assert any("none of which appears in any query set" in line for line in r.honesty)
+    assert any("none of which appears in any query set" in line for line in r.honesty_lines())
 
 
 def test_cli_fewshot(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation import cross_validation as cvmod
+from deepfeat.evaluation import fold_work
 from deepfeat.evaluation.cross_validation import cross_validate
 from deepfeat.features import FeatureSet
 from deepfeat.selection.mrmr import MRMRSelector
@@ -139,8 +139,8 @@ def test_grid_scores_every_set_on_identical_folds_and_aligns_rows_by_sha256():
 def test_fold_cache_computes_only_new_cells(monkeypatch, tmp_path):
     fs = _features()
     calls, mrmr_fits = [], []
-    real_fit_score, real_fit = cvmod._fit_score, MRMRSelector.fit
-    monkeypatch.setattr(cvmod, "_fit_score", lambda est, *a: (calls.append(type(est).__name__),
+    real_fit_score, real_fit = fold_work.fit_score, MRMRSelector.fit
+    monkeypatch.setattr(fold_work, "fit_score", lambda est, *a: (calls.append(type(est).__name__),
                                                              real_fit_score(est, *a))[1])
     monkeypatch.setattr(MRMRSelector, "fit", lambda self, X, y: (mrmr_fits.append(1), real_fit(self, X, y))[1])
     opts = dict(folds=3, baseline="majority", fold_cache=tmp_path / "fc", progress=False)

@@ -88,4 +88,4 @@ def test_each_objective_trains_and_feeds_pooled_fewshot(objective, cells, tmp_pa
     assert fs.meta["finetune"]["train_sha256"]
     r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=2, episodes=20, methods=["prototype_cos"],
                           baseline="none")
-    assert any(line.startswith("WARNING: the backbone was fine-tuned (or validated) on") for line in r.honesty)
+    assert any(line.startswith("WARNING: the backbone was fine-tuned (or validated) on") for line in r.honesty_lines())

@@ -105,8 +105,9 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         Which activations are the features (``"logits"``, ``"pooled"``, ...).
     selector : None, "mrmr" or MRMRSelector, default=None
         Feature selection fitted on the training features only. ``"mrmr"`` builds ``MRMRSelector(n_features)``.
-    n_features : int, optional
-        Features kept by ``selector="mrmr"``.
+    n_features : int or "auto", default="auto"
+        Features kept by ``selector="mrmr"``; more than the features' columns is an error at ``fit``
+        (:func:`deepfeat.selection.mrmr.resolve_n_features`).
     classifier : str or estimator, default="svm"
         A preset name of :func:`deepfeat.classifiers.presets.get_classifier` or any scikit-learn classifier.
     class_weight : None, "balanced" or dict, default=None
@@ -262,7 +263,12 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
             self.extractor_identity_ = _identity(self.extractor_)
         F, y = validate_data(self, F, y)
         check_classification_targets(y)
-        self.pipeline_ = build_pipeline(self.classifier, selector=self.selector, n_features=self.n_features,
+        n_features = self.n_features
+        if isinstance(self.selector, str) and self.selector == "mrmr":  # the one check, as cross_validate's
+            from deepfeat.selection.mrmr import resolve_n_features
+
+            n_features = resolve_n_features(self.n_features, F.shape[1])
+        self.pipeline_ = build_pipeline(self.classifier, selector=self.selector, n_features=n_features,
                                         seed=self.seed, class_weight=self.class_weight)
         check_class_sizes(self.pipeline_, y, self.classifier)
         self.pipeline_.fit(F, y)

@@ -2,23 +2,19 @@
 
 For each fold the scaler and the selector are fitted on the training rows only; the mRMR ranking is computed once
 per fold and shared by every classifier (it does not depend on the classifier). Baselines (majority class, and a
-colour histogram + SVM when the images are reachable) are scored on the same folds. Metrics, honesty checks and
-the results object live in :mod:`deepfeat.evaluation.results`.
+colour histogram + SVM when the images are reachable) are scored on the same folds. The per-fold work is
+:mod:`deepfeat.evaluation.fold_work` (shared with nested CV and the Dask task map); the folds come from
+:func:`deepfeat.evaluation.folds.make_folds`; metrics, honesty checks and the results object live in
+:mod:`deepfeat.evaluation.results`. This module checks the parameters, plans the runs and gathers them.
 """
 from __future__ import annotations
 
-import inspect
 import time
 import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.dummy import DummyClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
 from deepfeat import defaults
 from deepfeat.classifiers.presets import get_classifier, make_selector
@@ -26,15 +22,15 @@ from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation import grid, honesty
 from deepfeat.evaluation.compare import compare_configs
 from deepfeat.evaluation.fold_cache import resolve_fold_cache
+from deepfeat.evaluation.fold_work import Fold, fold_record
+from deepfeat.evaluation.folds import make_folds
+from deepfeat.evaluation.parameters import check_count, resolve_baseline
 from deepfeat.evaluation.results import CVResults, assemble_results
-from deepfeat.selection.mrmr import auto_n_features
+from deepfeat.selection.mrmr import auto_n_features, resolve_n_features
 
 __all__ = ["cross_validate", "CVResults", "make_folds"]
 
-BASELINE_MAJORITY = "baseline-majority"
-BASELINE_HISTOGRAM = "baseline-histogram-svm"
-_SELECTIONS = ("none", "mrmr")
-_BASELINES = ("auto", "histogram", "majority", None)
+_SELECTIONS = defaults.SELECTIONS
 
 
 def _label(clf, taken: set) -> str:
@@ -46,69 +42,34 @@ def _label(clf, taken: set) -> str:
     return name
 
 
-def _check_inputs(features, selections, n_features, threshold, folds, baseline, repeats):
-    counts = features.check_trainable("cross-validation")
-    if not isinstance(folds, (int, np.integer)) or folds < 2:
-        raise DeepfeatError(f"folds must be an int >= 2; got {folds!r}")
-    if not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise DeepfeatError(f"repeats must be an int >= 1; got {repeats!r}")
-    small = {c: n for c, n in counts.items() if n < folds}
-    if small:
-        smallest = min(counts.values())
-        advice = (f"Use --folds {smallest} (the smallest class size) or fewer, or collect more images."
-                  if smallest >= 2 else
-                  f"A class of {smallest} image cannot be cross-validated at all (it needs >= 2 images, one per "
-                  "side of a split): collect more images of it, or leave that class out.")
-        raise DeepfeatError(
-            f"folds={folds} but class(es) {small} have fewer images than folds: every test fold needs each class "
-            f"(class counts: {counts}). {advice}")
+def _estimators(classifiers, seed, class_weight) -> tuple[dict, list[str]]:
+    """Label -> estimator, and the notes their construction raised (said once, in the report)."""
+    notes, estimators, taken = [], {}, set()
+    for clf in classifiers:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est = get_classifier(clf, seed=seed, class_weight=class_weight)
+        notes += [str(w.message) for w in caught]
+        estimators[_label(clf, taken)] = est
+    return estimators, notes
+
+
+def _check_options(*, selections, nested, inner_folds, rope, scheduler, fold_features, named):
+    """Every option that needs no data, checked once before any work."""
+    if not isinstance(nested, bool):
+        raise DeepfeatError(f"nested must be True or False; got {nested!r}")
+    if nested:
+        check_count("inner_folds", inner_folds, 2)
+    if rope is not None and not (isinstance(rope, (int, float)) and 0 <= rope < 1):
+        raise DeepfeatError(f"rope must be an accuracy difference in [0, 1) or None; got {rope!r}")
+    if scheduler is not None and fold_features is not None:
+        raise DeepfeatError("fold_features cannot run on a Dask scheduler (it is a callable of this process); "
+                            "drop scheduler= or fold_features=")
+    if fold_features is not None and (named or nested):
+        raise DeepfeatError("fold_features works with one FeatureSet and nested=False only")
     unknown = [s for s in selections if s not in _SELECTIONS]
     if unknown or not selections:
         raise DeepfeatError(f"selections must be a non-empty subset of {_SELECTIONS}; got {list(selections)}")
-    if n_features is not None and threshold is not None:
-        raise DeepfeatError("give n_features or threshold for mRMR, not both")
-    if n_features is not None and "mrmr" in selections and not 1 <= n_features <= features.n_features:
-        raise DeepfeatError(f"n_features={n_features} but the features have {features.n_features} columns; "
-                            f"choose 1..{features.n_features}")
-    if baseline not in _BASELINES:
-        raise DeepfeatError(f"baseline must be one of {_BASELINES}; got {baseline!r}")
-
-
-def make_folds(y, groups, folds: int, repeats: int, seed: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """``(repeat, fold, train_idx, test_idx)`` for every fold; stratified, grouped when ``groups`` is given.
-
-    Repeat ``r`` shuffles with ``random_state=seed + r``.
-    """
-    out = []
-    if groups is not None and len(set(groups)) < folds:
-        raise DeepfeatError(f"folds={folds} but there are only {len(set(groups))} subjects (groups); "
-                            f"use --folds {len(set(groups))} or fewer")
-    for r in range(repeats):
-        if groups is None:
-            splits = StratifiedKFold(folds, shuffle=True, random_state=seed + r).split(np.zeros(len(y)), y)
-        else:
-            splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed + r).split(
-                np.zeros(len(y)), y, groups)
-        out += [(r, k, tr, te) for k, (tr, te) in enumerate(splits)]
-    return out
-
-
-def _scores(est, X) -> tuple[np.ndarray, str]:
-    """Class scores for ROC AUC: probabilities when the estimator has them, else decision values."""
-    if hasattr(est, "predict_proba"):
-        return est.predict_proba(X), "probability"
-    s = est.decision_function(X)
-    return (np.c_[-s, s] if s.ndim == 1 else s), "decision"
-
-
-def _fit_score(est, Xtr, ytr, Xte) -> dict:
-    t0 = time.perf_counter()
-    est.fit(Xtr, ytr)
-    t1 = time.perf_counter()
-    pred = est.predict(Xte)
-    scores, kind = _scores(est, Xte)
-    return {"pred": np.asarray(pred), "scores": scores, "score_kind": kind,
-            "fit_time": t1 - t0, "predict_time": time.perf_counter() - t1}
 
 
 def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold_features, tick=None, cache=None,
@@ -131,65 +92,178 @@ def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold
         if X.ndim != 2 or X.shape[0] != len(y) or not np.isfinite(X).all():
             raise DeepfeatError(f"fold_features for fold {fold_index} returned shape {X.shape} or non-finite values; "
                                 f"it must return a finite ({len(y)}, d) matrix")
-    if data_id is None:
-        cache = None
-    views = {}
-
-    def view(s):  # scaling and mRMR are computed on the first cell that needs them
-        if "none" not in views:
-            scaler = StandardScaler().fit(X[tr])
-            views["none"] = (scaler.transform(X[tr]), scaler.transform(X[te]), None)
-        if s == "mrmr" and "mrmr" not in views and mrmr is not None:  # cached ranking: its prefix, in column order
-            Xtr, Xte, _ = views["none"]
-            cols = np.sort(mrmr["ranking"][:mrmr["n_selected"]])
-            views["mrmr"] = (Xtr[:, cols], Xte[:, cols], mrmr)
-        if s == "mrmr" and "mrmr" not in views:
-            Xtr, Xte, _ = views["none"]
-            t0 = time.perf_counter()
-            sel = clone(selector).fit(Xtr, y[tr])
-            info = {"ranking": np.asarray(sel.ranking_), "scores": np.asarray(sel.scores_)[np.asarray(sel.ranking_)],
-                    "fit_time": time.perf_counter() - t0}
-            views["mrmr"] = (sel.transform(Xtr), sel.transform(Xte), info)
-            info["n_selected"] = views["mrmr"][0].shape[1]
-            if cache is not None:
-                cache.put(cache.key(data_id, tr, "mrmr", selector), info)
-        return views[s]
-
-    mrmr = None  # view() reads it
-    if "mrmr" in selections:
-        mrmr = cache.get(cache.key(data_id, tr, "mrmr", selector)) if cache is not None else None
-        if mrmr is None:
-            mrmr = view("mrmr")[2]
-    n_features = {s: (X.shape[1] if s == "none" else mrmr["n_selected"]) for s in selections}
-    out = {"repeat": r, "fold": k, "test": te, "mrmr": mrmr, "n_features": n_features, "results": {},
-           "features": name}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # class_weight notes were recorded once, up front
-        warnings.simplefilter("ignore", ConvergenceWarning)  # MATLAB-style lbfgs presets stop at their limit
-        for clf, est in estimators.items():
-            for s in selections:
-                key = cache.key(data_id, tr, te, "cell", est, s, selector if s == "mrmr" else None) \
-                    if cache is not None else None
-                res = cache.get(key) if cache is not None else None
-                if res is None:
-                    a, b, _ = view(s)
-                    res = _fit_score(clone(est), a, y[tr], b)
-                    if cache is not None:
-                        cache.put(key, res)
-                out["results"][(clf, s) if name is None else (name, clf, s)] = res
-                if tick:
-                    tick()
-        out["results"].update(extra)
-        if majority:
-            out["results"][(BASELINE_MAJORITY, "baseline")] = _fit_score(  # the prior ignores X
-                DummyClassifier(strategy="prior"), X[tr][:, :1], y[tr], X[te][:, :1])
-        if hist is not None:
-            hs = StandardScaler().fit(hist[tr])
-            out["results"][(BASELINE_HISTOGRAM, "baseline")] = _fit_score(
-                SVC(kernel="rbf", C=1.0, gamma="scale"), hs.transform(hist[tr]), y[tr], hs.transform(hist[te]))
+    fold = Fold(X, y, tr, te, cache=cache, data_id=data_id)
+    mrmr = fold.mrmr(selector) if "mrmr" in selections else None
+    results = {}
+    for clf, est in estimators.items():
+        for s in selections:
+            results[(clf, s) if name is None else (name, clf, s)] = fold.score(est, s, selector)
+            if tick:
+                tick()
+    results.update(extra)
+    results.update(fold.baselines(majority, hist))
     if tick:
         tick(majority + (hist is not None))
-    return out
+    return fold_record(task, name, X.shape[1], selections, mrmr, results)
+
+
+@dataclass
+class _Plan:
+    """What a run needs once the parameters are checked: the sets, labels, folds, estimators and baselines."""
+
+    sets: dict
+    named: bool
+    y: np.ndarray
+    classes: np.ndarray
+    tasks: list
+    group_ids: object
+    grouping: dict
+    sizes: dict
+    estimators: dict
+    selectors: dict
+    notes: list
+    cache: object
+    hist: object = None
+    hist_note: str = ""
+    inner: list | None = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def features(self):
+        """The first set: it carries labels, groups and paths for the folds and the honesty checks."""
+        return next(iter(self.sets.values()))
+
+    def data(self, name):
+        """The set's matrix, with its identity when the fold cache is used."""
+        fs = self.sets[name]
+        return (fs.identity(), fs.X) if self.cache is not None else fs.X
+
+
+def _plan(features, o: dict) -> _Plan:
+    """Check everything that needs the data, make the folds, and build the estimators and baselines."""
+    sets = grid.as_feature_sets(features)
+    named = sets is not None
+    sets = sets if named else {None: features}
+    _check_options(selections=o["selections"], nested=o["nested"],
+                   inner_folds=o["inner_folds"], rope=o["rope"], scheduler=o["scheduler"],
+                   fold_features=o["fold_features"], named=named)
+    sizes = {}
+    for name, fs in sets.items():
+        fs.check_trainable("cross-validation")
+        sizes[name] = resolve_n_features(o["n_features"], fs.n_features, threshold=o["threshold"])
+    first = next(iter(sets.values()))
+    group_ids, grouping = honesty.resolve_groups(first, o["groups"])
+    classes, y = np.unique(first.y, return_inverse=True)
+    tasks = [(r, k, tr, te, r * o["folds"] + k) for r, k, tr, te in
+             make_folds(y, group_ids, o["folds"], o["repeats"], o["seed"], class_names=classes)]
+    inner = None
+    if o["nested"]:  # every inner split is made (and checked) before any work
+        from deepfeat.evaluation.nested import inner_splits
+
+        inner = inner_splits(tasks, y, group_ids, o["inner_folds"], o["seed"])
+    estimators, notes = _estimators(o["classifiers"], o["seed"], o["class_weight"])
+    selectors = {name: make_selector("mrmr", n_features=size, threshold=o["threshold"], mrmr_method=o["mrmr_method"])
+                 if "mrmr" in o["selections"] else None for name, size in sizes.items()}
+    if o["baseline"] == "none":
+        notes.append("no baseline was requested (baseline=None)")
+    return _Plan(sets, named, y, classes, tasks, group_ids, grouping, sizes, estimators, selectors, notes,
+                 resolve_fold_cache(o["fold_cache"]) if o["fold_features"] is None else None, inner=inner, options=o)
+
+
+def _run_folds(plan: _Plan, client, bar) -> list[dict]:
+    """Every fold x feature set: on the Dask client, in joblib workers, or here; in the local runner's order."""
+    o, majority = plan.options, plan.options["baseline"] != "none"
+    if client is not None:
+        from deepfeat.evaluation.distributed import run_fold_tasks
+
+        return run_fold_tasks(client, sets={name: (fs.identity() if plan.cache is not None else None, fs.X)
+                                            for name, fs in plan.sets.items()},
+                              y=plan.y, tasks=plan.tasks, estimators=plan.estimators, selections=o["selections"],
+                              selectors=plan.selectors, majority=majority, hist=plan.hist, cache=plan.cache,
+                              tick=bar.update)
+    data = {name: plan.data(name) for name in plan.sets}  # each identity hashed once
+    jobs = [((t, data[name], plan.y, plan.estimators, o["selections"], plan.selectors[name],
+              majority and i == 0, plan.hist if i == 0 else None, o["fold_features"]), name)
+            for t in plan.tasks for i, name in enumerate(plan.sets)]
+    if o["n_jobs"] == 1:
+        return [_run_fold(*job, tick=lambda n=1: bar.update(n), cache=plan.cache, name=name) for job, name in jobs]
+    from joblib import Parallel, delayed
+
+    out = []
+    for res in Parallel(n_jobs=o["n_jobs"], return_as="generator_unordered")(
+            delayed(_run_fold)(*job, cache=plan.cache, name=name) for job, name in jobs):
+        out.append(res)
+        bar.update(bar.total // len(jobs))
+    order = {name: i for i, name in enumerate(plan.sets)}
+    return sorted(out, key=lambda f: (f["repeat"], f["fold"], order[f["features"]]))
+
+
+def _parameters(plan: _Plan, client, wall: float) -> dict:
+    """The run's parameters as recorded in ``results.config["parameters"]``."""
+    o, est = plan.options, plan.estimators
+    selector = plan.selectors[next(iter(plan.sets))]
+    groups, fold_features = o["groups"], o["fold_features"]
+    params = {"classifiers": list(est), "classifier_params": {n: repr(e) for n, e in est.items()},
+              "selections": o["selections"], "n_features": o["n_features"] if plan.named else plan.sizes[None],
+              "threshold": o["threshold"], "mrmr_method": o["mrmr_method"],
+              "selector": repr(selector) if selector is not None else None, "folds": o["folds"],
+              "repeats": o["repeats"], "groups": groups if isinstance(groups, str) or groups is None else "array",
+              "seed": o["seed"], "n_jobs": o["n_jobs"], "class_weight": o["class_weight"],
+              "baseline": None if o["baseline"] == "none" else o["baseline"],
+              "fold_features": getattr(fold_features, "__qualname__", repr(fold_features)) if fold_features
+              else None, "wall_time_s": wall}
+    if plan.named:
+        params["features"] = list(plan.sets)
+    if client is not None:
+        params["scheduler"] = f"dask {client.scheduler.address}"
+    params.update(fold_cache=str(plan.cache.root) if plan.cache is not None else None, nested=o["nested"],
+                  inner_folds=o["inner_folds"] if o["nested"] else None, rope=o["rope"])
+    return params
+
+
+def _run_nested(plan: _Plan, results: CVResults, client) -> dict:
+    from deepfeat.evaluation.nested import nested_cross_validate
+
+    o = plan.options
+    args = dict(classifiers=o["classifiers"], seed=o["seed"], class_weight=o["class_weight"],
+                inner_folds=o["inner_folds"], group_ids=plan.group_ids, mrmr_method=o["mrmr_method"],
+                cache=plan.cache, progress=o["progress"], inner=plan.inner,
+                defaults={name: auto_n_features(fs.n_features) for name, fs in plan.sets.items()})
+    data = {name: plan.data(name) for name in plan.sets}
+    if client is None:
+        return nested_cross_validate(data, plan.y, plan.tasks, results, n_jobs=o["n_jobs"], **args)
+    from joblib import parallel_config
+
+    with parallel_config(backend="dask", client=client):  # the outer folds as tasks on the same cluster
+        return nested_cross_validate(data, plan.y, plan.tasks, results, n_jobs=-1, **args)
+
+
+def _execute(plan: _Plan, client) -> CVResults:
+    """Run the planned folds (and nested CV) and assemble the results."""
+    from tqdm.auto import tqdm
+
+    o, n_sets = plan.options, len(plan.sets)
+    if o["baseline"] in ("auto", "histogram"):  # reads every image: after the checks and the cluster's start
+        plan.hist, plan.hist_note = honesty.histogram_features(plan.features, o["baseline"])
+    n_configs = (n_sets * len(plan.estimators) * len(o["selections"]) + (o["baseline"] != "none")
+                 + (plan.hist is not None))
+    bar = tqdm(total=len(plan.tasks) * n_configs, desc="cv folds x configs", disable=not o["progress"], leave=False)
+    t0 = time.perf_counter()
+    fold_out = _run_folds(plan, client, bar)
+    bar.close()
+    features = plan.features
+    results = assemble_results(features, plan.classes, plan.y, plan.tasks, fold_out,
+                               params=_parameters(plan, client, time.perf_counter() - t0), grouping=plan.grouping,
+                               group_ids=plan.group_ids, notes=plan.notes, hist_note=plan.hist_note,
+                               sets=plan.sets if plan.named else None)
+    if plan.named:
+        results.config["featuresets"] = {name: {"identity": fs.identity(), "n_features": fs.n_features,
+                                                "mrmr_n_features": plan.sizes[name], "meta": fs.meta}
+                                         for name, fs in plan.sets.items()}
+    if o["nested"]:
+        results.nested = _run_nested(plan, results, client)
+    results.comparisons = compare_configs(results, rope=o["rope"])
+    return results
 
 
 def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=defaults.SELECTIONS,
@@ -197,8 +271,8 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
                    folds: int = defaults.FOLDS, repeats: int = defaults.REPEATS, groups=defaults.GROUPS,
                    seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
                    baseline=defaults.BASELINE, fold_features: Callable | None = None, progress: bool = True,
-                   nested: bool = False, inner_folds: int = 5, fold_cache="auto", rope: float = 0.01,
-                   scheduler=defaults.SCHEDULER) -> CVResults:
+                   nested: bool = False, inner_folds: int = defaults.INNER_FOLDS, fold_cache="auto",
+                   rope: float = 0.01, scheduler=defaults.SCHEDULER) -> CVResults:
     """Cross-validate classifiers on all vs mRMR-selected features, with baselines on the same folds.
 
     Parameters
@@ -214,8 +288,9 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     n_features, threshold : int or "auto", float, optional
         mRMR size or score threshold. "auto" (default) without a threshold:
         :func:`~deepfeat.selection.mrmr.auto_n_features` (the reference study's 521 of 1,000 features; half the
-        features for narrower sets). ``mrmr_method`` picks the variant ("fcq",
-        "fcd", "miq", "mid").
+        features for narrower sets); more than a set's columns is an error
+        (:func:`~deepfeat.selection.mrmr.resolve_n_features`). ``mrmr_method`` picks the variant ("fcq", "fcd",
+        "miq", "mid").
     folds, repeats : int
         ``repeats`` x stratified ``folds``-fold CV; repeat r shuffles with ``seed + r``.
     groups : "auto", "none", None or array-like
@@ -224,14 +299,15 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         Folds run in parallel with joblib when != 1.
     class_weight : None or "balanced"
         See :func:`deepfeat.classifiers.presets.get_classifier`; unsupported cases are recorded in the report.
-    baseline : "auto", "histogram", "majority" or None
-        The majority-class baseline is always added (unless None); "auto" adds a colour-histogram + SVM baseline
-        when every image path is reachable, "histogram" requires it.
+    baseline : "auto", "histogram", "majority" or "none" (None)
+        The majority-class baseline is always added (unless "none"); "auto" adds a colour-histogram + SVM baseline
+        when every image path is reachable, "histogram" requires it
+        (:func:`deepfeat.evaluation.parameters.resolve_baseline`).
     fold_features : callable, optional
         ``fold_features(fold_index, train_idx, test_idx) -> (n, d) array``, or an object with ``X`` and
         ``extra_results`` (``{(classifier, selection): {pred, scores, score_kind, fit_time, predict_time}}``, rows
-        scored on the fold's test images without these features, such as the fine-tuned network itself): the features to use for that fold (e.g.
-        from a backbone fine-tuned on ``train_idx`` only). ``fold_index = repeat * folds + fold``. Must be
+        scored on the fold's test images without these features, such as the fine-tuned network itself): the
+        features to use for that fold (e.g. from a backbone fine-tuned on ``train_idx`` only). ``fold_index = repeat * folds + fold``. Must be
         picklable when ``n_jobs != 1``.
     progress : bool
         tqdm bar over folds x configurations.
@@ -240,7 +316,8 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         each outer fold the configuration (feature set, mRMR size, classifier and its main hyper-parameter) is
         chosen by ``inner_folds``-fold CV on the outer training rows only, then scored once on the outer test fold.
     inner_folds : int
-        Inner folds of the nested CV.
+        Inner folds of the nested CV (default :data:`deepfeat.defaults.INNER_FOLDS`); every outer training part
+        is checked before any work.
     fold_cache : "auto", str, Path or None
         Where fold results are cached by identity (features content + fold rows + configuration): "auto" is
         ``<deepfeat cache root>/cv-folds``; None disables. Adding repeats or configurations then computes only the
@@ -252,7 +329,8 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         processes), a scheduler address ``"tcp://HOST:8786"`` or a ``distributed.Client``. One task per fold x
         feature set x classifier x selection, each fold's scaler and mRMR ranking computed once and shared, the
         matrix scattered once, dead workers' tasks retried; results equal those of ``n_jobs=1``
-        (:mod:`deepfeat.evaluation.distributed`). ``n_jobs`` is then ignored; nested CV runs its outer folds on
+        (:mod:`deepfeat.evaluation.distributed`; the same fold functions as a local run,
+        :mod:`deepfeat.evaluation.fold_work`). ``n_jobs`` is then ignored; nested CV runs its outer folds on
         the same cluster (joblib's Dask backend). Not with ``fold_features``.
 
     Returns
@@ -267,129 +345,14 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     ROC AUC comes from ``predict_proba`` when a classifier has it, else from ``decision_function`` (the ``svm``
     preset); ``predictions.score_kind`` says which.
     """
-    if scheduler is not None:
-        from deepfeat.dask_client import check_scheduler, connect, is_client
+    options = dict(locals())
+    options.update(baseline=resolve_baseline(baseline),
+                   classifiers=[classifiers] if isinstance(classifiers, str) else list(classifiers),
+                   selections=[selections] if isinstance(selections, str) else list(selections))
+    plan = _plan(options.pop("features"), options)  # every check, the outer and inner folds: before any work
+    if scheduler is None:
+        return _execute(plan, None)
+    from deepfeat.dask_client import connect
 
-        check_scheduler(scheduler)
-        if not is_client(scheduler):  # an address or local:N: connect once, run with the client, close
-            args = {k: v for k, v in locals().items() if k in _PARAMETERS}
-            with connect(scheduler) as client:
-                return cross_validate(**{**args, "scheduler": client})
-    baseline = None if baseline == "none" else baseline
-    classifiers = [classifiers] if isinstance(classifiers, str) else list(classifiers)
-    selections = [selections] if isinstance(selections, str) else list(selections)
-    sets = grid.as_feature_sets(features)
-    named = sets is not None
-    sets = sets if named else {None: features}
-    features = next(iter(sets.values()))  # the first set carries labels, groups, paths for folds and honesty
-    if not isinstance(nested, bool):
-        raise DeepfeatError(f"nested must be True or False; got {nested!r}")
-    if nested and (not isinstance(inner_folds, (int, np.integer)) or inner_folds < 2):
-        raise DeepfeatError(f"inner_folds must be an int >= 2; got {inner_folds!r}")
-    if rope is not None and not (isinstance(rope, (int, float)) and 0 <= rope < 1):
-        raise DeepfeatError(f"rope must be an accuracy difference in [0, 1) or None; got {rope!r}")
-    if scheduler is not None:
-        if fold_features is not None:
-            raise DeepfeatError("fold_features cannot run on a Dask scheduler (it is a callable of this process); "
-                                "drop scheduler= or fold_features=")
-    if fold_features is not None and (named or nested):
-        raise DeepfeatError("fold_features works with one FeatureSet and nested=False only")
-    sizes = {}
-    for name, fs in sets.items():
-        size = n_features
-        if size == "auto":
-            size = None if threshold is not None else auto_n_features(fs.n_features)
-        if size is None and threshold is None and "mrmr" in selections:
-            size = auto_n_features(fs.n_features)
-        _check_inputs(fs, selections, size, threshold, folds, baseline, repeats)
-        sizes[name] = size
-    group_ids, grouping = honesty.resolve_groups(features, groups)
-    classes, y = np.unique(features.y, return_inverse=True)
-    tasks = [(r, k, tr, te, r * folds + k) for r, k, tr, te in make_folds(y, group_ids, folds, repeats, seed)]
-    cache = resolve_fold_cache(fold_cache) if fold_features is None else None
-
-    notes, estimators, taken = [], {}, set()
-    for clf in classifiers:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            est = get_classifier(clf, seed=seed, class_weight=class_weight)
-        notes += [str(w.message) for w in caught]
-        estimators[_label(clf, taken)] = est
-    selectors = {name: make_selector("mrmr", n_features=size, threshold=threshold, mrmr_method=mrmr_method)
-                 if "mrmr" in selections else None for name, size in sizes.items()}
-    selector = selectors[next(iter(sets))]
-    hist, hist_note = (None, "") if baseline in (None, "majority") else honesty.histogram_features(features, baseline)
-    if baseline is None:
-        notes.append("no baseline was requested (baseline=None)")
-
-    n_configs = len(sets) * len(estimators) * len(selections) + (baseline is not None) + (hist is not None)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks) * n_configs, desc="cv folds x configs", disable=not progress, leave=False)
-    t0 = time.perf_counter()
-    data = {name: ((fs.identity(), fs.X) if cache is not None else fs.X) for name, fs in sets.items()}
-    jobs = [(t, data[name], y, estimators, selections, selectors[name], baseline is not None and i == 0,
-             hist if i == 0 else None, fold_features) for t in tasks for i, name in enumerate(sets)]
-    names = [name for _ in tasks for name in sets]
-    if scheduler is not None:
-        from deepfeat.evaluation.distributed import run_fold_tasks
-
-        fold_out = run_fold_tasks(
-            scheduler, sets={name: (fs.identity() if cache is not None else None, fs.X) for name, fs in sets.items()},
-            y=y, tasks=tasks, estimators=estimators, selections=selections, selectors=selectors,
-            majority=baseline is not None, hist=hist, cache=cache, fit_score=_fit_score,
-            labels=(BASELINE_MAJORITY, BASELINE_HISTOGRAM), tick=bar.update)
-    elif n_jobs == 1:
-        fold_out = [_run_fold(*job, tick=lambda n=1: bar.update(n), cache=cache, name=name)
-                    for job, name in zip(jobs, names)]
-    else:
-        from joblib import Parallel, delayed
-
-        fold_out = []
-        for res in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_run_fold)(*job, cache=cache, name=name) for job, name in zip(jobs, names)):
-            fold_out.append(res)
-            bar.update(n_configs // len(sets))
-        order = {name: i for i, name in enumerate(sets)}
-        fold_out.sort(key=lambda f: (f["repeat"], f["fold"], order[f["features"]]))
-    bar.close()
-    params = {"classifiers": list(estimators), "classifier_params": {n: repr(e) for n, e in estimators.items()},
-              "selections": selections, "n_features": n_features if named else sizes[None], "threshold": threshold,
-              "mrmr_method": mrmr_method, "selector": repr(selector) if selector is not None else None,
-              "folds": folds, "repeats": repeats, "groups": groups if isinstance(groups, str) or groups is None
-              else "array", "seed": seed, "n_jobs": n_jobs, "class_weight": class_weight, "baseline": baseline,
-              "fold_features": getattr(fold_features, "__qualname__", repr(fold_features)) if fold_features
-              else None, "wall_time_s": time.perf_counter() - t0}
-    if named:
-        params["features"] = list(sets)
-    if scheduler is not None:
-        params["scheduler"] = f"dask {scheduler.scheduler.address}"
-    params.update(fold_cache=str(cache.root) if cache is not None else None, nested=bool(nested),
-                  inner_folds=inner_folds if nested else None, rope=rope)
-    results = assemble_results(features, classes, y, tasks, fold_out, params=params, grouping=grouping,
-                               group_ids=group_ids, notes=notes, hist_note=hist_note,
-                               sets=sets if named else None)
-    if named:
-        results.config["featuresets"] = {name: {"identity": fs.identity(), "n_features": fs.n_features,
-                                                "mrmr_n_features": sizes[name], "meta": fs.meta}
-                                         for name, fs in sets.items()}
-    if nested:
-        from deepfeat.evaluation.nested import nested_cross_validate
-
-        nested_args = dict(classifiers=classifiers, seed=seed, class_weight=class_weight, inner_folds=inner_folds,
-                           group_ids=group_ids, mrmr_method=mrmr_method, cache=cache, progress=progress,
-                           defaults={name: auto_n_features(fs.n_features) for name, fs in sets.items()})
-        if scheduler is not None:  # the outer folds as tasks on the same cluster (joblib's Dask backend)
-            from joblib import parallel_config
-
-            with parallel_config(backend="dask", client=scheduler):
-                results.nested = nested_cross_validate({name: data[name] for name in sets}, y, tasks, results,
-                                                       n_jobs=-1, **nested_args)
-        else:
-            results.nested = nested_cross_validate({name: data[name] for name in sets}, y, tasks, results,
-                                                   n_jobs=n_jobs, **nested_args)
-    results.comparisons = compare_configs(results, rope=rope)
-    return results
-
-
-_PARAMETERS = tuple(inspect.signature(cross_validate).parameters)
+    with connect(scheduler) as client:  # checks scheduler= (the one check); a Client is used as it is
+        return _execute(plan, client)

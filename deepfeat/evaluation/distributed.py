@@ -1,6 +1,7 @@
 """The cross-validation grid as fine Dask tasks (``cross_validate(..., scheduler=...)``).
 
-Task graph, per fold x feature set:
+Every task is a call into :mod:`deepfeat.evaluation.fold_work`, the per-fold code of the local runner and of nested
+CV; this module only submits and gathers. Task graph, per fold x feature set:
 
 - one *prep* task fits the fold's ``StandardScaler`` and, when mRMR is asked for, its mRMR ranking (or reads the
   ranking from the fold cache); it returns only the fitted scaler and the ranking (kilobytes, not matrices);
@@ -21,16 +22,9 @@ those of ``n_jobs=1``, bit for bit.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-import warnings
 
-import numpy as np
-from sklearn.base import clone
-from sklearn.dummy import DummyClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from deepfeat.evaluation.fold_work import Fold, fold_record
 
 __all__ = ["RETRIES", "RUN_TIMEOUT_S", "run_fold_tasks"]
 
@@ -41,68 +35,25 @@ RETRIES = 3
 RUN_TIMEOUT_S = 7 * 24 * 3600
 
 
-def _prep(X, y, split, selector, want_mrmr: bool, cache, data_id):
-    """The fold's fitted scaler and mRMR ranking info (None without mRMR)."""
-    tr, _ = split
-    scaler = StandardScaler().fit(X[tr])
-    info = None
-    if want_mrmr:
-        key = cache.key(data_id, tr, "mrmr", selector) if cache is not None else None
-        info = cache.get(key) if cache is not None else None
-        if info is None:
-            t0 = time.perf_counter()
-            sel = clone(selector).fit(scaler.transform(X[tr]), y[tr])
-            info = {"ranking": np.asarray(sel.ranking_), "scores": np.asarray(sel.scores_)[np.asarray(sel.ranking_)],
-                    "fit_time": time.perf_counter() - t0}
-            cols = np.flatnonzero(sel.get_support())  # what MRMRSelector.transform keeps
-            info["n_selected"] = len(cols)
-            if cache is not None:
-                cache.put(key, info)
-        else:  # a cached ranking: its prefix, in column order (as the local runner)
-            cols = np.sort(info["ranking"][:info["n_selected"]])
-        return {"scaler": scaler, "mrmr": info, "cols": cols}
-    return {"scaler": scaler, "mrmr": None, "cols": None}
+def _prep(X, y, split, selector, cache, data_id) -> dict:
+    """The fold's prep (:meth:`Fold.state`): its fitted scaler and, with a ``selector``, its mRMR ranking."""
+    fold = Fold(X, y, *split, cache=cache, data_id=data_id)
+    if selector is not None:
+        fold.mrmr(selector)
+    return fold.state()
 
 
-def _cell(X, y, split, prep, est, selection, selector, fit_score, cache, data_id):
-    """One classifier x selection on one fold (read from / written to the fold cache when there is one)."""
-    tr, te = split
-    key = cache.key(data_id, tr, te, "cell", est, selection, selector if selection == "mrmr" else None) \
-        if cache is not None else None
-    res = cache.get(key) if cache is not None else None
-    if res is not None:
-        return res
-    scaler = prep["scaler"]
-    Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
-    if selection == "mrmr":
-        Xtr, Xte = Xtr[:, prep["cols"]], Xte[:, prep["cols"]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # class_weight notes were recorded once, up front
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        res = fit_score(clone(est), Xtr, y[tr], Xte)
-    if cache is not None:
-        cache.put(key, res)
-    return res
+def _cell(X, y, split, prep, est, selection, selector, cache, data_id) -> dict:
+    """One classifier x selection on one fold, from the prep task's state (:meth:`Fold.score`)."""
+    return Fold(X, y, *split, cache=cache, data_id=data_id, **prep).score(est, selection, selector)
 
 
-def _baselines(X, y, split, majority: bool, hist, fit_score) -> dict:
-    tr, te = split
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if majority:
-            out["majority"] = fit_score(DummyClassifier(strategy="prior"), X[tr][:, :1], y[tr], X[te][:, :1])
-        if hist is not None:
-            hs = StandardScaler().fit(hist[tr])
-            out["histogram"] = fit_score(SVC(kernel="rbf", C=1.0, gamma="scale"), hs.transform(hist[tr]), y[tr],
-                                         hs.transform(hist[te]))
-    return out
+def _baselines(X, y, split, majority: bool, hist) -> dict:
+    return Fold(X, y, *split).baselines(majority, hist)
 
 
 def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections, selectors: dict, majority: bool,
-                   hist, cache, fit_score, labels: tuple[str, str], tick=None, retries: int = RETRIES,
-                   timeout: float | None = None) -> list[dict]:
+                   hist, cache, tick=None, retries: int = RETRIES, timeout: float | None = None) -> list[dict]:
     """Every fold x feature set x classifier x selection on ``client``; fold records as the local runner makes.
 
     Parameters
@@ -114,9 +65,6 @@ def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections
         As in :func:`deepfeat.evaluation.cross_validation.cross_validate` (selectors by set name).
     majority, hist :
         Baselines scored on the first set's folds (``hist``: histogram features or None).
-    fit_score : callable
-        ``fit_score(est, Xtr, ytr, Xte) -> dict`` (the local runner's, so both paths share one definition).
-    labels : (majority label, histogram label)
     tick : callable, optional
         Called with the number of finished cells as tasks complete.
     """
@@ -138,16 +86,16 @@ def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections
         split = splits[pos]
         for name, (data_id, _) in sets.items():
             tag = f"r{r}-f{k}-{name or 'x'}"
-            prep = submit(_prep, x_f[name], y_f, split, selectors[name], "mrmr" in selections, cache, data_id,
-                          key=f"prep-{tag}")
+            prep = submit(_prep, x_f[name], y_f, split, selectors[name] if "mrmr" in selections else None, cache,
+                          data_id, key=f"prep-{tag}")
             owner[prep] = (pos, name, "prep")
             for clf, est in estimators.items():
                 for s in selections:
                     fut = submit(_cell, x_f[name], y_f, split, prep, est, s, selectors[name] if s == "mrmr" else None,
-                                 fit_score, cache, data_id, key=f"cell-{tag}-{clf}-{s}")
+                                 cache, data_id, key=f"cell-{tag}-{clf}-{s}")
                     cells[fut] = (pos, name, (clf, s) if name is None else (name, clf, s))
             if name == first and (majority or hist is not None):
-                fut = submit(_baselines, x_f[name], y_f, split, majority, hist_f, fit_score, key=f"base-{tag}")
+                fut = submit(_baselines, x_f[name], y_f, split, majority, hist_f, key=f"base-{tag}")
                 cells[fut] = (pos, name, "baselines")
     got, prep_out = {}, {}
     for fut in as_completed(list(cells) + list(owner), timeout=timeout):
@@ -159,20 +107,10 @@ def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections
         if tick:
             tick(1 if cells[fut][2] != "baselines" else majority + (hist is not None))
     out = []
-    for pos, (r, k, tr, te, _) in enumerate(tasks):
-        for name, (_, X) in sets.items():
-            mrmr = prep_out[(pos, name)]["mrmr"] if "mrmr" in selections else None
-            rec = {"repeat": r, "fold": k, "test": te, "mrmr": mrmr,
-                   "n_features": {s: (X.shape[1] if s == "none" else mrmr["n_selected"]) for s in selections},
-                   "results": {}, "features": name}
-            for clf in estimators:  # the local runner's order: classifiers x selections, then baselines
-                for s in selections:
-                    key = (clf, s) if name is None else (name, clf, s)
-                    rec["results"][key] = got[(pos, name, key)]
-            base = got.get((pos, name, "baselines"), {})
-            if "majority" in base:
-                rec["results"][(labels[0], "baseline")] = base["majority"]
-            if "histogram" in base:
-                rec["results"][(labels[1], "baseline")] = base["histogram"]
-            out.append(rec)
+    for pos, task in enumerate(tasks):
+        for name, (_, X) in sets.items():  # the local runner's order: classifiers x selections, then baselines
+            keys = [(clf, s) if name is None else (name, clf, s) for clf in estimators for s in selections]
+            results = {key: got[(pos, name, key)] for key in keys}
+            results.update(got.get((pos, name, "baselines"), {}))
+            out.append(fold_record(task, name, X.shape[1], selections, prep_out[(pos, name)]["mrmr"], results))
     return out

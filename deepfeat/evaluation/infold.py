@@ -128,8 +128,9 @@ def _fold_record(fold_index: int, path: Path, test_sha: set) -> dict:
 
 
 def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, model: str = defaults.MODEL,
-                             weights="imagenet", layer: str = "logits", classifiers=("svm", "knn", "ann", "nb"),
-                             selections=("none", "mrmr"), n_features=None, folds: int = 10, seed: int = 0,
+                             weights=defaults.WEIGHTS, layer: str = defaults.LAYER, classifiers=defaults.CLASSIFIERS,
+                             selections=defaults.SELECTIONS, n_features=defaults.N_FEATURES,
+                             folds: int = defaults.FOLDS, seed: int = defaults.SEED,
                              work_dir=None, progress: bool = True, **cv_options):
     """Cross-validate with a backbone fine-tuned inside each training fold (no test image ever trains it).
 

@@ -18,39 +18,42 @@ import warnings
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
+from deepfeat import defaults as _defaults
 from deepfeat.classifiers.presets import get_classifier, make_selector
 from deepfeat.errors import DeepfeatError
-from deepfeat.evaluation.compare import (
-    compare_scores,
-    corrected_t_test,
-    fold_size_ratio,
-)
+from deepfeat.evaluation.compare import compare_scores, fold_size_ratio
+from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM, BASELINE_MAJORITY, Fold, quiet_fits
+from deepfeat.evaluation.folds import make_folds
+from deepfeat.evaluation.intervals import mean_interval
+from deepfeat.selection.mrmr import auto_n_features
 
-__all__ = ["HYPERPARAMETERS", "candidate_grid", "nested_cross_validate", "nested_sizes"]
+__all__ = ["HYPERPARAMETERS", "candidate_grid", "inner_splits", "nested_cross_validate", "nested_sizes"]
 
 #: The main hyper-parameter searched per preset: (parameter name, values).
 HYPERPARAMETERS = {"svm": ("C", (1.0, 10.0)), "knn": ("n_neighbors", (5, 10))}
 
 
 def nested_sizes(d: int, default: int | None = None) -> list[int]:
-    """mRMR sizes searched for ``d`` features: all, ``default`` (cross_validate's: 521 of >= 1,000, else half) and
-    100, clamped to ``d``."""
-    default = (521 if d >= 1000 else max(1, d // 2)) if default is None else default
+    """mRMR sizes searched for ``d`` features: all, ``default`` (cross_validate's:
+    :func:`~deepfeat.selection.mrmr.auto_n_features`) and 100, clamped to ``d``."""
+    default = auto_n_features(d) if default is None else default
     return sorted({d, min(d, default), min(d, 100)}, reverse=True)
 
 
-def _inner_splits(y, groups, folds: int, seed: int):
-    """Stratified (grouped when ``groups``) shuffled splits, as the outer folds are made."""
-    if groups is None:
-        return StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
-    if len(set(groups)) < folds:
-        raise DeepfeatError(f"inner_folds={folds} but an outer training part holds only {len(set(groups))} "
-                            "subjects; use fewer inner folds")
-    return StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
+def inner_splits(tasks, y, group_ids, inner_folds: int, seed: int) -> list[list[tuple]]:
+    """Per outer fold, its inner ``(train, test)`` splits: :func:`~deepfeat.evaluation.folds.make_folds` on the
+    outer training rows (stratified, grouped when ``group_ids``, shuffled with ``seed``), as positions within them.
+
+    Made for every outer fold at once, so that an outer training part too small for ``inner_folds`` is an error
+    before any fold is computed.
+    """
+    out = []
+    for r, k, tr, _, _ in tasks:
+        folds = make_folds(y[tr], None if group_ids is None else group_ids[tr], inner_folds, 1, seed,
+                           param="inner_folds", part=f"the training part of outer fold {k} (repeat {r})")
+        out.append([(itr, ite) for _, _, itr, ite in folds])
+    return out
 
 
 def _set_main_param(est, param: str, value):
@@ -89,80 +92,41 @@ def candidate_grid(widths: dict, classifiers, *, seed: int = 0, class_weight=Non
 
 
 def _split_accuracies(data, y, tr, te, cands, mrmr_method, cache) -> np.ndarray:
-    """Accuracy on ``te`` of each candidate (all of one feature set) fitted on ``tr``; scaler + ranking shared."""
+    """Accuracy on ``te`` of each candidate (all of one feature set) fitted on ``tr``: one fold of
+    :mod:`~deepfeat.evaluation.fold_work`, so the scaler and one ranking (for the largest size; smaller sizes are
+    its prefixes) are shared by every candidate."""
     data_id, X = data if isinstance(data, tuple) else (None, data)
-    cache = cache if data_id is not None else None
     d = X.shape[1]
     largest = max((c["size"] for c in cands if c["size"] < d), default=None)
     selector = make_selector("mrmr", n_features=largest, threshold=None, mrmr_method=mrmr_method) \
         if largest else None
-    state = {}
-
-    def views(size):
-        if "Xtr" not in state:
-            scaler = StandardScaler().fit(X[tr])
-            state["Xtr"], state["Xte"] = scaler.transform(X[tr]), scaler.transform(X[te])
-        if size == d:
-            return state["Xtr"], state["Xte"]
-        if "ranking" not in state:
-            key = cache.key(data_id, tr, "mrmr", selector) if cache is not None else None
-            got = cache.get(key) if cache is not None else None
-            if got is None:
-                t0 = time.perf_counter()
-                sel = clone(selector).fit(state["Xtr"], y[tr])
-                got = {"ranking": np.asarray(sel.ranking_), "scores": np.asarray(sel.scores_)[sel.ranking_],
-                       "fit_time": time.perf_counter() - t0, "n_selected": len(sel.ranking_)}
-                if cache is not None:
-                    cache.put(key, got)
-            state["ranking"] = got["ranking"]
-        cols = np.sort(state["ranking"][:size])  # a greedy ranking's prefix is the smaller selection
-        return state["Xtr"][:, cols], state["Xte"][:, cols]
-
-    acc = np.empty(len(cands))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for i, c in enumerate(cands):
-            key = cache.key(data_id, tr, te, "nested-cell", c["estimator"], c["size"],
-                            selector if c["size"] < d else None) if cache is not None else None
-            got = cache.get(key) if cache is not None else None
-            if got is None:
-                a, b = views(c["size"])
-                est = clone(c["estimator"]).fit(a, y[tr])
-                got = float(np.mean(est.predict(b) == y[te]))
-                if cache is not None:
-                    cache.put(key, got)
-            acc[i] = got
-    return acc
+    fold = Fold(X, y, tr, te, cache=cache, data_id=data_id)
+    return np.array([fold.accuracy(c["estimator"], c["size"], selector) for c in cands])
 
 
-def _outer_fold(task, data, y, cands, inner_folds, group_ids, seed, mrmr_method, cache) -> dict:
+def _outer_fold(task, inner, data, y, cands, mrmr_method, cache) -> dict:
     r, k, tr, te, _ = task
-    counts = np.bincount(y[tr])
-    if counts[counts > 0].min() < inner_folds:
-        raise DeepfeatError(f"inner_folds={inner_folds} but the training part of outer fold {k} (repeat {r}) has a "
-                            f"class with only {counts[counts > 0].min()} images; use fewer inner folds")
-    inner = list(_inner_splits(y[tr], None if group_ids is None else group_ids[tr], inner_folds, seed))
     by_set = {}
     for i, c in enumerate(cands):
         by_set.setdefault(c["features"], []).append(i)
     scores = np.empty((len(inner), len(cands)))
-    for j, (itr, ite) in enumerate(inner):
-        for fs, idx in by_set.items():  # inner rows are positions within tr: map back to the data's rows
-            scores[j, idx] = _split_accuracies(data[fs], y, tr[itr], tr[ite], [cands[i] for i in idx],
-                                               mrmr_method, cache)
-    mean = scores.mean(0)
-    best = int(np.argmax(mean))  # first of the tied best, in grid order
-    c = cands[best]
-    acc = _split_accuracies(data[c["features"]], y, tr, te, [c], mrmr_method, cache)[0]
+    with quiet_fits():  # mRMR's notes too: they were said by the ordinary table
+        for j, (itr, ite) in enumerate(inner):
+            for fs, idx in by_set.items():  # inner rows are positions within tr: map back to the data's rows
+                scores[j, idx] = _split_accuracies(data[fs], y, tr[itr], tr[ite], [cands[i] for i in idx],
+                                                   mrmr_method, cache)
+        mean = scores.mean(0)
+        best = int(np.argmax(mean))  # first of the tied best, in grid order
+        c = cands[best]
+        acc = _split_accuracies(data[c["features"]], y, tr, te, [c], mrmr_method, cache)[0]
     return {"repeat": r, "fold": k, "features": c["features"], "config": c["name"], "classifier": c["classifier"],
             "n_features": c["size"], "inner_accuracy": float(mean[best]), "accuracy": float(acc),
             "n_test": len(te)}
 
 
 def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0, class_weight=None,
-                          inner_folds: int = 5, group_ids=None, mrmr_method="fcq", cache=None, n_jobs=1,
-                          progress=True, defaults=None) -> dict:
+                          inner_folds: int = _defaults.INNER_FOLDS, group_ids=None, mrmr_method="fcq", cache=None,
+                          n_jobs=1, progress=True, defaults=None, inner=None) -> dict:
     """Nested CV on the outer folds ``tasks`` of ``results`` (an ordinary run on the same folds).
 
     Parameters
@@ -180,6 +144,8 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
         Stratified (grouped when ``group_ids``) inner folds, shuffled with ``seed``.
     defaults : dict, optional
         Feature-set name -> default mRMR size (``cross_validate`` passes its own).
+    inner : list, optional
+        The inner splits of every outer fold (:func:`inner_splits`; made here when not given).
 
     Returns
     -------
@@ -191,31 +157,31 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
         baseline when there is no histogram; None without baselines), ``candidates``, ``inner_folds``,
         ``wall_time_s``.
     """
-    if not isinstance(inner_folds, (int, np.integer)) or inner_folds < 2:
-        raise DeepfeatError(f"inner_folds must be an int >= 2; got {inner_folds!r}")
+    if inner is None:
+        inner = inner_splits(tasks, y, group_ids, inner_folds, seed)
     widths = {fs: (x[1] if isinstance(x, tuple) else x).shape[1] for fs, x in data.items()}
     cands = candidate_grid(widths, classifiers, seed=seed, class_weight=class_weight, defaults=defaults)
     t0 = time.perf_counter()
-    args = (data, y, cands, inner_folds, group_ids, seed, mrmr_method, cache)
+    args = (data, y, cands, mrmr_method, cache)
     if n_jobs == 1:
         from tqdm.auto import tqdm
 
-        outer = [_outer_fold(t, *args) for t in tqdm(tasks, desc="nested cv outer folds", disable=not progress,
-                                                      leave=False)]
+        outer = [_outer_fold(t, i, *args) for t, i in tqdm(list(zip(tasks, inner)), desc="nested cv outer folds",
+                                                            disable=not progress, leave=False)]
     else:
         from joblib import Parallel, delayed
 
-        outer = Parallel(n_jobs=n_jobs)(delayed(_outer_fold)(t, *args) for t in tasks)
+        outer = Parallel(n_jobs=n_jobs)(delayed(_outer_fold)(t, i, *args) for t, i in zip(tasks, inner))
     wall = time.perf_counter() - t0
     outer = pd.DataFrame(outer).sort_values(["repeat", "fold"]).reset_index(drop=True)
     ratio = fold_size_ratio(results)
     accs = outer["accuracy"].to_numpy()
-    spread = corrected_t_test(accs - accs.mean(), ratio)  # the interval of a mean: same variance correction
+    interval = mean_interval(accs, test_train_ratio=ratio, bounds=(0.0, 1.0))
     summary = results.summary
     deep = summary[summary["kind"] != "baseline"]
     best = deep.loc[deep["accuracy_mean"].idxmax()]
     per_fold = results.per_fold
-    base_cfg = next((b for b in ("baseline-histogram-svm", "baseline-majority")
+    base_cfg = next((b for b in (BASELINE_HISTOGRAM, BASELINE_MAJORITY)
                      if b in set(per_fold["config"])), None)
     baseline = None
     if base_cfg is not None:
@@ -224,8 +190,7 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
         repeats = int(results.config["parameters"]["repeats"])
         baseline = {"config": base_cfg, "accuracy": float(b.mean()),
                     **compare_scores(accs, b, ratio, repeats=repeats)}
-    return {"estimate": float(accs.mean()), "ci_low": max(0.0, float(accs.mean() + spread["ci_low"])),
-            "ci_high": min(1.0, float(accs.mean() + spread["ci_high"])), "std": float(accs.std(ddof=1)),
+    return {"estimate": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "std": interval.sd,
             "interval": "95 % t interval over the outer folds, variance corrected for overlapping training sets "
                         "(Nadeau & Bengio), clipped to [0, 1]",
             "outer": outer, "best_of_table": str(best["config"]),

@@ -14,13 +14,13 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from deepfeat.evaluation import honesty
+from deepfeat.evaluation.fold_work import BASELINE_TEXT
 from deepfeat.provenance import package_versions
 
 METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "specificity_macro", "f1_macro",
            "roc_auc")
 CLASS_METRICS = ("precision", "recall", "specificity", "f1")
 END_TO_END = "end-to-end"  # the selection name of a fine-tuned network's own predictions (in-fold fine-tuning)
-BASELINE_TEXT = {"baseline-majority": "majority class", "baseline-histogram-svm": "colour histogram + SVM"}
 
 
 def config_name(classifier: str, selection: str) -> str:

@@ -5,8 +5,9 @@ subject when the FeatureSet has subject ids, else by sha256 so byte-identical im
 set is FIXED within a repeat: every training size is scored on the same test images, and the training sets are
 nested (the first ``s`` images per class of one seeded permutation of the pool), so differences between sizes are
 not differences between test sets. Sizes larger than the smallest class's training pool are skipped (said so);
-"all" is the whole pool. Mean and 95 % t-interval over repeats. The colour-histogram baseline (when the images are
-reachable) is fitted with the same pipeline on the same splits.
+"all" is the whole pool. Mean and 95 % interval over repeats (:func:`deepfeat.evaluation.intervals.mean_interval`).
+The colour-histogram baseline (when the images are reachable) is fitted with the same pipeline on the same splits.
+The splits come from the one fold maker (:func:`deepfeat.evaluation.folds.make_folds`).
 """
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedGroupKFold
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
+from deepfeat.evaluation.folds import make_folds
+from deepfeat.evaluation.intervals import mean_interval
+from deepfeat.evaluation.parameters import resolve_baseline
 from deepfeat.fewshot.evaluate import parse_list
 
 __all__ = ["CurveResults", "curve_splits", "learning_curve"]
@@ -28,39 +32,40 @@ __all__ = ["CurveResults", "curve_splits", "learning_curve"]
 @dataclass
 class CurveResults:
     """``per_repeat``: one row per (features, size, repeat); ``summary``: mean and 95 % CI per (features, size);
-    ``skipped``: sizes not run and why; ``honesty``: report sentences; ``config``: parameters, seeds, versions."""
+    ``skipped``: sizes not run and why; ``statements``: the honesty sentences of the report (also
+    :meth:`honesty_lines`); ``config``: parameters, seeds, versions."""
 
     per_repeat: pd.DataFrame
     summary: pd.DataFrame
     skipped: list = field(default_factory=list)
-    honesty: list = field(default_factory=list)
+    statements: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+
+    def honesty_lines(self) -> list[str]:
+        """The honesty statements, one sentence each (as ``CVResults.honesty_lines()``)."""
+        return list(self.statements)
+
+    @property
+    def honesty(self) -> list:
+        """Deprecated: the list of sentences, now :meth:`honesty_lines` (``honesty`` names the structured record
+        of ``CVResults``)."""
+        warnings.warn("CurveResults.honesty (a list of sentences) is deprecated and will be removed after 0.3; use "
+                      "CurveResults.honesty_lines()", FutureWarning, stacklevel=2)
+        return self.statements
 
 
 def curve_splits(y, split_groups, repeats: int, test_fraction: float, seed: int):
-    """(train pool, test) row indices per repeat: the first fold of a shuffled StratifiedGroupKFold."""
+    """(train pool, test) row indices per repeat: the first fold of each repeat of
+    :func:`~deepfeat.evaluation.folds.make_folds` with ``round(1 / test_fraction)`` grouped folds."""
     n_splits = max(2, round(1 / test_fraction))
-    out = []
-    for r in range(repeats):
-        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + r)
-        train, test = next(cv.split(np.zeros(len(y)), y, split_groups))
-        out.append((np.sort(train), np.sort(test)))
-    return out
-
-
-def _t_ci(values) -> tuple[float, float, float]:
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    sd = float(v.std(ddof=1))
-    return float(v.mean()), sd, float(stats.t.ppf(0.975, len(v) - 1) * sd / np.sqrt(len(v)))
+    folds = make_folds(y, split_groups, n_splits, repeats, seed, param="round(1 / test_fraction)",
+                       check_classes=False)  # a hold-out split uses one fold: scikit-learn warns of tiny classes
+    return [(np.sort(tr), np.sort(te)) for _, k, tr, te in folds if k == 0]
 
 
 def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="svm", select="mrmr",
-                   n_features=None, repeats: int = 5, test_fraction: float = 0.3, groups="auto", seed: int = 0,
-                   baseline="auto", progress: bool = False) -> CurveResults:
+                   n_features=defaults.N_FEATURES, repeats: int = 5, test_fraction: float = 0.3, groups="auto",
+                   seed: int = 0, baseline="auto", progress: bool = False) -> CurveResults:
     """Accuracy on a fixed test set per repeat as the training images per class grow.
 
     Parameters
@@ -71,15 +76,19 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
     classifier : str or classifier
         A preset of :mod:`deepfeat.classifiers.presets` (``StandardScaler -> [mRMR] -> classifier``).
     select : "mrmr" or "none"
-    n_features : int, optional
-        mRMR size; default :func:`deepfeat.selection.mrmr.auto_n_features`, capped at the
-        training size (selection is fitted on the training images only).
+    n_features : int or "auto"
+        mRMR size, checked by :func:`deepfeat.selection.mrmr.resolve_n_features` (more than the features' columns
+        is an error); "auto": :func:`~deepfeat.selection.mrmr.auto_n_features`. The colour-histogram baseline
+        uses the same size capped at its 96 columns ("auto": half of them). Selection is fitted on the training
+        images only.
     repeats : int
     test_fraction : float
         Share of the images (by class, by group) in each repeat's fixed test set.
     groups : "auto" or "none"
-    baseline : "auto", "histogram" or None
-        Colour histograms of the images with the same pipeline and splits ("auto": when reachable).
+    baseline : "auto", "histogram", "majority" or "none" (None)
+        Colour histograms of the images with the same pipeline and splits ("auto": when reachable; a learning curve
+        has no majority-class row, so "majority" scores no baseline: see
+        :func:`deepfeat.evaluation.parameters.resolve_baseline`).
 
     Returns
     -------
@@ -88,28 +97,28 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
     from deepfeat import __version__
     from deepfeat.classifiers.presets import build_pipeline
     from deepfeat.evaluation import honesty
-    from deepfeat.selection.mrmr import auto_n_features
+    from deepfeat.selection.mrmr import auto_n_features, resolve_n_features
 
     features.check_trainable("a learning curve")
     size_l = parse_list(sizes, "sizes", allow=("all",))
-    if not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise DeepfeatError(f"The 'repeats' parameter must be an int >= 1. Got {repeats!r} instead.")
     if not 0 < test_fraction < 1:
         raise DeepfeatError(f"The 'test_fraction' parameter must be in (0, 1). Got {test_fraction!r} instead.")
     if select not in ("mrmr", "none"):
         raise DeepfeatError(f"The 'select' parameter must be 'mrmr' or 'none'. Got {select!r} instead.")
-    if baseline not in ("auto", "histogram", None, "none"):
-        raise DeepfeatError(f"The 'baseline' parameter must be 'auto', 'histogram' or None. Got {baseline!r}.")
+    wanted = resolve_baseline(baseline)
+    k_features = resolve_n_features(n_features, features.n_features)
     group_ids, grouping = honesty.resolve_groups(features, groups)
     split_groups = group_ids if group_ids is not None else (
         features.sha256 if features.sha256 is not None else np.arange(len(features)))
     classes, y = np.unique(features.y, return_inverse=True)
     splits = curve_splits(y, split_groups, repeats, test_fraction, seed)
-    sets = [("features", features.X)]
-    hist, hist_note = (None, "no baseline requested") if baseline in (None, "none") else \
-        honesty.histogram_features(features, baseline)
-    if hist is not None:
-        sets.append(("colour-histogram", hist))
+    sets = [("features", features.X, k_features)]
+    hist, hist_note = honesty.histogram_features(features, wanted) if wanted in ("auto", "histogram") else \
+        (None, "no baseline requested" if wanted == "none" else "baseline='majority' (a learning curve scores no "
+                                                                "majority-class row)")
+    if hist is not None:  # the same size, capped at the histogram's columns ("auto": its own default)
+        sets.append(("colour-histogram", hist, auto_n_features(hist.shape[1]) if n_features in (None, "auto")
+                     else min(k_features, hist.shape[1])))
     rows, skipped = [], []
     for r, (pool, test) in enumerate(splits):
         rng = np.random.default_rng([seed, r])
@@ -122,9 +131,7 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
                                                          f"in a split (test fraction {test_fraction})"})
                 continue
             train = np.sort(np.concatenate([v if s == "all" else v[:s] for v in order.values()]))
-            for name, X in sets:
-                k = n_features if n_features is not None else auto_n_features(X.shape[1])
-                k = min(k, X.shape[1])
+            for name, X, k in sets:
                 pipe = build_pipeline(classifier, selector=select if select == "mrmr" else None,
                                       n_features=k if select == "mrmr" else None, seed=seed)
                 t0 = time.perf_counter()
@@ -142,10 +149,10 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
     per = pd.DataFrame(rows)
     summ = []
     for (name, s), g in per.groupby(["features", "size"], sort=False):
-        mean, sd, half = _t_ci(g["accuracy"])
+        iv = mean_interval(g["accuracy"])
         summ.append({"features": name, "size": s, "n_per_class": g["n_per_class"].mean(), "repeats": len(g),
-                     "accuracy_mean": mean, "accuracy_std": sd, "ci95": half, "ci_low": mean - half,
-                     "ci_high": mean + half})
+                     "accuracy_mean": iv.mean, "accuracy_std": iv.sd, "ci95": iv.half, "ci_low": iv.low,
+                     "ci_high": iv.high})
     lines = [grouping["text"].replace("Folds were", "Splits were"),
              f"Each repeat's test set ({len(splits[0][1])} images, {100 * test_fraction:.0f} %) is fixed for every "
              "training size; training sets are nested subsets of the remaining pool. Standardisation and "

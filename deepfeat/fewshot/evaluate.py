@@ -163,14 +163,29 @@ def ci95(acc) -> tuple[float, float, float]:
 @dataclass
 class FewShotResults:
     """``table``: one row per (features, ways, shots, method) with accuracy mean, 95 % CI and episodes/s;
-    ``per_episode``: every episode's accuracy; ``skipped``: configurations not run and why; ``honesty``: the
-    sentences the report prints first; ``config``: every parameter, seeds and versions."""
+    ``per_episode``: every episode's accuracy; ``skipped``: configurations not run and why; ``statements``: the
+    honesty sentences the report prints first (also :meth:`honesty_lines`); ``config``: every parameter, seeds and
+    versions."""
 
     table: pd.DataFrame
     per_episode: pd.DataFrame
     skipped: list = field(default_factory=list)
-    honesty: list = field(default_factory=list)
+    statements: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+
+    def honesty_lines(self) -> list[str]:
+        """The honesty statements, one sentence each (as ``CVResults.honesty_lines()``)."""
+        return list(self.statements)
+
+    @property
+    def honesty(self) -> list:
+        """Deprecated: the list of sentences, now :meth:`honesty_lines` (``honesty`` names the structured record
+        of ``CVResults``)."""
+        import warnings
+
+        warnings.warn("FewShotResults.honesty (a list of sentences) is deprecated and will be removed after 0.3; "
+                      "use FewShotResults.honesty_lines()", FutureWarning, stacklevel=2)
+        return self.statements
 
     def display(self) -> pd.DataFrame:
         """Compact table: ``mean ± ci`` in %, one column per method."""
@@ -233,10 +248,11 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
         Standardise knn / logreg / svm inputs with the support set's statistics, or not at all.
     seed : int
         Episodes depend only on the seed and the rows' labels / sha256 / subjects.
-    baseline : "auto", "histogram", None or (name, array of shape (n, p))
+    baseline : "auto", "histogram", "majority", "none" (None) or (name, array of shape (n, p))
         Other features of the same rows evaluated on the very same episodes: "auto" = colour histograms of the
-        images when every path is reachable (else said so in ``honesty``), "histogram" requires them; a
-        ``(name, array)`` pair gives them directly.
+        images when every path is reachable (else said so in the honesty statements), "histogram" requires them
+        ("majority" and "none": no baseline; episodes have no majority-class row); a ``(name, array)`` pair gives
+        them directly.
 
     Returns
     -------
@@ -271,16 +287,13 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
     n_classes = len(sampler.class_names)
     sets = [("features", features.X)]
     hist_note = ""
-    if isinstance(baseline, str) and baseline in ("auto", "histogram"):
+    if baseline is None or isinstance(baseline, str):  # the one check (evaluation.parameters.resolve_baseline)
         from deepfeat.evaluation.honesty import histogram_features
+        from deepfeat.evaluation.parameters import resolve_baseline
 
-        hist, hist_note = histogram_features(features, baseline)
+        wanted = resolve_baseline(baseline)
+        hist, hist_note = histogram_features(features, wanted) if wanted in ("auto", "histogram") else (None, "")
         baseline = None if hist is None else ("colour-histogram", hist)
-    elif isinstance(baseline, str) and baseline != "none":
-        raise DeepfeatError(f"The 'baseline' parameter must be 'auto', 'histogram', 'none' or (name, array). "
-                            f"Got {baseline!r} instead.")
-    elif isinstance(baseline, str):
-        baseline = None
     if baseline is not None:
         name, Xb = baseline
         Xb = np.asarray(Xb, dtype=np.float32)

@@ -105,8 +105,8 @@ def write_fewshot_report(results, out_dir) -> dict:
         import pandas as pd
 
         tables.append(("Skipped configurations", pd.DataFrame(results.skipped)))
-    return _write(Path(out_dir), "deepfeat few-shot report", intro, results.honesty, tables,
-                  fewshot_png(results.table), "fewshot", {**cfg, "honesty": results.honesty,
+    return _write(Path(out_dir), "deepfeat few-shot report", intro, results.honesty_lines(), tables,
+                  fewshot_png(results.table), "fewshot", {**cfg, "honesty": results.honesty_lines(),
                                                           "skipped": results.skipped},
                   {"fewshot": results.table, "episodes": results.per_episode})
 
@@ -126,6 +126,7 @@ def write_curve_report(results, out_dir) -> dict:
         import pandas as pd
 
         tables.append(("Skipped sizes", pd.DataFrame(results.skipped)))
-    return _write(Path(out_dir), "deepfeat learning curve", intro, results.honesty, tables, curve_png(s), "curve",
-                  {**cfg, "honesty": results.honesty, "skipped": results.skipped},
+    return _write(Path(out_dir), "deepfeat learning curve", intro, results.honesty_lines(), tables, curve_png(s),
+                  "curve",
+                  {**cfg, "honesty": results.honesty_lines(), "skipped": results.skipped},
                   {"curve": results.per_repeat, "curve_summary": s})

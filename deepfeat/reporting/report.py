@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from deepfeat.errors import DeepfeatError
+from deepfeat.evaluation.fold_work import BASELINE_MAJORITY
 from deepfeat.reporting import plots, stats
 from deepfeat.reporting.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
 from deepfeat.reporting.verdict import build_verdict
@@ -143,7 +144,7 @@ def _duplicates_table(dups: dict) -> pd.DataFrame:
 def _figures(results, verdict) -> list[dict]:
     """Every plot: stem, caption and PNG bytes, in reading order."""
     order = list(verdict["intervals"]["config"])
-    informative = [c for c in order if not c.startswith("baseline-majority")]  # constant scores: nothing to see
+    informative = [c for c in order if not c.startswith(BASELINE_MAJORITY)]  # constant scores: nothing to see
     figs = [("accuracy", "Accuracy of every configuration (95 % t-interval over folds); baselines as lines",
              plots.accuracy_intervals_png(verdict["intervals"])),
             ("class_heatmap", "Per-class recall and F1 (%, mean over folds): where each configuration fails",

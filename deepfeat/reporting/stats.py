@@ -8,11 +8,10 @@ import html
 from pathlib import Path
 
 from deepfeat.evaluation.compare import lookup
+from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM as HIST
 from deepfeat.fileio import write_csv
 
 __all__ = ["comparison_lines", "nested_lines", "statistics_html", "statistics_markdown", "write_statistics_tables"]
-
-HIST = "baseline-histogram-svm"
 
 
 def _pct(x: float) -> str:

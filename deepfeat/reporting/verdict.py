@@ -2,7 +2,8 @@
 distinguishable from the colour-histogram baseline and from the runner-up, and the warnings that change how to
 read it.
 
-Intervals are Student-t 95 % intervals over the fold scores of one configuration (``mean +- t * sd / sqrt(n)``).
+Intervals are the 95 % intervals of :func:`deepfeat.evaluation.intervals.mean_interval` over the fold scores of one
+configuration (today Student-t: ``mean +- t * sd / sqrt(n)``).
 Folds share training data, so these intervals are too narrow to compare two configurations; the comparison
 statistics (``results.comparisons``, when a run computed them) are used for that, and when they are absent the
 verdict says plainly that no statistical test was run.
@@ -11,19 +12,19 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
+from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM as HISTOGRAM
+from deepfeat.evaluation.fold_work import BASELINE_MAJORITY as MAJORITY
+from deepfeat.evaluation.intervals import mean_interval
 from deepfeat.evaluation.results import BASELINE_TEXT
 
 __all__ = ["build_verdict", "find_comparison", "fold_intervals"]
 
-HISTOGRAM = "baseline-histogram-svm"
-MAJORITY = "baseline-majority"
-
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
-    """``(mean, low, high, n)`` of a Student-t interval; low = high = mean for a single value.
+    """``(mean, low, high, n)`` of :func:`~deepfeat.evaluation.intervals.mean_interval`; for the report's bars a
+    single value is drawn as a point (low = high = mean).
 
     Examples
     --------
@@ -31,18 +32,10 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
     >>> round(m, 3), round(lo, 3), round(hi, 3), n
     (0.9, 0.652, 1.148, 3)
     """
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(v.mean())
-    if n == 1:
-        return mean, mean, mean, 1
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half, n
+    iv = mean_interval(values, level=level)
+    if iv.n == 1:
+        return iv.mean, iv.mean, iv.mean, 1
+    return iv.mean, iv.low, iv.high, iv.n
 
 
 def fold_intervals(results, metric: str = "accuracy") -> pd.DataFrame:

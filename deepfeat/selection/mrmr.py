@@ -35,7 +35,7 @@ from deepfeat.selection._stats import (
     f_statistic,
 )
 
-__all__ = ["MRMRSelector", "auto_n_features"]
+__all__ = ["MRMRSelector", "auto_n_features", "resolve_n_features"]
 
 # Redundancy floor of mrmr-selection: each |r| counts as at least this much before averaging.
 _CORR_FLOOR = 0.001
@@ -62,6 +62,44 @@ def auto_n_features(d: int) -> int:
     (521, 521, 32)
     """
     return 521 if d >= 1000 else max(1, d // 2)
+
+
+def resolve_n_features(n_features, d: int, *, threshold=None) -> int | None:
+    """The one check of ``n_features`` (and ``threshold``) for features of ``d`` columns: the mRMR size to use.
+
+    ``"auto"`` (or None) gives :func:`auto_n_features` of ``d``, or None (no fixed size) with a ``threshold``; an
+    int (or a string of digits, as typed on the command line) must lie in ``1..d``: asking for more features than
+    there are is an error, never a silent cut (``cross_validate``, ``learning_curve``, ``fit_model`` and
+    ``DeepFeatureClassifier`` all refuse it with this message; only a bare ``MRMRSelector``, as a scikit-learn
+    step that sees ``d`` at fit time, warns and ranks all columns, like ``SelectKBest``). An int together with a
+    threshold is an error.
+
+    Examples
+    --------
+    >>> resolve_n_features("auto", 1280), resolve_n_features("auto", 64), resolve_n_features("20", 64)
+    (521, 32, 20)
+    >>> resolve_n_features("auto", 64, threshold=0.25) is None
+    True
+    >>> resolve_n_features(5000, 1000)
+    Traceback (most recent call last):
+    ...
+    deepfeat.errors.DeepfeatError: n_features=5000 but the features have 1000 columns (1000 feature(s) in X); choose 1..1000 or 'auto'
+    """
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, Real)):
+        raise DeepfeatError(f"threshold must be a number (an mRMR score) or None; got {threshold!r}")
+    if isinstance(n_features, str) and n_features.strip().isdigit():
+        n_features = int(n_features)
+    if n_features is None or (isinstance(n_features, str) and n_features == "auto"):
+        return None if threshold is not None else auto_n_features(d)
+    if isinstance(n_features, bool) or not isinstance(n_features, Integral) or n_features < 1:
+        raise DeepfeatError(f"n_features must be an int >= 1 or 'auto'; got {n_features!r}")
+    if threshold is not None:
+        raise DeepfeatError("give n_features or threshold for mRMR, not both")
+    if n_features > d:
+        # "(d feature(s) in X)": what scikit-learn's estimator checks look for in a too-narrow-X error
+        raise DeepfeatError(f"n_features={n_features} but the features have {d} columns ({d} feature(s) in X); "
+                            f"choose 1..{d} or 'auto'")
+    return int(n_features)
 
 
 class MRMRSelector(SelectorMixin, BaseEstimator):
