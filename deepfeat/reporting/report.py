@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from deepfeat.fileio import atomic_write_bytes, write_csv
@@ -156,7 +155,8 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
     if comparisons is not None:
         tables.append(table_block(_comparisons_table(comparisons), key="comparisons",
                                   title="Pairwise comparisons (accuracy difference a - b, percentage points)"))
-    tables += [table_block(_summary_table(results.summary), title="All metrics (mean ± std over folds)", key="metrics"),
+    tables += [table_block(_summary_table(results.summary), key="metrics",
+                           title="All metrics (mean ± std over folds)"),
                table_block(_table3(results.per_class), key="table3",
                            title="Per-class precision / recall / specificity / F1 (Table 3)")]
     dup_table = _duplicates_table(results.honesty["duplicates"])
@@ -171,7 +171,7 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
                   + f"; FeatureSet identity {meta['identity'][:16]}."),
         "verdict": verdict, "figures": figs, "errors": errors, "duplicates": dups, "limits": limits,
         "honesty": results.honesty_lines(), "tables": tables,
-        "stats_md": stats.statistics_markdown(results), "stats_html": stats.statistics_html(results),
+        "statistics": stats.statistics_sections(results),
     }
     paths["report_md"] = out / "report.md"
     write_text(paths["report_md"], render("report.md.j2", **context))
