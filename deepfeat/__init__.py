@@ -36,6 +36,11 @@ _LAZY = {
     "load_finetuned": "deepfeat.finetuning.checkpoints",
     "save_model": "deepfeat.classifiers.model_files",
     "load_model": "deepfeat.classifiers.model_files",
+    "open_source": "deepfeat.data.sources",
+    "few_shot_evaluate": "deepfeat.fewshot.evaluate",
+    "learning_curve": "deepfeat.fewshot.curves",
+    "check_report": "deepfeat.reporting.writing",
+    "run_experiment": "deepfeat.experiments",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

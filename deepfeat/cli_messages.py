@@ -3,7 +3,7 @@
 Library messages name parameters as Python spells them (``precision='bf16'``, ``n_features=5000``,
 ``selections must be ...``), because a Python caller reads them. The CLI shows every message -- its ``error:``
 line and the ``deepfeat:`` log lines -- through :func:`to_cli`, so a command-line user reads ``--precision bf16``,
-``--n-features 5000``, ``--select must be ...``. ``tests/test_cli_messages.py`` pins several of them.
+``--n-features 5000``, ``--select must be ...``. ``tests/test_newcomer.py`` pins several of them.
 """
 from __future__ import annotations
 

@@ -225,6 +225,47 @@ def _honesty(features, sampler, grouped: bool, standardize: str, query_rows: set
     return lines
 
 
+def _feature_sets(features, baseline) -> tuple[list, str]:
+    """(name, X) of the features and of the baseline (when there is one), and why a histogram baseline is absent."""
+    sets = [("features", features.X)]
+    hist_note = ""
+    if baseline is None or isinstance(baseline, str):  # the one check (evaluation.parameters.resolve_baseline)
+        from deepfeat.evaluation.honesty import histogram_features
+        from deepfeat.evaluation.parameters import resolve_baseline
+
+        wanted = resolve_baseline(baseline)
+        hist, hist_note = histogram_features(features, wanted) if wanted in ("auto", "histogram") else (None, "")
+        baseline = None if hist is None else ("colour-histogram", hist)
+    if baseline is not None:
+        name, Xb = baseline
+        Xb = np.asarray(Xb, dtype=np.float32)
+        if Xb.shape[0] != len(features):
+            raise DeepfeatError(f"baseline features have {Xb.shape[0]} rows; the FeatureSet has {len(features)}")
+        sets.append((name, Xb))
+    return sets, hist_note
+
+
+def _evaluate_plan(plan, k: int, sets, method_l, *, queries: int, episodes: int, standardize: str, seed: int,
+                   progress: bool, rows: list, per_ep: list) -> None:
+    """Every feature set x method on the episodes of ``plan``: one row of ``rows`` and one frame of ``per_ep``."""
+    for set_name, X in sets:
+        for m in method_l:
+            t0 = time.perf_counter()
+            acc = episode_accuracies(X, plan, m, standardize=standardize, seed=seed)
+            dt = time.perf_counter() - t0
+            mean, sd, half = ci95(acc)
+            rows.append({"features": set_name, "ways": plan.ways_label, "n_ways": plan.n_ways, "shots": k,
+                         "queries": queries, "method": m, "episodes": episodes, "accuracy_mean": mean,
+                         "ci95": half, "ci_low": mean - half, "ci_high": mean + half, "accuracy_std": sd,
+                         "episodes_per_s": episodes / dt if dt > 0 else float("inf"),
+                         "classes_used": len(plan.eligible), "classes_too_small": len(plan.too_small)})
+            per_ep.append(pd.DataFrame({"features": set_name, "ways": plan.ways_label, "shots": k,
+                                        "method": m, "episode": np.arange(episodes), "accuracy": acc}))
+            if progress:
+                print(f"{set_name} {plan.ways_label}-way {k}-shot {m}: {100 * mean:.1f} ± {100 * half:.1f} %"
+                      f" ({episodes / dt:.0f} episodes/s)")
+
+
 def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), queries: int = 15,
                       episodes: int = 1000, methods=("prototype", "knn", "logreg", "svm"), groups="auto",
                       standardize: str = "support", seed: int = 0, baseline="auto", progress: bool = False
@@ -285,21 +326,7 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
     grouped = groups == "auto" and features.groups is not None
     sampler = EpisodeSampler(features.y, sha256=features.sha256, groups=features.groups if grouped else None)
     n_classes = len(sampler.class_names)
-    sets = [("features", features.X)]
-    hist_note = ""
-    if baseline is None or isinstance(baseline, str):  # the one check (evaluation.parameters.resolve_baseline)
-        from deepfeat.evaluation.honesty import histogram_features
-        from deepfeat.evaluation.parameters import resolve_baseline
-
-        wanted = resolve_baseline(baseline)
-        hist, hist_note = histogram_features(features, wanted) if wanted in ("auto", "histogram") else (None, "")
-        baseline = None if hist is None else ("colour-histogram", hist)
-    if baseline is not None:
-        name, Xb = baseline
-        Xb = np.asarray(Xb, dtype=np.float32)
-        if Xb.shape[0] != len(features):
-            raise DeepfeatError(f"baseline features have {Xb.shape[0]} rows; the FeatureSet has {len(features)}")
-        sets.append((name, Xb))
+    sets, hist_note = _feature_sets(features, baseline)
     rows, per_ep, skipped, query_rows, done = [], [], [], set(), set()
     for w in ways_l:
         if w != "all" and w > n_classes:
@@ -318,22 +345,8 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
                 continue
             done.add((plan.n_ways, k))
             query_rows.update(plan.query.ravel().tolist())
-            for set_name, X in sets:
-                for m in method_l:
-                    t0 = time.perf_counter()
-                    acc = episode_accuracies(X, plan, m, standardize=standardize, seed=seed)
-                    dt = time.perf_counter() - t0
-                    mean, sd, half = ci95(acc)
-                    rows.append({"features": set_name, "ways": plan.ways_label, "n_ways": plan.n_ways, "shots": k,
-                                 "queries": queries, "method": m, "episodes": episodes, "accuracy_mean": mean,
-                                 "ci95": half, "ci_low": mean - half, "ci_high": mean + half, "accuracy_std": sd,
-                                 "episodes_per_s": episodes / dt if dt > 0 else float("inf"),
-                                 "classes_used": len(plan.eligible), "classes_too_small": len(plan.too_small)})
-                    per_ep.append(pd.DataFrame({"features": set_name, "ways": plan.ways_label, "shots": k,
-                                                "method": m, "episode": np.arange(episodes), "accuracy": acc}))
-                    if progress:
-                        print(f"{set_name} {plan.ways_label}-way {k}-shot {m}: {100 * mean:.1f} ± {100 * half:.1f} %"
-                              f" ({episodes / dt:.0f} episodes/s)")
+            _evaluate_plan(plan, k, sets, method_l, queries=queries, episodes=episodes, standardize=standardize,
+                           seed=seed, progress=progress, rows=rows, per_ep=per_ep)
     for s in skipped:
         warnings.warn(f"few-shot: skipped ways={s['ways']} shots={s['shots']}: {s['reason']}", UserWarning,
                       stacklevel=2)

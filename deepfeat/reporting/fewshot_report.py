@@ -1,119 +1,100 @@
-"""Write few-shot and learning-curve results: CSV, PNG plot, ``config.json``, ``report.md`` and ``report.html``."""
+"""Write few-shot and learning-curve results: CSVs, a PNG plot, ``config.json``, ``report.md`` and ``report.html``.
+
+Both reports are rendered from the same templates, macros and style as the cross-validation report
+(``fewshot_report.html.j2`` / ``fewshot_report.md.j2``), their CSVs go through
+:func:`deepfeat.fileio.write_csv` (formula-safe, atomic), and the folder is closed with the completion marker
+(:func:`deepfeat.reporting.writing.check_report` tells a finished folder from an interrupted run).
+"""
 from __future__ import annotations
 
-import base64
-import html
-import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from deepfeat.reporting import plots
-from deepfeat.reporting.report import _json_default, markdown_table
+from deepfeat.fileio import atomic_write_bytes, write_csv
+from deepfeat.reporting.plots import curve_png, fewshot_png
+from deepfeat.reporting.writing import (finish_report, fmt_number, render, start_report, table_block, write_json,
+                                        write_text)
 
 __all__ = ["curve_png", "fewshot_png", "write_curve_report", "write_fewshot_report"]
 
-
-def fewshot_png(table) -> bytes:
-    """Accuracy against shots, one panel per ways, one line per (features, method), 95 % CI as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    ways = list(dict.fromkeys(table["ways"]))
-    fig, axes = plt.subplots(1, len(ways), figsize=(5 * len(ways), 4.2), dpi=100, squeeze=False)
-    for ax, w in zip(axes[0], ways):
-        sub = table[table["ways"] == w]
-        for (name, method), g in sub.groupby(["features", "method"], sort=False):
-            style = "-" if name == "features" else "--"
-            ax.errorbar(g["shots"], 100 * g["accuracy_mean"], yerr=100 * g["ci95"], capsize=3, linestyle=style,
-                        marker="o", ms=3, label=method if name == "features" else f"{name}: {method}")
-        ax.axhline(100 / sub["n_ways"].iloc[0], color="grey", lw=0.8, linestyle=":", label="chance")
-        ax.set_xscale("log")
-        shots = sorted(set(sub["shots"]))
-        ax.set_xticks(shots, [str(s) for s in shots])
-        ax.minorticks_off()
-        ax.set_xlabel("shots (labelled images per class)")
-        ax.set_ylabel("accuracy % (mean, 95 % CI)")
-        ax.set_title(f"{w}-way", fontsize=10)
-        ax.legend(fontsize=7)
-    return plots._png(fig)
+#: Written by both reports, beside their own CSVs and plot; a rerun removes them first (replace, not merge).
+_PAGE_FILES = ("config.json", "report.md", "report.html")
 
 
-def curve_png(summary) -> bytes:
-    """Accuracy against training images per class, one line per feature set, 95 % CI as a band."""
-    fig, ax = plots._figure(6, 4.2)
-    for name, g in summary.groupby("features", sort=False):
-        x = g["n_per_class"].to_numpy()
-        ax.plot(x, 100 * g["accuracy_mean"], marker="o", label=name)
-        ax.fill_between(x, 100 * g["ci_low"], 100 * g["ci_high"], alpha=0.2)
-    ax.set_xscale("log")
-    ticks = sorted(set(np.round(summary["n_per_class"], 1)))
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("training images per class (mean when 'all')")
-    ax.set_ylabel("test accuracy % (mean, 95 % CI over repeats)")
-    ax.set_title("Learning curve", fontsize=10)
-    ax.legend(fontsize=8)
-    return plots._png(fig)
-
-
-def _write(out: Path, title: str, intro: str, honesty: list, tables: list, png: bytes, stem: str, config: dict,
-           csvs: dict) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+def _write(out: Path, *, title: str, intro: str, results, tables: list, figure: dict, csvs: dict) -> dict:
+    """The files of a few-shot or learning-curve report folder, the completion marker last; name -> Path."""
+    files = [f"{name}.csv" for name in csvs] + [f"{figure['stem']}.png"]
+    start_report(out, files + list(_PAGE_FILES))
     paths = {}
     for name, df in csvs.items():
-        paths[name] = out / f"{name}.csv"
-        df.to_csv(paths[name], index=False)
-    paths["plot"] = out / f"{stem}.png"
-    paths["plot"].write_bytes(png)
-    paths["config"] = out / "config.json"
-    paths["config"].write_text(json.dumps(config, indent=2, default=_json_default))
-    md = [f"# {title}", "", intro, "", "## Honesty", ""] + [f"- {line}" for line in honesty]
-    for caption, df in tables:
-        md += ["", f"## {caption}", "", markdown_table(df, index=True)]
-    md += ["", f"![{title}]({stem}.png)", "", "Files: " + ", ".join(f"{n}.csv" for n in csvs)
-           + ", config.json (parameters, seeds, versions)."]
-    paths["report_md"] = out / "report.md"
-    paths["report_md"].write_text("\n".join(md) + "\n")
-    items = "".join(f"<li class='{'warn' if line.startswith('WARNING') else ''}'>{html.escape(line)}</li>"
-                    for line in honesty)
-    body = "".join(f"<h2>{html.escape(c)}</h2>{df.to_html(border=0, classes='t')}" for c, df in tables)
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
-body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table.t{{border-collapse:collapse;font-size:13px}} table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd}}
-li.warn{{color:#b00;font-weight:bold}} img{{max-width:100%}}</style></head><body>
-<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p><h2>Honesty</h2><ul>{items}</ul>{body}
-<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></body></html>"""
-    paths["report_html"] = out / "report.html"
-    paths["report_html"].write_text(page)
+        paths[name] = write_csv(df, out / f"{name}.csv")
+    paths["plot"] = atomic_write_bytes(out / f"{figure['stem']}.png", figure["png"], fsync=False)
+    paths["config"] = write_json(out / "config.json", {**results.config, "honesty": results.honesty_lines(),
+                                                        "skipped": results.skipped})
+    context = {"title": title, "intro": intro, "honesty": results.honesty_lines(), "tables": tables,
+               "figures": [figure], "files": files}
+    paths["report_md"] = write_text(out / "report.md", render("fewshot_report.md.j2", **context))
+    paths["report_html"] = write_text(out / "report.html", render("fewshot_report.html.j2", **context))
+    paths["complete"] = finish_report(out, paths)
     return paths
+
+
+def _skipped_table(skipped: list, title: str):
+    return table_block(pd.DataFrame(skipped), title=title, key="skipped", open_=True)
 
 
 def write_fewshot_report(results, out_dir) -> dict:
     """``fewshot.csv`` (one row per features x ways x shots x method), ``episodes.csv``, ``fewshot.png``,
-    ``config.json``, ``report.md`` and ``report.html`` in ``out_dir``; returns name -> Path."""
+    ``config.json``, ``report.md``, ``report.html`` and ``report.complete.json`` in ``out_dir``.
+
+    Parameters
+    ----------
+    results : FewShotResults
+        From :func:`deepfeat.fewshot.evaluate.few_shot_evaluate`.
+    out_dir : path-like
+
+    Returns
+    -------
+    dict
+        name -> Path: ``fewshot``, ``episodes``, ``plot``, ``config``, ``report_md``, ``report_html``, ``complete``.
+    """
     cfg = results.config
     model = cfg["featureset_meta"].get("backbone") or cfg["featureset_meta"].get("model") or "features"
     intro = (f"{cfg['n_rows']} rows x {cfg['n_features']} features ({model}); distinct images per class "
              f"{cfg['class_counts_distinct_images']}; {cfg['episodes']} episodes per configuration, "
              f"{cfg['queries']} queries per class, seed {cfg['seed']}.")
-    speed = results.table.groupby("method", sort=False)["episodes_per_s"].median().to_frame("median episodes/s")
-    tables = [("Accuracy % (mean ± 95 % CI over episodes)", results.display()), ("Speed", speed.round(1))]
+    speed = results.table.groupby("method", sort=False)["episodes_per_s"].median()
+    tables = [table_block(results.display().reset_index(), title="Accuracy % (mean ± 95 % CI over episodes)",
+                          key="accuracy", open_=True),
+              table_block(pd.DataFrame({"method": speed.index, "median episodes/s": [fmt_number(v, 1)
+                                                                                      for v in speed]}),
+                          title="Speed", key="speed", open_=True)]
     if results.skipped:
-        import pandas as pd
-
-        tables.append(("Skipped configurations", pd.DataFrame(results.skipped)))
-    return _write(Path(out_dir), "deepfeat few-shot report", intro, results.honesty_lines(), tables,
-                  fewshot_png(results.table), "fewshot", {**cfg, "honesty": results.honesty_lines(),
-                                                          "skipped": results.skipped},
-                  {"fewshot": results.table, "episodes": results.per_episode})
+        tables.append(_skipped_table(results.skipped, "Skipped configurations"))
+    figure = {"stem": "fewshot", "png": fewshot_png(results.table),
+              "caption": "Accuracy against shots, one panel per ways (mean, 95 % CI over episodes)"}
+    return _write(Path(out_dir), title="deepfeat few-shot report", intro=intro, results=results, tables=tables,
+                  figure=figure, csvs={"fewshot": results.table, "episodes": results.per_episode})
 
 
 def write_curve_report(results, out_dir) -> dict:
-    """``curve.csv`` (per repeat), ``curve_summary.csv``, ``curve.png``, ``config.json``, ``report.md`` and
-    ``report.html`` in ``out_dir``; returns name -> Path."""
+    """``curve.csv`` (per repeat), ``curve_summary.csv``, ``curve.png``, ``config.json``, ``report.md``,
+    ``report.html`` and ``report.complete.json`` in ``out_dir``.
+
+    Parameters
+    ----------
+    results : CurveResults
+        From :func:`deepfeat.fewshot.curves.learning_curve`.
+    out_dir : path-like
+
+    Returns
+    -------
+    dict
+        name -> Path: ``curve``, ``curve_summary``, ``plot``, ``config``, ``report_md``, ``report_html``,
+        ``complete``.
+    """
     cfg = results.config
     s = results.summary
     shown = s.assign(acc=[f"{100 * m:.1f} ± {100 * c:.1f}" if np.isfinite(c) else f"{100 * m:.1f}"
@@ -121,12 +102,11 @@ def write_curve_report(results, out_dir) -> dict:
     shown = shown.pivot_table(index="size", columns="features", values="acc", aggfunc="first", sort=False)
     intro = (f"{cfg['n_rows']} images, classes {cfg['classes']}; classifier {cfg['classifier']}, selection "
              f"{cfg['select']}; {cfg['repeats']} repeats, seed {cfg['seed']}.")
-    tables = [("Test accuracy % by training images per class (mean ± 95 % CI over repeats)", shown)]
+    tables = [table_block(shown.reset_index(), key="accuracy", open_=True,
+                          title="Test accuracy % by training images per class (mean ± 95 % CI over repeats)")]
     if results.skipped:
-        import pandas as pd
-
-        tables.append(("Skipped sizes", pd.DataFrame(results.skipped)))
-    return _write(Path(out_dir), "deepfeat learning curve", intro, results.honesty_lines(), tables, curve_png(s),
-                  "curve",
-                  {**cfg, "honesty": results.honesty_lines(), "skipped": results.skipped},
-                  {"curve": results.per_repeat, "curve_summary": s})
+        tables.append(_skipped_table(results.skipped, "Skipped sizes"))
+    figure = {"stem": "curve", "png": curve_png(s),
+              "caption": "Test accuracy against training images per class (mean, 95 % CI over repeats)"}
+    return _write(Path(out_dir), title="deepfeat learning curve", intro=intro, results=results, tables=tables,
+                  figure=figure, csvs={"curve": results.per_repeat, "curve_summary": s})

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfeat.reporting import plots
-from deepfeat.reporting.gallery import GALLERY_LIMITS, thumbnail_uri
-from deepfeat.reporting.report import _table, fmt_number, render
 from deepfeat.finetuning.checkpoints import sibling
+from deepfeat.reporting import plots
+from deepfeat.reporting.gallery import GALLERY_LIMITS, misclassified_gallery
+from deepfeat.reporting.writing import fmt_number, render, table_block, write_text
 
 __all__ = ["wilson_interval", "write_finetune_report"]
 
@@ -39,27 +39,18 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
 
 
 def _errors(metrics: dict, class_names, limits: dict) -> dict | None:
+    """The validation images the kept network got wrong, as the CV report's gallery shows them."""
     paths = metrics.get("val_paths") or []
     pred, true, conf = metrics.get("val_predictions"), metrics.get("val_true"), metrics.get("val_confidence")
     if not paths or pred is None or true is None or len(paths) != len(pred):
         return None
-    frame = pd.DataFrame({"path": paths, "true": [class_names[i] for i in true],
+    frame = pd.DataFrame({"path": paths, "row": range(len(paths)), "true": [class_names[i] for i in true],
                           "pred": [class_names[i] for i in pred],
                           "score_pred": conf if conf is not None else [math.nan] * len(pred)})
-    wrong = frame[frame["true"] != frame["pred"]].sort_values("score_pred", ascending=False, kind="stable")
-    shown = wrong.head(limits["max_errors"])
-    items = [{"uri": thumbnail_uri(r.path, limits["px"], limits["quality"]) if Path(r.path).is_file() else None,
-              "path": r.path, "true": r.true, "pred": r.pred, "score_pred": float(r.score_pred), "score_true": None,
-              "fold": None} for r in shown.itertuples(index=False)]
-    missing = [it["path"] for it in items if it["uri"] is None]
-    note = (f"{len(wrong)} of {len(frame)} validation images misclassified by the kept network; "
-            + (f"showing the {len(items)} most confident errors (cap {limits['max_errors']})"
-               if len(items) < len(wrong) else f"showing all {len(items)}, most confident first") + ".")
-    if missing:
-        note += (f" {len(missing)} of them could not be drawn: the image files are not reachable at the recorded "
-                 f"paths (first: {missing[0]}).")
-    return {"items": items, "n_errors": len(wrong), "n_shown": len(items), "note": note,
-            "score_kind": "probability", "config": "the fine-tuned network"}
+    gallery = misclassified_gallery(frame[frame["true"] != frame["pred"]], len(frame), limits=limits,
+                                    tested="validation images misclassified by the kept network",
+                                    recorded="the recorded paths")
+    return {**gallery, "score_kind": "probability", "config": "the fine-tuned network"}
 
 
 def _plan_sentences(result) -> list[str]:
@@ -93,7 +84,7 @@ def _comparison_table(comparison: dict | None):
     frame = pd.DataFrame({"classifier": [r[0] for r in rows],
                           "validation accuracy %": [fmt_number(100 * r[1], 2) if r[1] is not None else "—"
                                                     for r in rows]})
-    return _table(frame, title=f"The same {c['n_val']} validation images, three ways (SVMs fitted on the "
+    return table_block(frame, title=f"The same {c['n_val']} validation images, three ways (SVMs fitted on the "
                                f"{c['n_train']} training images)", key="threeways", open_=True)
 
 
@@ -155,19 +146,19 @@ def write_finetune_report(result, out=None, *, gallery_limits: dict | None = Non
             digits = 6 if col == "lr" else 4 if "loss" in col or "acc" in col or "f1" in col else 2
             table[col] = [fmt_number(v, digits) if col != "lr" else _lr(v) for v in table[col]]
     tables = [t for t in (_comparison_table(comparison),) if t is not None]
-    tables.append(_table(table, title="Per-epoch curves", key="curves", open_=True))
+    tables.append(table_block(table, title="Per-epoch curves", key="curves", open_=True))
     if m.get("f1_per_class"):
-        tables.append(_table(pd.DataFrame({"class": names, "validation F1": [fmt_number(v, 3) for v in
+        tables.append(table_block(pd.DataFrame({"class": names, "validation F1": [fmt_number(v, 3) for v in
                                                                              m["f1_per_class"]]}),
                              title="Per-class F1 on the validation split", key="f1"))
     context = {"title": f"deepfeat fine-tuning report ({Path(result.checkpoint).name})",
                "intro": f"checkpoint {result.checkpoint}; classes {', '.join(names)}.",
                "sentences": sentences, "figures": figures, "errors": _errors(m, names, limits), "limits": limits,
                "tables": tables}
-    html_path.write_text(render("finetune_report.html.j2", **context))
-    md_path.write_text(render("finetune_report.md.j2", **context,
-                              figure_files={"curves": Path(result.files["curves_png"]).name}
-                              if result.files.get("curves_png") else {}))
+    write_text(html_path, render("finetune_report.html.j2", **context))
+    write_text(md_path, render("finetune_report.md.j2", **context,
+                               figure_files={"curves": Path(result.files["curves_png"]).name}
+                               if result.files.get("curves_png") else {}))
     return {"report_html": html_path, "report_md": md_path}
 
 

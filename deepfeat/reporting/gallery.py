@@ -18,7 +18,7 @@ import numpy as np
 
 from deepfeat.errors import ImageReadError
 
-__all__ = ["GALLERY_LIMITS", "duplicate_gallery", "error_gallery", "thumbnail_uri"]
+__all__ = ["GALLERY_LIMITS", "duplicate_gallery", "error_gallery", "misclassified_gallery", "thumbnail_uri"]
 
 GALLERY_LIMITS = {"max_errors": 60, "max_duplicate_groups": 24, "max_per_group": 4, "px": 112, "quality": 70}
 
@@ -55,7 +55,6 @@ def error_gallery(predictions, config: str, classes, *, limits: dict | None = No
     ``path``, ``true``, ``pred``, ``score_pred``, ``score_true``, ``fold``), ``n_errors``, ``n_tested``, ``n_shown``,
     ``n_unreadable``, ``score_kind``, ``repeat`` and ``note`` (a sentence on what is shown).
     """
-    lim = {**GALLERY_LIMITS, **(limits or {})}
     p = predictions[predictions["config"] == config]
     repeat = int(p["repeat"].min()) if len(p) else 0
     p = p[p["repeat"] == repeat]
@@ -68,28 +67,60 @@ def error_gallery(predictions, config: str, classes, *, limits: dict | None = No
         idx = np.arange(len(wrong))
         wrong["score_pred"] = scores[idx, [col[str(v)] for v in wrong["pred"]]]
         wrong["score_true"] = scores[idx, [col[str(v)] for v in wrong["true"]]]
-        wrong = wrong.sort_values(["score_pred", "row"], ascending=[False, True], kind="stable")
+    several = f" (repeat {repeat} of several)" if predictions["repeat"].nunique() > 1 else ""
+    gallery = misclassified_gallery(wrong, len(p), limits=limits, tested=f"test images misclassified by {config}"
+                                    f"{several}", listed_in="predictions.csv",
+                                    recorded="the paths stored in the FeatureSet")
+    return {**gallery, "score_kind": kind, "repeat": repeat, "config": config}
+
+
+def misclassified_gallery(wrong, n_tested: int, *, limits: dict | None = None, tested: str,
+                          listed_in: str | None = None, recorded: str) -> dict:
+    """Thumbnails of misclassified images, most confident errors first, capped at ``limits["max_errors"]``.
+
+    Parameters
+    ----------
+    wrong : DataFrame
+        One row per misclassified image, columns ``true``, ``pred``, ``score_pred`` (the score of the predicted
+        class) and optionally ``path`` (None: not recorded), ``row`` (ties are broken by it, else by order),
+        ``score_true`` and ``fold``; without paths for every row shown, cards are named by ``row``.
+    n_tested : int
+        How many images were predicted.
+    tested, listed_in, recorded : str
+        Words of the note: "12 of 40 {tested}; ...", "(cap 60; all are in {listed_in})", "not reachable at
+        {recorded}".
+
+    Returns
+    -------
+    dict
+        ``items``, ``n_errors``, ``n_tested``, ``n_shown``, ``n_unreadable``, ``note`` and ``limits``, as
+        :func:`error_gallery`.
+    """
+    lim = {**GALLERY_LIMITS, **(limits or {})}
+    if len(wrong):
+        order = wrong["row"] if "row" in wrong.columns else np.arange(len(wrong))
+        wrong = wrong.assign(_order=np.asarray(order)).sort_values(["score_pred", "_order"],
+                                                                   ascending=[False, True], kind="stable")
     shown = wrong.head(lim["max_errors"])
     has_paths = "path" in shown.columns and shown["path"].notna().all()
     thumb = _cache(lim["px"], lim["quality"])
     items = []
-    for r in shown.itertuples(index=False):
-        path = str(r.path) if has_paths else None
-        items.append({"uri": thumb(path) if path else None, "path": path or f"row {r.row}", "true": str(r.true),
-                      "pred": str(r.pred), "score_pred": float(r.score_pred), "score_true": float(r.score_true),
-                      "fold": int(r.fold)})
+    for r in shown.to_dict("records"):
+        path = str(r["path"]) if has_paths else None
+        items.append({"uri": thumb(path) if path else None, "path": path or f"row {r['row']}", "true": str(r["true"]),
+                      "pred": str(r["pred"]), "score_pred": float(r["score_pred"]),
+                      "score_true": None if r.get("score_true") is None else float(r["score_true"]),
+                      "fold": None if r.get("fold") is None else int(r["fold"])})
     unreadable = [it["path"] for it in items if it["uri"] is None]
-    note = (f"{len(wrong)} of {len(p)} test images misclassified by {config}"
-            + (f" (repeat {repeat} of several)" if predictions["repeat"].nunique() > 1 else "") + "; "
-            + (f"showing the {len(items)} most confident errors (cap {lim['max_errors']}; all are in "
-               "predictions.csv)" if len(items) < len(wrong) else f"showing all {len(items)}, most confident first")
-            + ".")
+    cap = f"cap {lim['max_errors']}" + (f"; all are in {listed_in}" if listed_in else "")
+    note = (f"{len(wrong)} of {n_tested} {tested}; "
+            + (f"showing the {len(items)} most confident errors ({cap})" if len(items) < len(wrong)
+               else f"showing all {len(items)}, most confident first") + ".")
     if unreadable:
-        note += (f" {len(unreadable)} of them could not be drawn: the image files are not reachable at the paths "
-                 f"stored in the FeatureSet (first: {unreadable[0]}).")
-    return {"items": items, "n_errors": len(wrong), "n_tested": len(p), "n_shown": len(items),
-            "n_unreadable": len(unreadable), "score_kind": kind, "repeat": repeat, "config": config, "note": note,
-            "limits": lim}
+        note += (f" {len(unreadable)} of them could not be drawn: the image files are not reachable at {recorded} "
+                 f"(first: {unreadable[0]}).")
+    return {"items": items, "n_errors": len(wrong), "n_tested": n_tested, "n_shown": len(items),
+            "n_unreadable": len(unreadable), "note": note, "limits": lim}
 
 
 def duplicate_gallery(duplicates: dict, *, limits: dict | None = None) -> dict:

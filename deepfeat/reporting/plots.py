@@ -45,29 +45,6 @@ def confusion_png(matrix, classes, title: str) -> bytes:
     return _png(fig)
 
 
-def accuracy_bars_png(summary) -> bytes:
-    """Accuracy of each classifier, all vs selected features (bars, +- std), baselines as horizontal lines."""
-    deep = summary[summary["kind"] != "baseline"]
-    classifiers = list(dict.fromkeys(deep["classifier"]))
-    selections = list(dict.fromkeys(deep["selection"]))
-    fig, ax = _figure(max(5.0, 1.3 * len(classifiers) + 2), 4.5)
-    width = 0.8 / max(1, len(selections))
-    for i, sel in enumerate(selections):
-        rows = deep[deep["selection"] == sel].set_index("classifier").reindex(classifiers)
-        label = ("all features" if sel == "none" else "the fine-tuned network itself" if sel == "end-to-end"
-                 else f"{sel} ({rows['n_features'].mean():.0f} features)")
-        x = np.arange(len(classifiers)) + (i - (len(selections) - 1) / 2) * width
-        ax.bar(x, 100 * rows["accuracy_mean"], width, yerr=100 * rows["accuracy_std"], capsize=3, label=label)
-    for (_, row), style in zip(summary[summary["kind"] == "baseline"].iterrows(), ("--", ":", "-.")):
-        ax.axhline(100 * row["accuracy_mean"], color="grey", linestyle=style, label=f"baseline: {row['classifier'].removeprefix('baseline-')}")
-    ax.set_xticks(range(len(classifiers)), classifiers)
-    ax.set_ylabel("accuracy % (mean +- std over folds)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Accuracy: all vs selected features", fontsize=10)
-    return _png(fig)
-
-
 def mrmr_scores_png(mrmr) -> bytes:
     """mRMR score of each pick in pick order: first fold, and the mean over folds at each rank."""
     fig, ax = _figure(7, 4)
@@ -82,27 +59,6 @@ def mrmr_scores_png(mrmr) -> bytes:
     ax.set_ylabel("mRMR score at pick time")
     ax.set_title("Feature weights: mRMR scores in pick order", fontsize=10)
     ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def roc_png(predictions, config: str, classes) -> bytes:
-    """One-vs-rest ROC curves of one configuration from pooled out-of-fold scores (first repeat)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    p = predictions[(predictions["config"] == config) & (predictions["repeat"] == predictions["repeat"].min())]
-    fig, ax = _figure(5, 4.5)
-    shown = classes[1:] if len(classes) == 2 else classes
-    for name in shown:
-        truth = (p["true"].astype(str) == str(name)).to_numpy()
-        if 0 < truth.sum() < len(truth):
-            score = p[f"score_{name}"].to_numpy()
-            fpr, tpr, _ = roc_curve(truth, score)
-            ax.plot(fpr, tpr, lw=1.2, label=f"{name} (AUC {roc_auc_score(truth, score):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, linestyle="--")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC (one-vs-rest, pooled out-of-fold): {config}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
 
 
@@ -256,4 +212,51 @@ def finetune_curves_png(curves, best_epoch: int | None = None) -> bytes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# Few-shot and learning-curve reports
+
+def fewshot_png(table) -> bytes:
+    """Accuracy against shots, one panel per ways, one line per (features, method), 95 % CI as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    ways = list(dict.fromkeys(table["ways"]))
+    fig, axes = plt.subplots(1, len(ways), figsize=(5 * len(ways), 4.2), dpi=100, squeeze=False)
+    for ax, w in zip(axes[0], ways):
+        sub = table[table["ways"] == w]
+        for (name, method), g in sub.groupby(["features", "method"], sort=False):
+            style = "-" if name == "features" else "--"
+            ax.errorbar(g["shots"], 100 * g["accuracy_mean"], yerr=100 * g["ci95"], capsize=3, linestyle=style,
+                        marker="o", ms=3, label=method if name == "features" else f"{name}: {method}")
+        ax.axhline(100 / sub["n_ways"].iloc[0], color="grey", lw=0.8, linestyle=":", label="chance")
+        ax.set_xscale("log")
+        shots = sorted(set(sub["shots"]))
+        ax.set_xticks(shots, [str(s) for s in shots])
+        ax.minorticks_off()
+        ax.set_xlabel("shots (labelled images per class)")
+        ax.set_ylabel("accuracy % (mean, 95 % CI)")
+        ax.set_title(f"{w}-way", fontsize=10)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def curve_png(summary) -> bytes:
+    """Accuracy against training images per class, one line per feature set, 95 % CI as a band."""
+    fig, ax = _figure(6, 4.2)
+    for name, g in summary.groupby("features", sort=False):
+        x = g["n_per_class"].to_numpy()
+        ax.plot(x, 100 * g["accuracy_mean"], marker="o", label=name)
+        ax.fill_between(x, 100 * g["ci_low"], 100 * g["ci_high"], alpha=0.2)
+    ax.set_xscale("log")
+    ticks = sorted(set(np.round(summary["n_per_class"], 1)))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("training images per class (mean when 'all')")
+    ax.set_ylabel("test accuracy % (mean, 95 % CI over repeats)")
+    ax.set_title("Learning curve", fontsize=10)
+    ax.legend(fontsize=8)
     return _png(fig)

@@ -10,74 +10,25 @@ when mailed.
 """
 from __future__ import annotations
 
-import base64
-import json
 import math
-import re
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.fold_work import BASELINE_MAJORITY
+from deepfeat.fileio import atomic_write_bytes, write_csv
 from deepfeat.reporting import plots, stats
 from deepfeat.reporting.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
 from deepfeat.reporting.verdict import build_verdict
-from deepfeat.fileio import atomic_write_bytes, sha256_file, write_csv
+from deepfeat.reporting.writing import (COMPLETE_MARKER, DASH, check_report, finish_report, fmt_number, render,
+                                        start_report, table_block, write_json, write_text)
 
-__all__ = ["fmt_number", "render", "write_report"]
+# check_report, fmt_number and render live in deepfeat.reporting.writing (shared by every report); they stay
+# importable from here, where 0.2 had them.
+__all__ = ["COMPLETE_MARKER", "check_report", "fmt_number", "render", "write_report"]
 
 _SUMMARY_COLS = ["config", "n_features", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
                  "specificity_macro", "f1_macro", "roc_auc", "fit_time", "predict_time"]
-TEMPLATES = Path(__file__).parent / "templates"
-DASH = "—"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-
-
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)
-
-
-def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
-    """A pipe table of ``df`` with clean numbers (:func:`fmt_number`), for the Markdown reports."""
-    df = df.reset_index() if index else df
-    def cell(v):
-        text = fmt_number(v) if v is None or isinstance(v, (int, float, np.number)) else str(v)
-        return text.replace("|", "\\|")
-
-    cells = [[str(c) for c in df.columns]] + [[cell(v) for v in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(r) + " |" for r in cells]
-    lines.insert(1, "|" + "---|" * len(df.columns))
-    return "\n".join(lines)
-
-
-def fmt_number(x, digits: int = 2) -> str:
-    """A number as a reader wants it: whole numbers without ``.0``, missing values as an em dash.
-
-    Examples
-    --------
-    >>> fmt_number(1000.0), fmt_number(float("nan")), fmt_number(0.12345, 3), fmt_number(None)
-    ('1000', '—', '0.123', '—')
-    """
-    if x is None or isinstance(x, str):
-        return DASH if x is None else x
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    x = float(x)
-    if math.isnan(x):
-        return DASH
-    if x.is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    return f"{x:.{digits}f}"
 
 
 def _pm(mean, std, scale=100.0, digits=2) -> str:
@@ -85,13 +36,6 @@ def _pm(mean, std, scale=100.0, digits=2) -> str:
         return DASH
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}" if not math.isnan(std) else \
         f"{scale * mean:.{digits}f}"
-
-
-def _table(df: pd.DataFrame, *, title: str, key: str, open_: bool = False, note: str = "") -> dict:
-    """A table for the templates: column names and rows of already formatted strings."""
-    rows = [[fmt_number(v) if not isinstance(v, str) else v for v in row] for row in df.itertuples(index=False)]
-    return {"key": key, "title": title, "columns": [str(c) for c in df.columns], "rows": rows, "open": open_,
-            "note": note, "n_rows": len(rows)}
 
 
 def _summary_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -158,68 +102,9 @@ def _figures(results, verdict) -> list[dict]:
     return [{"stem": s, "caption": c, "png": p} for s, c, p in figs]
 
 
-def _environment():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
-                      autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["num"] = fmt_number
-    env.filters["md_cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
-    env.filters["b64png"] = lambda png: "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return env
-
-
-def render(template: str, **context) -> str:
-    """Render one of the package's templates (``report.html.j2``, ``report.md.j2``, ...) with ``context``."""
-    return _environment().get_template(template).render(**context)
-
-
-
-#: Written last; a folder without it (or whose files differ from it) is an unfinished report.
-COMPLETE_MARKER = "report.complete.json"
 #: Everything write_report owns in a report folder; a rerun removes these first (replace, not merge).
 REPORT_FILES = ("results.csv", "per_fold.csv", "per_class.csv", "predictions.csv", "comparisons.csv", "nested.csv",
-                "config.json", "report.md",
-                "report.html")
-
-
-def start_report(out: Path) -> None:
-    """Remove the completion marker, the previous report's files and its plots/ before writing a new one.
-
-    Other files in the folder (an experiment's features.npz, finetuned.pt, demo images) are left alone.
-    """
-    (out / COMPLETE_MARKER).unlink(missing_ok=True)  # first: from now on the folder reads as unfinished
-    for name in REPORT_FILES:
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "plots", ignore_errors=True)
-
-
-def finish_report(out: Path, paths: dict) -> Path:
-    """Write the completion marker: every report file with its sha256."""
-    files = {p.relative_to(out).as_posix(): sha256_file(p) for p in paths.values()}
-    marker = out / COMPLETE_MARKER
-    atomic_write_bytes(marker, json.dumps({"complete": True, "files": files}, indent=1).encode())
-    return marker
-
-
-def check_report(out_dir) -> dict:
-    """The marker of a finished report folder; :class:`DeepfeatError` when it is unfinished or was changed.
-
-    An interrupted ``deepfeat cv`` leaves CSVs without the marker: this tells such a folder from a finished one.
-    """
-    out = Path(out_dir)
-    try:
-        marker = json.loads((out / COMPLETE_MARKER).read_text())
-    except (OSError, ValueError):
-        raise DeepfeatError(f"report folder {out} is unfinished (no valid {COMPLETE_MARKER}): the run that wrote it "
-                            "was interrupted or failed; run it again") from None
-    changed = [f for f, sha in marker.get("files", {}).items()
-               if not (out / f).is_file() or sha256_file(out / f) != sha]
-    if changed:
-        raise DeepfeatError(f"report folder {out}: {len(changed)} file(s) missing or changed since the report was "
-                            f"finished (e.g. {changed[0]}); run it again")
-    return marker
+                "config.json", "report.md", "report.html")
 
 
 def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dict:
@@ -240,7 +125,7 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
         ``report_md``, ``report_html``, and ``plot_<stem>`` for each PNG under ``plots/``).
     """
     out = Path(out_dir)
-    start_report(out)
+    start_report(out, REPORT_FILES, folders=("plots",))
     (out / "plots").mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, df in (("results", results.summary), ("per_fold", results.per_fold),
@@ -252,31 +137,32 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
     paths["config"] = out / "config.json"
     config = {**results.config, "honesty": results.honesty, "nested": stats.nested_config(results),
               "confusion": {k: {"classes": v["classes"], "matrix": v["matrix"]} for k, v in results.confusion.items()}}
-    paths["config"].write_text(json.dumps(config, indent=2, default=_json_default))
+    write_json(paths["config"], config)
 
     verdict = build_verdict(results)
     figs = _figures(results, verdict)
     for f in figs:
         paths[f"plot_{f['stem']}"] = out / "plots" / f"{f['stem']}.png"
-        paths[f"plot_{f['stem']}"].write_bytes(f["png"])
+        atomic_write_bytes(paths[f"plot_{f['stem']}"], f["png"], fsync=False)
 
     limits = {**GALLERY_LIMITS, **(gallery_limits or {})}
     errors = error_gallery(results.predictions, verdict["best"], results.classes, limits=limits) \
         if verdict["best"] else None
     dups = duplicate_gallery(results.honesty["duplicates"], limits=limits)
-    tables = [_table(results.table().reset_index(), title="Accuracy % (Table 2 at a glance, mean ± std over folds)",
-                     key="table2", open_=True),
-              _table(_intervals_table(verdict["intervals"]), title="Accuracy with 95 % t-intervals, best first",
-                     key="intervals")]
+    tables = [table_block(results.table().reset_index(), key="table2", open_=True,
+                          title="Accuracy % (Table 2 at a glance, mean ± std over folds)"),
+              table_block(_intervals_table(verdict["intervals"]), key="intervals",
+                          title="Accuracy with 95 % t-intervals, best first")]
     if comparisons is not None:
-        tables.append(_table(_comparisons_table(comparisons), title="Pairwise comparisons (accuracy difference "
-                             "a - b, percentage points)", key="comparisons"))
-    tables += [_table(_summary_table(results.summary), title="All metrics (mean ± std over folds)", key="metrics"),
-               _table(_table3(results.per_class), title="Per-class precision / recall / specificity / F1 (Table 3)",
-                      key="table3")]
+        tables.append(table_block(_comparisons_table(comparisons), key="comparisons",
+                                  title="Pairwise comparisons (accuracy difference a - b, percentage points)"))
+    tables += [table_block(_summary_table(results.summary), key="metrics",
+                           title="All metrics (mean ± std over folds)"),
+               table_block(_table3(results.per_class), key="table3",
+                           title="Per-class precision / recall / specificity / F1 (Table 3)")]
     dup_table = _duplicates_table(results.honesty["duplicates"])
     if len(dup_table):
-        tables.append(_table(dup_table, title="Byte-identical images", key="duplicates"))
+        tables.append(table_block(dup_table, title="Byte-identical images", key="duplicates"))
     meta = results.config["featureset"]
     model = meta["meta"].get("model") or meta["meta"].get("backbone") or "features"
     context = {
@@ -286,11 +172,11 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
                   + f"; FeatureSet identity {meta['identity'][:16]}."),
         "verdict": verdict, "figures": figs, "errors": errors, "duplicates": dups, "limits": limits,
         "honesty": results.honesty_lines(), "tables": tables,
-        "stats_md": stats.statistics_markdown(results), "stats_html": stats.statistics_html(results),
+        "statistics": stats.statistics_sections(results),
     }
     paths["report_md"] = out / "report.md"
-    paths["report_md"].write_text(render("report.md.j2", **context))
+    write_text(paths["report_md"], render("report.md.j2", **context))
     paths["report_html"] = out / "report.html"
-    paths["report_html"].write_text(render("report.html.j2", **context))
+    write_text(paths["report_html"], render("report.html.j2", **context))
     paths["complete"] = finish_report(out, paths)
     return paths

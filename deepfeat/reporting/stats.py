@@ -4,14 +4,13 @@ they read only ``results.comparisons``, ``results.nested`` and ``results.summary
 """
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from deepfeat.evaluation.compare import lookup
 from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM as HIST
 from deepfeat.fileio import write_csv
 
-__all__ = ["comparison_lines", "nested_lines", "statistics_html", "statistics_markdown", "write_statistics_tables"]
+__all__ = ["comparison_lines", "nested_lines", "statistics_sections", "write_statistics_tables"]
 
 
 def _pct(x: float) -> str:
@@ -89,26 +88,15 @@ _NOTE = ("p-values and 95 % intervals come from the corrected resampled t-test (
          "Frank 2004 for repeated CV) on per-fold accuracy differences; all pairs in comparisons.csv.")
 
 
-def statistics_markdown(results) -> list[str]:
-    """Markdown lines: the nested headline (when run) and "Which configurations differ"."""
-    md = []
+def statistics_sections(results) -> list[dict]:
+    """The report sections, for the templates' ``statistics`` macros: the nested headline (when run), then
+    "Which configurations differ"; each a ``title``, its ``lines`` and a closing ``note``."""
+    sections = []
     if results.nested:
-        md += ["## Nested cross-validation (the honest estimate)", ""] + [f"- {x}" for x in nested_lines(results)]
-        md += ["", "Per outer fold: nested.csv.", ""]
-    md += ["## Which configurations differ", ""] + [f"- {x}" for x in comparison_lines(results)] + ["", _NOTE, ""]
-    return md
-
-
-def statistics_html(results) -> str:
-    """The same sections as :func:`statistics_markdown`, as HTML."""
-    def items(lines):
-        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
-
-    out = ""
-    if results.nested:
-        out += "<h2>Nested cross-validation (the honest estimate)</h2>" + items(nested_lines(results))
-    return out + "<h2>Which configurations differ</h2>" + items(comparison_lines(results)) + \
-        f"<p>{html.escape(_NOTE)}</p>"
+        sections.append({"title": "Nested cross-validation (the honest estimate)", "lines": nested_lines(results),
+                         "note": "Per outer fold: nested.csv."})
+    sections.append({"title": "Which configurations differ", "lines": comparison_lines(results), "note": _NOTE})
+    return sections
 
 
 def write_statistics_tables(results, out) -> dict:

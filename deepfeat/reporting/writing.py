@@ -1,0 +1,136 @@
+"""How every deepfeat report is written: one Jinja2 environment over ``deepfeat/reporting/templates``, the numbers
+and tables the templates show, atomic files and the completion marker.
+
+The cross-validation report (:mod:`deepfeat.reporting.report`), the few-shot and learning-curve reports
+(:mod:`deepfeat.reporting.fewshot_report`) and the fine-tuning report (:mod:`deepfeat.reporting.finetune_report`)
+share it, so they share the page style and macros, HTML escaping (autoescape for ``*.html.j2``), formula-safe CSVs
+(:func:`deepfeat.fileio.write_csv`) and files that are written to a temporary name and renamed (a reader, or a
+run killed half-way, never sees half a file). A report folder of its own is opened with :func:`start_report` and
+closed with :func:`finish_report`; :func:`check_report` tells a finished folder from an interrupted one.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from deepfeat.errors import DeepfeatError
+from deepfeat.fileio import atomic_write_bytes, sha256_file
+
+__all__ = ["COMPLETE_MARKER", "DASH", "TEMPLATES", "check_report", "finish_report", "fmt_number", "render",
+           "start_report", "table_block", "write_json", "write_text"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+DASH = "—"
+#: Written last; a folder without it (or whose files differ from it) is an unfinished report.
+COMPLETE_MARKER = "report.complete.json"
+
+
+def fmt_number(x, digits: int = 2) -> str:
+    """A number as a reader wants it: whole numbers without ``.0``, missing values as an em dash.
+
+    Examples
+    --------
+    >>> fmt_number(1000.0), fmt_number(float("nan")), fmt_number(0.12345, 3), fmt_number(None)
+    ('1000', '—', '0.123', '—')
+    """
+    if x is None or isinstance(x, str):
+        return DASH if x is None else x
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    x = float(x)
+    if math.isnan(x):
+        return DASH
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:.{digits}f}"
+
+
+def table_block(df, *, title: str, key: str, open_: bool = False, note: str = "") -> dict:
+    """A table for the templates' ``table`` macros: column names and rows of formatted strings (numbers through
+    :func:`fmt_number`), with the ``key`` (HTML id), ``title``, ``note`` and whether it starts ``open_``."""
+    rows = [[fmt_number(v) if not isinstance(v, str) else v for v in row] for row in df.itertuples(index=False)]
+    return {"key": key, "title": title, "columns": [str(c) for c in df.columns], "rows": rows, "open": open_,
+            "note": note, "n_rows": len(rows)}
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                      autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["num"] = fmt_number
+    env.filters["md_cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+    env.filters["b64png"] = lambda png: "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Render one of the package's templates (``report.html.j2``, ``report.md.j2``, ...) with ``context``."""
+    return _environment().get_template(template).render(**context)
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=False)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON atomically (numpy arrays and scalars as lists and numbers, anything else
+    as its ``str``): a report's ``config.json``."""
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default))
+
+
+def start_report(out: Path, files, folders=()) -> None:
+    """Open report folder ``out``: remove the completion marker first, then the previous report's ``files`` and
+    ``folders`` (a rerun replaces a report, it does not merge into it).
+
+    Other files in the folder (an experiment's features.npz, finetuned.pt, demo images) are left alone.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / COMPLETE_MARKER).unlink(missing_ok=True)  # first: from now on the folder reads as unfinished
+    for name in files:
+        (out / name).unlink(missing_ok=True)
+    for name in folders:
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def finish_report(out: Path, paths: dict) -> Path:
+    """Write the completion marker: every report file (``paths``' values) with its sha256."""
+    files = {p.relative_to(out).as_posix(): sha256_file(p) for p in paths.values()}
+    marker = out / COMPLETE_MARKER
+    atomic_write_bytes(marker, json.dumps({"complete": True, "files": files}, indent=1).encode())
+    return marker
+
+
+def check_report(out_dir) -> dict:
+    """The marker of a finished report folder; :class:`DeepfeatError` when it is unfinished or was changed.
+
+    An interrupted ``deepfeat cv`` (or ``fewshot``, ``curve``) leaves files without the marker: this tells such a
+    folder from a finished one.
+    """
+    out = Path(out_dir)
+    try:
+        marker = json.loads((out / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        raise DeepfeatError(f"report folder {out} is unfinished (no valid {COMPLETE_MARKER}): the run that wrote it "
+                            "was interrupted or failed; run it again") from None
+    changed = [f for f, sha in marker.get("files", {}).items()
+               if not (out / f).is_file() or sha256_file(out / f) != sha]
+    if changed:
+        raise DeepfeatError(f"report folder {out}: {len(changed)} file(s) missing or changed since the report was "
+                            f"finished (e.g. {changed[0]}); run it again")
+    return marker
