@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedGroupKFold
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.fewshot.evaluate import parse_list
 
@@ -58,9 +59,10 @@ def _t_ci(values) -> tuple[float, float, float]:
     return float(v.mean()), sd, float(stats.t.ppf(0.975, len(v) - 1) * sd / np.sqrt(len(v)))
 
 
-def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="svm", select="mrmr",
-                   n_features=None, repeats: int = 5, test_fraction: float = 0.3, groups="auto", seed: int = 0,
-                   baseline="auto", progress: bool = False) -> CurveResults:
+def learning_curve(features, *, sizes=defaults.CURVE_SIZES, classifier=defaults.CURVE_CLASSIFIER,
+                   select=defaults.CURVE_SELECT, n_features=None, repeats: int = defaults.CURVE_REPEATS,
+                   test_fraction: float = defaults.CURVE_TEST_FRACTION, groups=defaults.GROUPS,
+                   seed: int = defaults.SEED, baseline=defaults.BASELINE, progress: bool = False) -> CurveResults:
     """Accuracy on a fixed test set per repeat as the training images per class grow.
 
     Parameters
@@ -123,7 +125,7 @@ def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="s
                 continue
             train = np.sort(np.concatenate([v if s == "all" else v[:s] for v in order.values()]))
             for name, X in sets:
-                k = n_features if n_features is not None else auto_n_features(X.shape[1])
+                k = n_features if n_features not in (None, "auto") else auto_n_features(X.shape[1])
                 k = min(k, X.shape[1])
                 pipe = build_pipeline(classifier, selector=select if select == "mrmr" else None,
                                       n_features=k if select == "mrmr" else None, seed=seed)
