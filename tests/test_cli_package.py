@@ -218,3 +218,17 @@ def test_predict_images_returns_the_unreadable_rows(tmp_path, monkeypatch):
     none = workflows.Predictions(pd.DataFrame({"path": ["x"], "label": [None], "error": ["bad"]}), tmp_path / "q")
     with pytest.raises(DeepfeatError, match="none of the 1 images could be read"):
         none.check_any_predicted()
+
+
+def test_a_renamed_option_is_said_in_one_line(features, tmp_path, capsys):
+    with pytest.warns(FutureWarning):  # still a FutureWarning for whoever filters them
+        code, _, err = run(capsys, "fewshot", features, "-o", tmp_path / "o", "--ways", "2", "--shots", "1",
+                           "--queries", "4", "--episodes", "5", "--baseline", "none", "--method", "knn")
+    assert code in (0, None)
+    from deepfeat.cli.messages import cli_warnings
+
+    with cli_warnings():
+        line = warnings.formatwarning("--method is renamed --classifier", FutureWarning, str(CLI / "fewshot.py"), 51)
+        other = warnings.formatwarning("mRMR kept 3", UserWarning, str(ROOT / "deepfeat" / "selection" / "mrmr.py"), 9)
+    assert line == "deepfeat: FutureWarning: --method is renamed --classifier\n"
+    assert other.startswith(str(ROOT / "deepfeat" / "selection" / "mrmr.py") + ":9: UserWarning: mRMR kept 3")

@@ -12,13 +12,15 @@ import errno
 import logging
 import re
 import signal
+import warnings
+from pathlib import Path
 
 import typer
 
 from deepfeat.errors import ExtractionInterrupted
 
 __all__ = ["PYTHON_TO_CLI", "CliFormatter", "echo_err", "models_text", "say_interrupted",
-           "ordinary_os_error", "show_messages", "sigterm_interrupts", "to_cli"]
+           "cli_warnings", "ordinary_os_error", "show_messages", "sigterm_interrupts", "to_cli"]
 
 # Python parameter -> CLI option (the option a user types to change it)
 PYTHON_TO_CLI = {
@@ -113,6 +115,24 @@ def models_text() -> str:
     lines.append("Any model also runs with --weights PATH (a .pth/.safetensors/Darknet .weights file or a "
                  "fine-tune checkpoint) or --weights none (random, seeded).")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def cli_warnings():
+    """The CLI's own warnings (a renamed option) as one ``deepfeat: FutureWarning: ...`` line, not Python's
+    file:line and source line; the library's warnings show as before."""
+    python_format, here = warnings.formatwarning, Path(__file__).parent
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if Path(filename).parent == here:
+            return f"deepfeat: {category.__name__}: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = python_format
 
 
 @contextlib.contextmanager

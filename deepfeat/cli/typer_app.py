@@ -13,7 +13,7 @@ import typer
 
 from deepfeat import __version__
 from deepfeat.cli import evaluate, extract, fewshot, finetune, run
-from deepfeat.cli.messages import echo_err, ordinary_os_error, sigterm_interrupts, to_cli
+from deepfeat.cli.messages import cli_warnings, echo_err, ordinary_os_error, sigterm_interrupts, to_cli
 from deepfeat.errors import DeepfeatError
 
 app = typer.Typer(
@@ -58,7 +58,8 @@ def main(argv=None):
     """Console entry point: bad input -> one clear line on stderr and exit code 2; usage errors as click does."""
     previous = sigterm_interrupts()
     try:
-        app(args=argv, prog_name="deepfeat")
+        with cli_warnings():
+            app(args=argv, prog_name="deepfeat")
     except (DeepfeatError, FileNotFoundError) as exc:
         echo_err(f"error: {to_cli(exc)}")
         sys.exit(2)
