@@ -43,7 +43,7 @@ for name, w in weights.items():
                           image_size=128, cache=False, progress=False)
     fs.save(f"{O}/ev_{name}.features")
     res = few_shot_evaluate(fs, ways=[2], shots=[1, 5, 10, 20], queries=15, episodes=300,
-                            methods=["prototype", "logreg", "svm"], baseline="none", seed=0)
+                            classifiers=["prototype", "logreg", "svm"], baseline="none", seed=0)
     write_fewshot_report(res, f"{O}/fewshot_{name}")
     t = res.table.assign(features=name)
     tables.append(t)

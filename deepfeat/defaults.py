@@ -2,7 +2,8 @@
 
 Every public function and every ``deepfeat`` command takes its defaults from here, so ``deepfeat extract`` and
 ``extract_features`` (or ``deepfeat fit`` and ``DeepFeatureClassifier``) can never disagree again;
-``tests/test_defaults.py`` compares the typer signatures with the library signatures.
+``tests/test_defaults.py`` pairs every option of every command with its library parameter and checks both
+defaults, and checks that the library signatures use this table.
 
 | parameter | default | where |
 | --- | --- | --- |
@@ -21,6 +22,17 @@ Every public function and every ``deepfeat`` command takes its defaults from her
 | inner_folds | 5 (inner folds of nested CV) | cv ``--nested``, nested_cross_validate, TOML ``[cv] inner_folds`` |
 | groups / baseline | ``auto`` / ``auto`` | cv |
 | recipe (fine-tuning) | ``transfer`` (LP-FT, discriminative rates, frozen BN; ``study`` = the paper's MATLAB settings) | finetune, FinetuneConfig, TOML ``[finetune] recipe`` |
+| nested / fold_cache / rope | off / ``auto`` / 0.01 | cv, cross_validate, TOML ``[cv]`` |
+| tta | ``none`` | extract, extract_features, TOML ``[features]`` |
+| select (fit) | ``none`` | fit, fit_model |
+| ways / shots / queries / episodes | (2, 5, all) / (1, 5, 10, 20) / 15 / 1000 | fewshot, few_shot_evaluate |
+| classifiers / standardize (few-shot) | prototype, knn, logreg, svm / ``support`` | fewshot, few_shot_evaluate |
+| sizes / classifier / select / repeats / test_fraction | (5, 10, 20, 50, 100, all) / svm / mrmr / 5 / 0.3 | curve, learning_curve |
+| images per class / n_features (demo) | 40 / 100 | demo, run_demo |
+
+A TOML key left out takes the library default (the keys are the library's parameter names). ``config`` names a
+run's settings and ``method`` an mRMR variant only: the experiment file is ``experiment`` and the few-shot
+classifiers ``classifiers`` (0.2's ``config`` / ``methods`` still work in 0.3, with a FutureWarning).
 """
 from __future__ import annotations
 
@@ -48,3 +60,25 @@ BASELINES = ("auto", "histogram", "majority", "none")
 N_JOBS = 1
 INNER_FOLDS = 5
 RECIPE = "transfer"
+# few-shot episodes: deepfeat fewshot, few_shot_evaluate (groups, seed and baseline as above)
+FEWSHOT_WAYS = (2, 5, "all")
+FEWSHOT_SHOTS = (1, 5, 10, 20)
+FEWSHOT_QUERIES = 15
+FEWSHOT_EPISODES = 1000
+FEWSHOT_CLASSIFIERS = ("prototype", "knn", "logreg", "svm")
+FEWSHOT_STANDARDIZE = "support"
+# learning curves: deepfeat curve, learning_curve (groups, seed and baseline as above)
+CURVE_SIZES = (5, 10, 20, 50, 100, "all")
+CURVE_CLASSIFIER = "svm"
+CURVE_SELECT = "mrmr"
+CURVE_REPEATS = 5
+CURVE_TEST_FRACTION = 0.3
+# nested CV and the comparison statistics: deepfeat cv, cross_validate, TOML [cv]
+NESTED = False
+FOLD_CACHE = "auto"
+ROPE = 0.01
+# the other options of extract / fit and of the demo
+TTA = "none"
+FIT_SELECT = "none"
+DEMO_IMAGES_PER_CLASS = 40
+DEMO_N_FEATURES = 100

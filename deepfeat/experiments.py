@@ -88,6 +88,8 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     """Run an experiment end to end and write its report into ``out_dir``.
 
     ``source`` overrides ``[data] source`` (experiment files name no machine-specific paths by default).
+    ``overrides`` (``cross_validate`` options; the CLI passes those typed on the command line) win over the ``[cv]``
+    table, which wins over ``cross_validate``'s defaults: a key left out of the file takes the library default.
     ``notices`` are put first in ``results.honesty["warnings"]`` (the demo's SYNTHETIC DATA notice).
     Returns a dict with the results object and the paths written.
     """
@@ -158,7 +160,8 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     return {"results": results, "paths": paths, "timings": timings}
 
 
-def run_demo(out_dir="deepfeat-demo", *, n_per_class: int = 40, folds: int = 10, n_features: int = 100,
+def run_demo(out_dir="deepfeat-demo", *, n_per_class: int = defaults.DEMO_IMAGES_PER_CLASS,
+             folds: int = defaults.FOLDS, n_features: int = defaults.DEMO_N_FEATURES,
              progress: bool = True, log=print) -> dict:
     """The embedded default: synthetic smear-like cells -> EfficientNet-Lite0 ImageNet features -> cv -> report.
 
@@ -215,6 +218,11 @@ def shipped_experiments() -> dict[str, Path]:
     return {}
 
 
+def shipped_descriptions() -> dict[str, str]:
+    """The shipped experiments (``deepfeat run --list``): name -> the description in its file."""
+    return {name: Experiment.from_toml(path).description for name, path in shipped_experiments().items()}
+
+
 def find_experiment(name_or_path) -> Path:
     """An experiment file: an existing path, else the shipped experiment of that name (``.toml`` optional)."""
     path = Path(name_or_path)
@@ -231,77 +239,3 @@ def find_experiment(name_or_path) -> Path:
 def config_overrides(**values: Any) -> dict:
     """Keep only the options that were actually given (None = not given)."""
     return {k: v for k, v in values.items() if v is not None}
-
-
-def cross_validate_experiment(source, out_dir, *, config=None, finetune_in_fold=None, overrides: dict | None = None,
-                              progress: bool = True, log=print):
-    """``deepfeat cv``: FeatureSet file(s) -> cross-validation (several: a grid on identical folds) -> report, or,
-    with an experiment file, its whole
-    procedure on ``source`` as the image source (``finetune_in_fold``: an experiment / fine-tune TOML whose
-    fine-tuning runs inside each training fold). Returns the results object."""
-    overrides = dict(overrides or {})
-    sources = [source] if isinstance(source, (str, Path)) else list(source or [])
-    if config or finetune_in_fold:
-        if len(sources) > 1:
-            raise DeepfeatError("an experiment file (--config / --finetune) takes one image source, not several "
-                                "FeatureSet files")
-        exp = Experiment.from_toml(find_experiment(config or finetune_in_fold))  # a path or a shipped name
-        if finetune_in_fold:
-            exp.finetune = {**exp.finetune, "enabled": True, "in_fold": True}
-        return run_experiment(exp, out_dir, source=sources[0] if sources else None, overrides=overrides,
-                              progress=progress, log=log)["results"]
-    if not sources:
-        raise DeepfeatError("give a FeatureSet file (deepfeat cv FEATURES -o DIR) or --config EXPERIMENT.toml")
-    from deepfeat.evaluation.cross_validation import cross_validate
-    from deepfeat.evaluation.grid import named_by_stem
-    from deepfeat.reporting.report import write_report
-    from deepfeat.features import load_features
-
-    features = load_features(sources[0]) if len(sources) == 1 else named_by_stem(sources, load_features)
-    results = cross_validate(features, progress=progress, **overrides)
-    write_report(results, out_dir)
-    return results
-
-
-def fit_model(features, output, *, classifier=defaults.FIT_CLASSIFIER, select="none", n_features=defaults.N_FEATURES,
-              threshold=None, mrmr_method=defaults.MRMR_METHOD, class_weight=None, seed=defaults.SEED):
-    """``deepfeat fit``: train one classifier pipeline on a FeatureSet file and save it; returns (model, path)."""
-    from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
-    from deepfeat.classifiers.model_files import save_model
-    from deepfeat.classifiers.presets import make_selector
-    from deepfeat.features import load_features
-    from deepfeat.selection.mrmr import resolve_n_features
-
-    if select not in defaults.SELECTIONS:
-        raise DeepfeatError(f"select must be one of {list(defaults.SELECTIONS)}; got {select!r}")
-    fs = load_features(features)
-    n_features = resolve_n_features(n_features, fs.n_features, threshold=threshold)  # the one check, as in cv
-    selector = make_selector(select, n_features=n_features, threshold=threshold, mrmr_method=mrmr_method)
-    model = DeepFeatureClassifier.from_featureset(fs, classifier=classifier, selector=selector,
-                                                  class_weight=class_weight, seed=seed)
-    return model, save_model(model, output)
-
-
-def finetune_from_options(source, output, *, model=defaults.MODEL, weights=defaults.WEIGHTS, config=None,
-                          resume=None, progress: bool = True, compare: bool = True, **options):
-    """``deepfeat finetune``: the ``[finetune]`` table of ``config`` (when given), then ``options`` (None = not
-    given), then fine-tune ``model`` on ``source`` and write its report; with ``compare``, the report puts the
-    network end to end next to SVMs on its features and on the frozen network's, on the same validation images
-    (two extraction passes). Returns the FinetuneResult (``files["comparison"]``: those figures)."""
-    from deepfeat.finetuning.run import FinetuneConfig, finetune
-
-    if config:
-        cfg = Experiment.from_toml(config).finetune_config(**options)
-    else:
-        cfg = FinetuneConfig.from_dict(config_overrides(**options), where="fine-tune options")
-    from deepfeat.reporting.finetune_report import write_finetune_report
-
-    result = finetune(source, model=model, weights=weights, out=output, config=cfg, resume=resume, progress=progress)
-    comparison = None
-    if compare:
-        from deepfeat.evaluation.finetune_compare import split_comparison
-
-        comparison = split_comparison(result, source, model=model, weights=weights, progress=progress)
-        result.files["comparison"] = comparison
-    result.files["report_html"] = write_finetune_report(result, comparison=comparison)["report_html"]
-    return result

@@ -62,8 +62,8 @@ def test_episodes_deterministic_by_seed():
     c = EpisodeSampler(fs.y, sha256=fs.sha256, groups=fs.groups).plan(2, 3, 4, 50, seed=8)
     assert np.array_equal(a.support, b.support) and np.array_equal(a.query, b.query)
     assert not np.array_equal(a.support, c.support)
-    r1 = few_shot_evaluate(fs, ways=[2], shots=[1, 3], queries=4, episodes=40, methods=["prototype", "knn"], seed=5)
-    r2 = few_shot_evaluate(fs, ways=[2], shots=[1, 3], queries=4, episodes=40, methods=["prototype", "knn"], seed=5)
+    r1 = few_shot_evaluate(fs, ways=[2], shots=[1, 3], queries=4, episodes=40, classifiers=["prototype", "knn"], seed=5)
+    r2 = few_shot_evaluate(fs, ways=[2], shots=[1, 3], queries=4, episodes=40, classifiers=["prototype", "knn"], seed=5)
     assert r1.per_episode["accuracy"].tolist() == r2.per_episode["accuracy"].tolist()
 
 
@@ -82,7 +82,7 @@ def test_ci_covers_known_accuracy():
         y = np.repeat([0, 1], 1000)
         X = (rng.normal(0, 1, len(y)) + np.where(y == 1, mu, -mu))[:, None]
         r = few_shot_evaluate(FeatureSet(X, y=y), ways=[2], shots=[1], queries=15, episodes=200,
-                              methods=["prototype_euc"], seed=seed, baseline="none")
+                              classifiers=["prototype_euc"], seed=seed, baseline="none")
         row = r.table.iloc[0]
         covered += row["ci_low"] <= truth <= row["ci_high"]
     assert 0.85 <= covered / runs <= 1.0, (covered, runs, truth)
@@ -108,7 +108,7 @@ def test_results_table_methods_and_skips():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         r = few_shot_evaluate(fs, ways=[2, 9, "all"], shots=[1, 50], queries=5, episodes=10,
-                              methods=["prototype", "logreg", "svm"], baseline="none")
+                              classifiers=["prototype", "logreg", "svm"], baseline="none")
     assert set(r.table["method"]) == {"prototype_cos", "prototype_euc", "logreg", "svm"}
     assert set(r.table["ways"]) == {"2", "all (4)"}
     reasons = " ".join(s["reason"] for s in r.skipped)
@@ -123,14 +123,14 @@ def test_results_table_methods_and_skips():
 def test_bad_parameters_are_named():
     fs = _features()
     with pytest.raises(DeepfeatError, match="unknown few-shot method 'proto'"):
-        few_shot_evaluate(fs, methods=["proto"])
+        few_shot_evaluate(fs, classifiers=["proto"])
     with pytest.raises(DeepfeatError, match="'shots' must be a comma list of integers"):
         few_shot_evaluate(fs, shots="1,x")
     with pytest.raises(DeepfeatError, match="'standardize' parameter must be 'none' or 'support'"):
         few_shot_evaluate(fs, standardize="all")
     with pytest.warns(UserWarning, match="same episodes as 2-way 1-shot"):
         r = few_shot_evaluate(fs.subset(np.isin(fs.y, ["c0", "c1"])), ways=[2, "all"], shots=[1], queries=3,
-                              episodes=5, methods=["knn"])
+                              episodes=5, classifiers=["knn"])
     assert r.table["ways"].tolist() == ["2"]
     with pytest.raises(DeepfeatError, match="no few-shot configuration could be run"):
         few_shot_evaluate(fs, ways=[7], shots=[1], episodes=5)
@@ -139,7 +139,7 @@ def test_bad_parameters_are_named():
 def test_standardize_support_and_baseline_same_episodes():
     fs = _features()
     hist = fs.X * 3 + 1  # a "baseline" that prototypes-euc cannot tell apart from X up to scale
-    r = few_shot_evaluate(fs, ways=[2], shots=[3], queries=4, episodes=30, methods=["prototype_euc", "svm"],
+    r = few_shot_evaluate(fs, ways=[2], shots=[3], queries=4, episodes=30, classifiers=["prototype_euc", "svm"],
                           standardize="support", baseline=("scaled", hist))
     pe = r.per_episode
     a = pe[(pe.features == "features") & (pe.method == "prototype_euc")]["accuracy"].to_numpy()
@@ -151,10 +151,10 @@ def test_standardize_support_and_baseline_same_episodes():
 def test_finetune_overlap_reported():
     fs = _features()
     fs.meta["finetune"] = {"train_sha256": list(fs.sha256[:10])}
-    r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=30, episodes=30, methods=["prototype_euc"])
+    r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=30, episodes=30, classifiers=["prototype_euc"])
     assert any(line.startswith("WARNING: the backbone was fine-tuned (or validated) on") for line in r.honesty_lines())
     fs.meta["finetune"] = {"train_sha256": ["not-here"]}
-    r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=5, episodes=10, methods=["prototype_euc"])
+    r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=5, episodes=10, classifiers=["prototype_euc"])
     assert any("none of which appears in any query set" in line for line in r.honesty_lines())
 
 

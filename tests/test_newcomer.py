@@ -14,7 +14,7 @@ import pytest
 from cli_helpers import random_images, run
 
 from deepfeat import FeatureSet, catalog
-from deepfeat.cli_messages import to_cli
+from deepfeat.cli.messages import to_cli
 from deepfeat.data.sources import open_source
 from deepfeat.errors import DeepfeatError, ExtractionInterrupted
 

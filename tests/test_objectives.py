@@ -86,6 +86,6 @@ def test_each_objective_trains_and_feeds_pooled_fewshot(objective, cells, tmp_pa
     fs = extract_features(cells, model=ARCH, weights=str(out), layer="pooled", cache=False, progress=False,
                           num_workers=0)
     assert fs.meta["finetune"]["train_sha256"]
-    r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=2, episodes=20, methods=["prototype_cos"],
+    r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=2, episodes=20, classifiers=["prototype_cos"],
                           baseline="none")
     assert any(line.startswith("WARNING: the backbone was fine-tuned (or validated) on") for line in r.honesty_lines())

@@ -199,6 +199,7 @@ def open_source(
     *,
     manifest: str | os.PathLike | DatasetManifest | None = None,
     groups: str | Sequence[str] | Callable[[str], str] | None = None,
+    warn_skipped: bool = True,
 ) -> ImageSource:
     """Open images to read: a class-folder tree, a CSV, an unlabelled folder, a list of files, or a dataset.
 
@@ -220,6 +221,9 @@ def open_source(
         Subject ids, overriding any from the CSV or manifest: one per image, a callable ``path -> id``, or a
         regular expression searched in each file name (its ``group`` named group, else its first group, else
         the whole match).
+    warn_skipped : bool, default=True
+        Warn when entries were skipped unopened (FIFOs, devices, links not followed). ``False`` when the caller
+        reports ``source.skipped`` itself (``deepfeat extract`` lists them with the class counts).
 
     Returns
     -------
@@ -274,7 +278,7 @@ def open_source(
                 f"{path} is neither a folder, a .csv manifest nor an image file ({', '.join(IMAGE_EXTENSIONS)})"
             )
     source = _apply_groups(source, groups, m)
-    if source.skipped:
+    if source.skipped and warn_skipped:
         shown = "; ".join(f"{p}: {why}" for p, why in source.skipped[:5])
         more = f" (and {len(source.skipped) - 5} more)" if len(source.skipped) > 5 else ""
         warnings.warn(f"{source.root or source.name}: {len(source.skipped)} entr(y/ies) skipped, never opened: "

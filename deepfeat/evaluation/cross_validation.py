@@ -271,8 +271,8 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
                    folds: int = defaults.FOLDS, repeats: int = defaults.REPEATS, groups=defaults.GROUPS,
                    seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
                    baseline=defaults.BASELINE, fold_features: Callable | None = None, progress: bool = True,
-                   nested: bool = False, inner_folds: int = defaults.INNER_FOLDS, fold_cache="auto",
-                   rope: float = 0.01, scheduler=defaults.SCHEDULER) -> CVResults:
+                   nested: bool = defaults.NESTED, inner_folds: int = defaults.INNER_FOLDS, fold_cache=defaults.FOLD_CACHE,
+                   rope: float = defaults.ROPE, scheduler=defaults.SCHEDULER) -> CVResults:
     """Cross-validate classifiers on all vs mRMR-selected features, with baselines on the same folds.
 
     Parameters

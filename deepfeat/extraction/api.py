@@ -62,7 +62,7 @@ def _check_params(layer, precision, channels_last, on_error, allowed_on_error, b
         raise DeepfeatError(f"The 'batch_size' parameter must be an int >= 1 or None. Got {batch_size!r} instead.")
 
 
-def check_request(*, model=defaults.MODEL, layer=defaults.LAYER, tta="none", precision=defaults.PRECISION,
+def check_request(*, model=defaults.MODEL, layer=defaults.LAYER, tta=defaults.TTA, precision=defaults.PRECISION,
                   channels_last="auto", on_error="raise", batch_size=None) -> tuple[list, list]:
     """Validate an extraction request before any image is opened or torch imported; ``(models, layers)``.
 
@@ -83,7 +83,7 @@ def check_request(*, model=defaults.MODEL, layer=defaults.LAYER, tta="none", pre
 def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, layer=defaults.LAYER,
                      batch_size=None, device=defaults.DEVICE, num_workers=None, cache=True,
                      precision=defaults.PRECISION, channels_last="auto", crop_border=False, image_size=None,
-                     on_error="raise", progress=True, manifest=None, tta="none", scheduler=defaults.SCHEDULER,
+                     on_error="raise", progress=True, manifest=None, tta=defaults.TTA, scheduler=defaults.SCHEDULER,
                      shard_size=defaults.SHARD_SIZE, resources=None) -> FeatureSet:
     """Deep features of every image in ``source``, through the on-disk cache.
 

@@ -63,9 +63,10 @@ def curve_splits(y, split_groups, repeats: int, test_fraction: float, seed: int)
     return [(np.sort(tr), np.sort(te)) for _, k, tr, te in folds if k == 0]
 
 
-def learning_curve(features, *, sizes=(5, 10, 20, 50, 100, "all"), classifier="svm", select="mrmr",
-                   n_features=defaults.N_FEATURES, repeats: int = 5, test_fraction: float = 0.3, groups="auto",
-                   seed: int = 0, baseline="auto", progress: bool = False) -> CurveResults:
+def learning_curve(features, *, sizes=defaults.CURVE_SIZES, classifier=defaults.CURVE_CLASSIFIER,
+                   select=defaults.CURVE_SELECT, n_features=defaults.N_FEATURES, repeats: int = defaults.CURVE_REPEATS,
+                   test_fraction: float = defaults.CURVE_TEST_FRACTION, groups=defaults.GROUPS,
+                   seed: int = defaults.SEED, baseline=defaults.BASELINE, progress: bool = False) -> CurveResults:
     """Accuracy on a fixed test set per repeat as the training images per class grow.
 
     Parameters

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.fewshot.episodes import EpisodePlan, EpisodeSampler
 
@@ -60,16 +61,23 @@ def parse_list(value, name: str, *, allow=()) -> list:
     return out
 
 
-def _methods(methods) -> list[str]:
+def _classifier_names(classifiers) -> list[str]:
     out = []
-    for m in (methods.split(",") if isinstance(methods, str) else methods):
+    for m in (classifiers.split(",") if isinstance(classifiers, str) else classifiers):
         m = str(m).strip()
         for name in _ALIASES.get(m, (m,)):
             if name not in METHODS:
-                raise DeepfeatError(f"unknown few-shot method {m!r}; choose from prototype, {', '.join(METHODS)}")
+                raise DeepfeatError(f"The 'classifiers' parameter names an unknown few-shot method {m!r}; choose "
+                                    f"from prototype, {', '.join(METHODS)}")
             if name not in out:
                 out.append(name)
     return out
+
+
+def _renamed_methods(methods):
+    warnings.warn("few_shot_evaluate(methods=...) is renamed classifiers=... (method names an mRMR variant); "
+                  "methods= keeps working in 0.3 and goes in 0.4", FutureWarning, stacklevel=3)
+    return methods
 
 
 # --- batched classifiers: X support (E, W, K, d), query (E, W*Q, d) -> predicted way index (E, W*Q) -------------
@@ -266,10 +274,11 @@ def _evaluate_plan(plan, k: int, sets, method_l, *, queries: int, episodes: int,
                       f" ({episodes / dt:.0f} episodes/s)")
 
 
-def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), queries: int = 15,
-                      episodes: int = 1000, methods=("prototype", "knn", "logreg", "svm"), groups="auto",
-                      standardize: str = "support", seed: int = 0, baseline="auto", progress: bool = False
-                      ) -> FewShotResults:
+def few_shot_evaluate(features, *, ways=defaults.FEWSHOT_WAYS, shots=defaults.FEWSHOT_SHOTS,
+                      queries: int = defaults.FEWSHOT_QUERIES, episodes: int = defaults.FEWSHOT_EPISODES,
+                      classifiers=defaults.FEWSHOT_CLASSIFIERS, groups=defaults.GROUPS,
+                      standardize: str = defaults.FEWSHOT_STANDARDIZE, seed: int = defaults.SEED,
+                      baseline=defaults.BASELINE, progress: bool = False, methods=None) -> FewShotResults:
     """Few-shot accuracy of ``features`` over seeded N-way K-shot episodes.
 
     Parameters
@@ -281,8 +290,9 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
     queries : int
         Query images per class per episode.
     episodes : int
-    methods : sequence of str
-        "prototype" (= prototype_cos + prototype_euc), "prototype_cos", "prototype_euc", "knn", "logreg", "svm".
+    classifiers : sequence of str, or a comma string
+        The few-shot classifiers: "prototype" (= prototype_cos + prototype_euc), "prototype_cos",
+        "prototype_euc", "knn", "logreg", "svm".
     groups : "auto", "none" or None
         "auto": support and query never share a subject when the FeatureSet has subject ids.
     standardize : "support" (default) or "none"
@@ -294,6 +304,8 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
         images when every path is reachable (else said so in the honesty statements), "histogram" requires them
         ("majority" and "none": no baseline; episodes have no majority-class row); a ``(name, array)`` pair gives
         them directly.
+    methods : deprecated
+        The 0.2 name of ``classifiers`` (a FutureWarning; removed in 0.4): ``method`` names an mRMR variant only.
 
     Returns
     -------
@@ -305,7 +317,7 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
     >>> from deepfeat.features import FeatureSet
     >>> rng = np.random.default_rng(0)
     >>> fs = FeatureSet(np.r_[rng.normal(0, 1, (40, 3)), rng.normal(3, 1, (40, 3))], y=[0] * 40 + [1] * 40)
-    >>> r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=5, episodes=50, methods=["prototype_euc"])
+    >>> r = few_shot_evaluate(fs, ways=[2], shots=[1], queries=5, episodes=50, classifiers=["prototype_euc"])
     >>> round(float(r.table["accuracy_mean"].iloc[0]), 2) > 0.8
     True
     """
@@ -314,7 +326,7 @@ def few_shot_evaluate(features, *, ways=(2, 5, "all"), shots=(1, 5, 10, 20), que
     features.check_trainable("few-shot evaluation")
     ways_l = parse_list(ways, "ways", allow=("all",))
     shots_l = parse_list(shots, "shots")
-    method_l = _methods(methods)
+    method_l = _classifier_names(classifiers if methods is None else _renamed_methods(methods))
     if not isinstance(queries, (int, np.integer)) or queries < 1:
         raise DeepfeatError(f"The 'queries' parameter must be an int >= 1. Got {queries!r} instead.")
     if not isinstance(episodes, (int, np.integer)) or episodes < 2:

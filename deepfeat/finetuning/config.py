@@ -110,10 +110,10 @@ class FinetuneConfig:
     balance: str = "none"
     freeze_backbone_epochs: int = FROM_RECIPE
     head: str = "keep1000"
-    device: str = "auto"
+    device: str = defaults.DEVICE
     workers: int | None = None
-    seed: int = 0
-    precision: str = "auto"
+    seed: int = defaults.SEED
+    precision: str = defaults.PRECISION
     channels_last: bool | str = "auto"
     image_size: int | None = None
     crop_border: bool = False

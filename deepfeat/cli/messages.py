@@ -1,4 +1,4 @@
-"""The one place where library wording (Python names) becomes command-line wording (option names).
+"""What the command line says and how: library wording (Python names) becomes command-line wording (option names).
 
 Library messages name parameters as Python spells them (``precision='bf16'``, ``n_features=5000``,
 ``selections must be ...``), because a Python caller reads them. The CLI shows every message -- its ``error:``
@@ -8,13 +8,19 @@ line and the ``deepfeat:`` log lines -- through :func:`to_cli`, so a command-lin
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import re
 import signal
+import warnings
+from pathlib import Path
+
+import typer
 
 from deepfeat.errors import ExtractionInterrupted
 
-__all__ = ["PYTHON_TO_CLI", "to_cli", "CliFormatter", "models_text", "say_interrupted", "sigterm_interrupts"]
+__all__ = ["PYTHON_TO_CLI", "CliFormatter", "echo_err", "models_text", "say_interrupted",
+           "cli_warnings", "ordinary_os_error", "show_messages", "sigterm_interrupts", "to_cli"]
 
 # Python parameter -> CLI option (the option a user types to change it)
 PYTHON_TO_CLI = {
@@ -28,11 +34,14 @@ PYTHON_TO_CLI = {
     "epochs": "--epochs", "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
     "weight_decay": "--weight-decay", "schedule": "--schedule", "val_fraction": "--val-fraction",
     "augment": "--augment", "balance": "--balance", "head": "--head", "monitor": "--monitor",
+    "experiment": "--experiment", "queries": "--queries", "episodes": "--episodes", "standardize": "--standardize",
+    "test_fraction": "--test-fraction",
 }
 # Whole phrases whose CLI form is not a renamed parameter.
 PHRASES = {
     "pass on_error='skip' (CLI: without --strict)": "run without --strict",
     "on_error='skip'": "without --strict",
+    "on_error='raise'": "--strict",
     " (remembered)": " (decided earlier for this model on this machine; --precision to choose)",
 }
 
@@ -78,6 +87,21 @@ class CliFormatter(logging.Formatter):
         return to_cli(super().format(record))
 
 
+def echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def show_messages(progress: bool) -> None:
+    """The library logs its decisions (logger ``deepfeat``); the CLI shows them on stderr unless --quiet."""
+    logger = logging.getLogger("deepfeat")
+    if not any(getattr(h, "_deepfeat_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()  # stderr at the time of each message (pytest's capture included)
+        handler.setFormatter(CliFormatter("deepfeat: %(message)s"))
+        handler._deepfeat_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if progress else logging.WARNING)
+
+
 def models_text() -> str:
     """``deepfeat models``: the networks with weights here (offline) and what the other suggested ones need."""
     from deepfeat.catalog import model_catalog
@@ -94,10 +118,26 @@ def models_text() -> str:
 
 
 @contextlib.contextmanager
+def cli_warnings():
+    """The CLI's own warnings (a renamed option) as one ``deepfeat: FutureWarning: ...`` line, not Python's
+    file:line and source line; the library's warnings show as before."""
+    python_format, here = warnings.formatwarning, Path(__file__).parent
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if Path(filename).parent == here:
+            return f"deepfeat: {category.__name__}: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = python_format
+
+
+@contextlib.contextmanager
 def say_interrupted():
     """Ctrl-C / SIGTERM during an extraction: say how much is cached (typer alone prints a blank line)."""
-    import typer
-
     try:
         yield
     except ExtractionInterrupted as exc:
@@ -115,3 +155,20 @@ def sigterm_interrupts():
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:
         return None
+
+
+# Operating-system failures a user can fix (permissions, a full or read-only disk): an `error:` line, not a traceback.
+_ORDINARY_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR,
+                    errno.ENOTDIR, errno.ENAMETOOLONG, errno.EMFILE}
+_HINTS = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+          errno.EROFS: "write somewhere writable", errno.EACCES: "check the permissions or write elsewhere",
+          errno.EPERM: "check the permissions or write elsewhere"}
+
+
+def ordinary_os_error(exc: OSError) -> str | None:
+    """The ``error:`` line for an OS failure a user can fix; None for any other (a bug: its traceback shows)."""
+    if exc.errno not in _ORDINARY_ERRNOS:
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (f"{exc.strerror or exc}{where}: {_HINTS.get(exc.errno, 'check the path')}. Files are written "
+            "atomically, so nothing finished before was lost or left half-written")
