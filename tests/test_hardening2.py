@@ -81,3 +81,37 @@ def test_a_cache_that_cannot_be_written_never_stops_the_run(two_classes, tmp_pat
     assert len(said) == 1 and str(root) in said[0], said  # one warning, naming the cache
     assert case == "read-only from the start" or len(calls) > 3  # entries and the request note were tried
     _same_featureset(out, normal)
+
+
+# ------------------------------------------------------------------ item 4: pipeline files that are not UTF-8
+LATIN1 = b'[experiment]\nname = "caf\xe9"\n'
+
+
+@pytest.mark.parametrize("argv", [["run", "{toml}", "{imgs}", "-o", "{tmp}/r"],
+                                  ["cv", "--experiment", "{toml}", "-o", "{tmp}/r"],
+                                  ["finetune", "{imgs}", "--experiment", "{toml}", "-o", "{tmp}/f.pt"]])
+def test_a_pipeline_file_that_is_not_utf8_is_one_error_line(tmp_path, capsys, argv):
+    toml = tmp_path / "latin1.toml"
+    toml.write_bytes(LATIN1)
+    (tmp_path / "imgs").mkdir()
+    code, _, err = run(capsys, *[a.format(toml=toml, imgs=tmp_path / "imgs", tmp=tmp_path) for a in argv])
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err and "UnicodeDecodeError" not in err, err
+    assert lines[-1] == f"error: experiment file {toml} is not UTF-8 text (byte 0xe9 at offset 24): save it as UTF-8"
+
+
+def test_every_toml_reader_names_the_file_when_it_is_not_utf8(tmp_path):
+    from deepfeat.data.manifests import load_manifest
+    from deepfeat.errors import DeepfeatError
+    from deepfeat.experiments import Experiment
+    from deepfeat.finetuning.config import FinetuneConfig
+
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'name = "\xff\xfe"\n')
+    for read, what in ((Experiment.from_toml, "experiment file"), (FinetuneConfig.from_toml, "fine-tuning config"),
+                       (load_manifest, "dataset manifest")):
+        with pytest.raises(DeepfeatError, match=f"^{what} {bad} is not UTF-8 text \\(byte 0xff at offset 8\\)"):
+            read(bad)
+    bom = tmp_path / "bom.toml"  # a UTF-8 byte-order mark (Windows editors) is still UTF-8
+    bom.write_bytes(b'\xef\xbb\xbf[experiment]\nname = "caf\xc3\xa9"\n')
+    assert Experiment.from_toml(bom).name == "café"
