@@ -115,3 +115,87 @@ def test_every_toml_reader_names_the_file_when_it_is_not_utf8(tmp_path):
     bom = tmp_path / "bom.toml"  # a UTF-8 byte-order mark (Windows editors) is still UTF-8
     bom.write_bytes(b'\xef\xbb\xbf[experiment]\nname = "caf\xc3\xa9"\n')
     assert Experiment.from_toml(bom).name == "café"
+
+
+# ------------------------------------------------------------------ item 5: no HTML through any Markdown report
+SCRIPT, IMG = "<script>alert(1)</script>", "<img src=x onerror=alert(2)>"
+
+
+def _no_html(md: str):
+    """No tag from the data survives in ``md``; the names are there, as entities."""
+    assert "<script" not in md and "<img" not in md and "onerror=alert(2)>" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "&lt;img src=x onerror=alert(2)&gt;" in md
+
+
+def _hostile_set(tmp_path, n=10):
+    """Two separable classes named SCRIPT and IMG, files named after them, a backbone named IMG."""
+    from deepfeat.features import FeatureSet
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([SCRIPT, IMG], n)
+    X = rng.normal(size=(2 * n, 4)) + 0.8 * (y == IMG)[:, None]
+    paths = [str(tmp_path / f"{IMG}{i}.png") for i in range(2 * n)]
+    return FeatureSet(X.astype(np.float32), y=y, paths=paths, sha256=[f"{i:064x}" for i in range(2 * n)],
+                      meta={"backbone": IMG})
+
+
+def test_md_escape_is_the_one_escape_of_every_markdown_expression():
+    from deepfeat.reporting.writing import md_escape, render
+
+    assert md_escape(f"{IMG} & {SCRIPT}") == ("&lt;img src=x onerror=alert(2)&gt; &amp; "
+                                              "&lt;script&gt;alert(1)&lt;/script&gt;")
+    table = {"key": "t", "title": IMG, "columns": [SCRIPT], "rows": [[IMG]], "open": True, "note": "",
+             "n_rows": 1}
+    md = render("fewshot_report.md.j2", title=SCRIPT, intro=IMG, honesty=[SCRIPT], tables=[table],
+                figures=[], files=[IMG])
+    _no_html(md)
+    assert "&amp;lt;" not in md  # a macro's escaped output is not escaped twice
+
+
+def test_cv_report_md_carries_no_html(tmp_path):
+    from deepfeat.evaluation.cross_validation import cross_validate
+    from deepfeat.reporting.report import write_report
+
+    res = cross_validate(_hostile_set(tmp_path), classifiers=["knn"], selections=["none"], folds=2,
+                         baseline="majority", progress=False)
+    md = write_report(res, tmp_path / "rep")["report_md"].read_text()
+    _no_html(md)
+    assert "| image | true | predicted |" in md  # the error table (file and class names) is there
+
+
+def test_fewshot_and_curve_report_md_carry_no_html(tmp_path):
+    from deepfeat.fewshot.curves import learning_curve
+    from deepfeat.fewshot.evaluate import few_shot_evaluate
+    from deepfeat.reporting.fewshot_report import write_curve_report, write_fewshot_report
+
+    fs = _hostile_set(tmp_path, n=12)
+    res = few_shot_evaluate(fs, ways=[2], shots=[1], queries=3, episodes=3, classifiers=["knn"],
+                            baseline=(IMG, np.random.default_rng(1).normal(size=(24, 3))))
+    _no_html(write_fewshot_report(res, tmp_path / "fs")["report_md"].read_text())
+    curve = learning_curve(fs, sizes=[4, "all"], classifier="knn", select="none", repeats=1, baseline=None)
+    for frame in (curve.per_repeat, curve.summary):  # learning_curve names its feature sets itself
+        frame["features"] = frame["features"].replace({"features": SCRIPT})
+    md = (tmp_path / "curve" / "report.md")
+    write_curve_report(curve, tmp_path / "curve")
+    assert "&lt;script&gt;" in md.read_text() and "<script" not in md.read_text()
+
+
+def test_finetune_report_md_carries_no_html(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from deepfeat.reporting.finetune_report import write_finetune_report
+
+    curves = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.9, 0.5], "train_acc": [0.5, 0.75],
+                           "val_loss": [0.8, 0.6], "val_acc": [0.5, 0.5], "lr": [1e-3, 1e-4]})
+    metrics = {"accuracy": 0.5, "f1_macro": 0.5, "confusion": [[1, 1], [1, 1]], "f1_per_class": [0.5, 0.5],
+               "val_paths": [str(tmp_path / f"{IMG}{i}.png") for i in range(4)], "val_true": [0, 0, 1, 1],
+               "val_predictions": [0, 1, 0, 1], "val_confidence": [0.9, 0.8, 0.7, 0.6]}
+    result = SimpleNamespace(metrics=metrics, curves=curves, class_names=[SCRIPT, IMG], best_epoch=2, n_train=8,
+                             n_val=4, seconds=1.0, plan={}, linear_probe=None, stopped_early=None,
+                             checkpoint=str(tmp_path / f"{IMG}.pt"),
+                             files={"curves_png": str(tmp_path / f"{IMG}.curves.png")})
+    paths = write_finetune_report(result, tmp_path / "ft.report.html")
+    _no_html(paths["report_md"].read_text())
+    assert "<script" not in paths["report_html"].read_text()
