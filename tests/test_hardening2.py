@@ -199,3 +199,97 @@ def test_finetune_report_md_carries_no_html(tmp_path):
     paths = write_finetune_report(result, tmp_path / "ft.report.html")
     _no_html(paths["report_md"].read_text())
     assert "<script" not in paths["report_html"].read_text()
+
+
+# ------------------------------------------------------------------ item 6: messages
+def _features_file(path, counts):
+    from deepfeat.features import FeatureSet
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([[c] * n for c, n in counts.items()])
+    X = rng.normal(size=(len(y), 5)) + 2 * (y == y[0])[:, None]
+    FeatureSet(X.astype(np.float32), y=y, sha256=[f"{i:064x}" for i in range(len(y))]).save(path)
+    return path
+
+
+def test_ways_1_names_the_option(tmp_path, capsys):
+    fs = _features_file(tmp_path / "f.features", {"a": 8, "b": 8})
+    code, _, err = run(capsys, "fewshot", fs, "-o", tmp_path / "o", "--ways", "1")
+    assert code == 2 and err.strip().splitlines()[-1] == "error: --ways must hold integers >= 2; got 1"
+
+
+@pytest.mark.parametrize("counts, inner, said", [
+    ({"a": 8, "b": 8}, 5, "error: --inner-folds 5 but the training part of outer fold 0 (repeat 0) has a class with "
+                          "only 4 image(s); use --inner-folds 4 or fewer"),
+    ({"a": 8, "b": 2}, 2, "error: --inner-folds 2 but the training part of outer fold 0 (repeat 0) has a class with "
+                          "only 1 image(s); even the minimum --inner-folds 2 cannot split it: use a smaller value of "
+                          "--folds (larger outer training parts) or collect more images")])
+def test_the_nested_cv_error_names_inner_folds_and_never_advises_below_2(tmp_path, capsys, counts, inner, said):
+    fs = _features_file(tmp_path / "f.features", counts)
+    code, _, err = run(capsys, "cv", fs, "-o", tmp_path / "o", "--nested", "--inner-folds", inner, "--folds", "2",
+                       "--classifier", "nb", "--select", "none", "--baseline", "none", "--quiet")
+    assert code == 2 and err.strip().splitlines()[-1] == said
+
+
+def test_skip_warnings_are_one_clean_line(tmp_path):
+    import subprocess
+    import sys
+
+    fs = _features_file(tmp_path / "f.features", {"a": 12, "b": 12})
+    p = subprocess.run([sys.executable, "-c", "from deepfeat.cli import main; main()", "fewshot", str(fs), "-o",
+                        str(tmp_path / "o"), "--ways", "2,5", "--shots", "1", "--queries", "3", "--episodes", "3",
+                        "--baseline", "none", "--classifier", "knn"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert "deepfeat: UserWarning: few-shot: skipped --ways 5: 5-way asked for, but the FeatureSet has only 2 " \
+           "classes" in lines
+    assert not [ln for ln in lines if "warnings.warn" in ln or ".py:" in ln]  # no file:line, no source line
+
+
+def test_cli_messages_name_options():
+    from deepfeat.cli.messages import to_cli
+
+    assert to_cli("or use scheduler='local:N'") == "or use --scheduler local:N"
+    assert to_cli("The 'test_fraction' parameter must be in (0, 1). Got 2 instead.") == \
+        "--test-fraction must be in (0, 1). Got 2 instead."
+    assert to_cli("few-shot: skipped ways=3 shots=5: x") == "few-shot: skipped --ways 3 --shots 5: x"
+    assert to_cli("The 'sizes' parameter is empty") == "--sizes is empty"
+
+
+def test_an_unanswering_scheduler_fails_in_seconds_naming_the_address():
+    pytest.importorskip("distributed")
+    import socket
+    import time
+
+    from deepfeat.dask_client import CONNECT_TIMEOUT_S, connect
+    from deepfeat.errors import DeepfeatError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    t0 = time.perf_counter()
+    with pytest.raises(DeepfeatError, match=f"cannot reach the Dask scheduler at {address} within"):
+        with connect(address):
+            pass
+    assert CONNECT_TIMEOUT_S <= 5 and time.perf_counter() - t0 < CONNECT_TIMEOUT_S + 5
+
+
+def test_a_failed_report_rewrite_says_what_was_removed(tmp_path, capsys, monkeypatch):
+    fs = _features_file(tmp_path / "f.features", {"a": 6, "b": 6})
+    argv = ["cv", fs, "-o", tmp_path / "rep", "--folds", "2", "--classifier", "nb", "--select", "none",
+            "--baseline", "none", "--quiet"]
+    assert run(capsys, *argv)[0] == 0
+    real = os.replace
+
+    def full(src, dst, *a, **k):
+        if str(dst).endswith("report.html"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", full)
+    code, _, err = run(capsys, *argv)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: No space left on device") and "nothing finished" not in line
+    assert f"the previous report in {(tmp_path / 'rep').resolve()} (results.csv, per_fold.csv" in line
+    assert "was removed when this run began rewriting it" in line

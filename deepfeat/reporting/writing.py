@@ -24,7 +24,7 @@ from deepfeat.errors import DeepfeatError
 from deepfeat.fileio import atomic_write_bytes, sha256_file
 
 __all__ = ["COMPLETE_MARKER", "DASH", "TEMPLATES", "check_report", "finish_report", "fmt_number", "md_escape",
-           "render", "start_report", "table_block", "write_json", "write_text"]
+           "render", "start_report", "table_block", "unfinished_reports", "write_json", "write_text"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 DASH = "—"
@@ -129,10 +129,22 @@ def start_report(out: Path, files, folders=()) -> None:
     """
     out.mkdir(parents=True, exist_ok=True)
     (out / COMPLETE_MARKER).unlink(missing_ok=True)  # first: from now on the folder reads as unfinished
+    removed = [n for n in files if (out / n).is_file()] + [f"{n}/" for n in folders if (out / n).is_dir()]
+    _OPEN[out.resolve()] = removed
     for name in files:
         (out / name).unlink(missing_ok=True)
     for name in folders:
         shutil.rmtree(out / name, ignore_errors=True)
+
+
+#: report folders opened by start_report in this process and not finished yet -> the previous report's files removed
+_OPEN: dict[Path, list[str]] = {}
+
+
+def unfinished_reports() -> dict[Path, list[str]]:
+    """The report folders this process opened and did not finish, each with the previous report's files that
+    opening it removed: what a failed run must say it lost (the command line says it with its error line)."""
+    return dict(_OPEN)
 
 
 def finish_report(out: Path, paths: dict) -> Path:
@@ -140,6 +152,7 @@ def finish_report(out: Path, paths: dict) -> Path:
     files = {p.relative_to(out).as_posix(): sha256_file(p) for p in paths.values()}
     marker = out / COMPLETE_MARKER
     atomic_write_bytes(marker, json.dumps({"complete": True, "files": files}, indent=1).encode())
+    _OPEN.pop(out.resolve(), None)
     return marker
 
 
