@@ -293,3 +293,12 @@ def test_a_failed_report_rewrite_says_what_was_removed(tmp_path, capsys, monkeyp
     assert code == 2 and line.startswith("error: No space left on device") and "nothing finished" not in line
     assert f"the previous report in {(tmp_path / 'rep').resolve()} (results.csv, per_fold.csv" in line
     assert "was removed when this run began rewriting it" in line
+
+
+def test_a_too_small_test_fraction_names_the_option(tmp_path, capsys):
+    fs = _features_file(tmp_path / "f.features", {"a": 12, "b": 12})
+    code, _, err = run(capsys, "curve", fs, "-o", tmp_path / "o", "--test-fraction", "0.02", "--sizes", "2",
+                       "--repeats", "1", "--baseline", "none", "--classifier", "knn", "--select", "none")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "error: --test-fraction 0.02 asks for a test set of 1/50 of the data, but it holds only 24 independent units "
+        "(subjects, or distinct images when there are none); use --test-fraction 0.0417 or more")
