@@ -526,6 +526,12 @@ def _issue23_rest(tmp, env, case):
         r = cli(["extract", d, "-o", out, *EXTRACT, "--precision", "fp32", "--cache-dir", tmp / prelude], cwd=tmp,
                 env=env, prelude=prelude)
         case(f"23.2 extract, {name}", r, _same_x(out, normal))
+    cvd = tmp / "cv.features"
+    make_features(cvd, np.random.default_rng(3).normal(size=(12, 4)), ["a"] * 6 + ["b"] * 6)
+    r = cli(["cv", cvd, "-o", tmp / "cv_ro", "--folds", "2", "--classifier", "nb", "--select", "none", "--baseline",
+             "none", "--quiet", "--fold-cache", ro / "cv-folds"], cwd=tmp, env=env, as_nobody=True)
+    case("23.2 cv, fold cache in a read-only folder (as nobody)", r,
+         f"accuracy per fold: {_csv_values(tmp / 'cv_ro' / 'per_fold.csv', 'accuracy', 'classifier', 'nb')}")
     # 4. a pipeline file that is not UTF-8
     toml = tmp / "latin1.toml"
     toml.write_bytes(b'[experiment]\nname = "caf\xe9"\n')

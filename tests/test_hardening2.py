@@ -302,3 +302,27 @@ def test_a_too_small_test_fraction_names_the_option(tmp_path, capsys):
     assert code == 2 and err.strip().splitlines()[-1] == (
         "error: --test-fraction 0.02 asks for a test set of 1/50 of the data, but it holds only 24 independent units "
         "(subjects, or distinct images when there are none); use --test-fraction 0.0417 or more")
+
+
+def test_a_fold_cache_that_cannot_be_written_never_stops_cv(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from deepfeat.evaluation import fold_cache
+
+    fs = _features_file(tmp_path / "f.features", {"a": 6, "b": 6})
+    argv = ["--folds", "2", "--classifier", "nb", "--select", "none", "--baseline", "none", "--quiet"]
+    assert run(capsys, "cv", fs, "-o", tmp_path / "plain", "--fold-cache", "none", *argv)[0] == 0
+
+    def read_only(path, *a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(fold_cache, "atomic_write_bytes", read_only)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, _, err = run(capsys, "cv", fs, "-o", tmp_path / "ro", "--fold-cache", tmp_path / "fc", *argv)
+    assert code == 0, err
+    said = [str(w.message) for w in seen if "cannot be written" in str(w.message)]
+    assert len(said) == 1 and f"fold cache {tmp_path / 'fc'}" in said[0]
+    cols = ["config", "fold", "accuracy"]
+    got, want = (pd.read_csv(tmp_path / d / "per_fold.csv")[cols] for d in ("ro", "plain"))
+    assert got.equals(want)  # the same folds, the same scores

@@ -41,8 +41,10 @@ def _inner_advice(param: str, most: int) -> str:
 
     Examples
     --------
-    >>> _inner_advice("inner_folds", 1)
-    "even the minimum inner_folds=2 cannot split it: use a smaller value of the 'folds' parameter (larger outer training parts) or collect more images"
+    >>> _inner_advice("inner_folds", 4)
+    'use inner_folds=4 or fewer'
+    >>> _inner_advice("inner_folds", 1).split(":")[0]
+    'even the minimum inner_folds=2 cannot split it'
     """
     if most >= 2:
         return f"use {param}={most} or fewer"
