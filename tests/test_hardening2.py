@@ -326,3 +326,32 @@ def test_a_fold_cache_that_cannot_be_written_never_stops_cv(tmp_path, capsys, mo
     cols = ["config", "fold", "accuracy"]
     got, want = (pd.read_csv(tmp_path / d / "per_fold.csv")[cols] for d in ("ro", "plain"))
     assert got.equals(want)  # the same folds, the same scores
+
+
+# ------------------------------------------------------------------ item 3 (re-checked): knn with fewer images than k
+@pytest.mark.parametrize("argv", [
+    ["curve", "{fs}", "-o", "{tmp}/c", "--sizes", "2,all", "--repeats", "1", "--classifier", "knn", "--select", "none",
+     "--baseline", "none"],
+    ["cv", "{fs}", "-o", "{tmp}/n", "--nested", "--inner-folds", "2", "--folds", "2", "--classifier", "knn-medium",
+     "--select", "none", "--baseline", "none", "--quiet"]])
+def test_knn_with_fewer_training_images_than_k_votes_over_all(tmp_path, capsys, argv):
+    fs = _features_file(tmp_path / "f.features", {"a": 9, "b": 9})
+    code, _, err = run(capsys, *[a.format(fs=fs, tmp=tmp_path) for a in argv])
+    assert code == 0, err  # 0.2 / before: "Expected n_neighbors <= n_samples_fit" traceback, exit 1
+
+
+def test_small_data_knn_is_scikit_learns_when_k_fits():
+    from sklearn.neighbors import KNeighborsClassifier as Theirs
+
+    from deepfeat.classifiers.small_data import KNeighborsClassifier as Ours
+
+    rng = np.random.default_rng(0)
+    X, y, Q = rng.normal(size=(30, 3)), np.repeat([0, 1, 2], 10), rng.normal(size=(7, 3))
+    for k in (1, 5, 10):
+        ours, theirs = Ours(n_neighbors=k).fit(X, y), Theirs(n_neighbors=k).fit(X, y)
+        assert np.array_equal(ours.predict_proba(Q), theirs.predict_proba(Q)) and ours.n_neighbors_ == k
+    with pytest.warns(UserWarning, match="n_neighbors=10 but only 4 training images; it votes over all 4"):
+        few = Ours(n_neighbors=10, weights="distance").fit(X[[0, 1, 10, 11]], y[[0, 1, 10, 11]])
+    assert few.n_neighbors == 10 and few.predict_proba(Q).shape == (7, 2)  # the parameter is left as set
+    want = Theirs(n_neighbors=4, weights="distance").fit(X[[0, 1, 10, 11]], y[[0, 1, 10, 11]]).predict_proba(Q)
+    assert np.array_equal(few.predict_proba(Q), want)
