@@ -561,6 +561,15 @@ def _issue23_rest(tmp, env, case):
     # 6. messages
     fs = tmp / "fs.features"
     make_features(fs, rng.normal(size=(16, 4)) + np.repeat([0, 2], 8)[:, None], ["a"] * 8 + ["b"] * 8)
+    # 3, re-checked: k nearest neighbours with fewer training images than k
+    r = cli(["curve", fs, "-o", tmp / "k1", "--sizes", "2,all", "--repeats", "1", "--classifier", "knn", "--select",
+             "none", "--baseline", "none"], cwd=tmp, env=env)
+    case("23.3 curve --classifier knn (k=5) --sizes 2,all", r,
+         f"accuracy per size: {_csv_values(tmp / 'k1' / 'curve_summary.csv', 'accuracy_mean')}")
+    r = cli(["cv", fs, "-o", tmp / "k2", "--nested", "--inner-folds", "2", "--folds", "2", "--classifier",
+             "knn-medium", "--select", "none", *quiet], cwd=tmp, env=env)
+    case("23.3 cv --nested --classifier knn-medium (k=10), 8 per class", r,
+         f"accuracy per fold: {_csv_values(tmp / 'k2' / 'per_fold.csv', 'accuracy', 'classifier', 'knn-medium')}")
     r = cli(["fewshot", fs, "-o", tmp / "w1", "--ways", "1"], cwd=tmp, env=env)
     case("23.6 fewshot --ways 1", r, "")
     nested = ["--nested", "--folds", "2", "--classifier", "nb", "--select", "none", *quiet]
