@@ -179,13 +179,14 @@ def ordinary_os_error(exc: OSError) -> str | None:
                                                              " and nothing finished before was lost"))
 
 
-def report_lost() -> str:
-    """What a failed run removed: the previous report of each report folder it began rewriting ('' if none)."""
+def report_lost(*, forget: bool = True) -> str:
+    """What a failed run removed: the previous report of each report folder it began rewriting ('' if none).
+    The record is emptied (``forget``), so a later command in the same process (tests) starts with none."""
     writing = sys.modules.get("deepfeat.reporting.writing")  # only loaded when a report was being written
     if writing is None:
         return ""
     said = []
-    for folder, removed in writing.unfinished_reports().items():
+    for folder, removed in writing.unfinished_reports(forget=forget).items():
         if removed:
             shown = ", ".join(removed[:6]) + (f" and {len(removed) - 6} more" if len(removed) > 6 else "")
             said.append(f"the previous report in {folder} ({shown}) was removed when this run began rewriting it, "

@@ -58,6 +58,7 @@ def _is_invalid_parameter(exc: Exception) -> bool:
 def main(argv=None):
     """Console entry point: bad input -> one clear line on stderr and exit code 2; usage errors as click does."""
     previous = sigterm_interrupts()
+    report_lost()  # forget report folders an earlier command of this process left unfinished
     try:
         with cli_warnings():
             app(args=argv, prog_name="deepfeat")

@@ -141,10 +141,14 @@ def start_report(out: Path, files, folders=()) -> None:
 _OPEN: dict[Path, list[str]] = {}
 
 
-def unfinished_reports() -> dict[Path, list[str]]:
+def unfinished_reports(*, forget: bool = False) -> dict[Path, list[str]]:
     """The report folders this process opened and did not finish, each with the previous report's files that
-    opening it removed: what a failed run must say it lost (the command line says it with its error line)."""
-    return dict(_OPEN)
+    opening it removed: what a failed run must say it lost (the command line says it with its error line).
+    ``forget=True`` also empties the record (a new command begins)."""
+    found = dict(_OPEN)
+    if forget:
+        _OPEN.clear()
+    return found
 
 
 def finish_report(out: Path, paths: dict) -> Path:
