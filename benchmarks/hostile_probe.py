@@ -5,7 +5,8 @@ Run it against two checkouts to get the before/after table of issue 11::
     PYTHONPATH=/tmp/old  python benchmarks/hostile_probe.py     # release before the fixes
     PYTHONPATH=$PWD      python benchmarks/hostile_probe.py
 
-``PROBE_ONLY=23`` runs only the cases of issue 23 (crafted model files, small or degenerate data), e.g. with each
+``PROBE_ONLY=23`` runs only the cases of issue 23 (crafted model files, small or degenerate data, caches that cannot
+be written, pipeline files that are not UTF-8, HTML in Markdown reports, messages), e.g. with each
 checkout's own interpreter: ``cd OLD && .venv/bin/python NEW/benchmarks/hostile_probe.py``.
 
 Each case runs in its own subprocess with a time limit (a hang shows as ``timeout``). Permission cases run the CLI
@@ -30,7 +31,7 @@ TIMEOUT = 180
 EXTRACT = ["--model", "tiny_darknet", "--weights", "none", "--quiet", "--image-size", "32", "--device", "cpu"]
 
 
-def cli(args, *, cwd, env=None, as_nobody=False, prelude="", timeout=TIMEOUT, isolated=False):
+def cli(args, *, cwd, env=None, as_nobody=False, prelude="", timeout=TIMEOUT, isolated=False, width=200):
     """Run ``deepfeat ARGS``: in this process (fast: torch is imported once) unless ``isolated`` (a case that may
     hang needs a subprocess and a time limit). Returns (exit code, the `error:` or last stderr line, stdout)."""
     if isolated:
@@ -67,7 +68,7 @@ def cli(args, *, cwd, env=None, as_nobody=False, prelude="", timeout=TIMEOUT, is
         os.chdir(here)
     lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
     last = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "")
-    return rc, last[:200], out.getvalue()
+    return rc, last[:width], out.getvalue()
 
 
 def warnings_shown(stream):
@@ -98,6 +99,28 @@ def _apply(prelude):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(b))
             return real(a, b, *k, **kw)
         os.replace = full
+        return lambda: setattr(os, "replace", real)
+    if prelude in ("cache_enospc", "cache_ro_midrun"):  # the feature cache's writes fail (all, or after two)
+        import deepfeat.extraction.cache as cache_module
+        real_write, calls = cache_module._atomic_write, []
+        code = errno.ENOSPC if prelude == "cache_enospc" else errno.EROFS
+        after = 0 if prelude == "cache_enospc" else 2
+
+        def failing(path, data):
+            calls.append(path)
+            if len(calls) > after:
+                raise OSError(code, os.strerror(code), str(path))
+            return real_write(path, data)
+        cache_module._atomic_write = failing
+        return lambda: setattr(cache_module, "_atomic_write", real_write)
+    if prelude == "report_enospc":  # the disk fills up while a report folder is rewritten
+        real = os.replace
+
+        def full_report(a, b, *k, **kw):
+            if str(b).endswith("report.html"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(b))
+            return real(a, b, *k, **kw)
+        os.replace = full_report
         return lambda: setattr(os, "replace", real)
     if prelude == "interrupt":
         import deepfeat.reporting.report as report
@@ -169,6 +192,7 @@ def main():
 
     if os.environ.get("PROBE_ONLY") == "23":  # only the cases of issue 23 (model files, degenerate data)
         _issue23(tmp, env, case)
+        _issue23_rest(Path(tempfile.mkdtemp(prefix="hostile23b-")), env, case)
         shutil.rmtree(tmp, ignore_errors=True)
         return
 
@@ -215,6 +239,7 @@ def main():
     # 5. model files: a forged joblib with a matching sidecar runs code
     _rest(tmp, env, case, cache)
     _issue23(Path(tempfile.mkdtemp(prefix="hostile23-")), env, case)
+    _issue23_rest(Path(tempfile.mkdtemp(prefix="hostile23b-")), env, case)
 
 
 def _bomb_case(tmp, env, case):
@@ -456,6 +481,132 @@ def _csv_values(path, column, where=None, equals=None):
     if where is not None:
         table = table[table[where] == equals]
     return [round(v, 3) for v in table[column].tolist()]
+
+
+def _same_x(a, b) -> str:
+    """Whether FeatureSet files ``a`` and ``b`` hold the same X, bit for bit (in a subprocess: this process may be
+    'nobody')."""
+    if not Path(a).exists():
+        return "no FeatureSet written"
+    code = ("import sys; from deepfeat import load_features as L; a, b = L(sys.argv[1]), L(sys.argv[2]); "
+            "print(a.X.tobytes() == b.X.tobytes() and list(a.paths) == list(b.paths))")
+    p = subprocess.run([PY, "-c", code, str(a), str(b)], capture_output=True, text=True, env=os.environ)
+    return f"X equal to a normal run's, bit for bit: {p.stdout.strip() or p.stderr.strip()[-80:]}"
+
+
+def _raw_html(paths) -> str:
+    """How many raw tags from the data (``<script``, ``<img``) the Markdown files hold."""
+    found = [p for p in paths if Path(p).exists()]
+    if not found:
+        return "no report.md"
+    n = sum(Path(p).read_text().count(tag) for p in found for tag in ("<script", "<img"))
+    return f"raw <script/<img in {len(found)} report.md: {n}"
+
+
+def _issue23_rest(tmp, env, case):
+    """Issue 23 items 2, 4, 5, 6: caches that cannot be written, a pipeline file that is not UTF-8, HTML in Markdown
+    reports, and the command line's messages."""
+    import time
+    env = {**env, "DEEPFEAT_CACHE_DIR": str(tmp / "cache")}
+    os.chmod(tmp, 0o777)
+    d = classes(tmp / "imgs", ("a", "b"), n=4)
+    normal = tmp / "normal.features"
+    cli(["extract", d, "-o", normal, *EXTRACT, "--precision", "fp32", "--cache-dir", tmp / "c0"], cwd=tmp, env=env)
+    # 2. caches that stop a run
+    ro = tmp / "ro_cache"
+    ro.mkdir()
+    os.chmod(ro, 0o555)  # read-only for 'nobody' (root ignores it: the case runs as nobody)
+    out = tmp / "ro.features"
+    r = cli(["extract", d, "-o", out, *EXTRACT, "--precision", "fp32", "--cache-dir", ro], cwd=tmp, env=env,
+            as_nobody=True)
+    case("23.2 extract, cache folder read-only (as nobody)", r, _same_x(out, normal))
+    for prelude, name in (("cache_ro_midrun", "cache becomes read-only mid-run (EROFS)"),
+                          ("cache_enospc", "cache on a full disk (ENOSPC)")):
+        out = tmp / f"{prelude}.features"
+        r = cli(["extract", d, "-o", out, *EXTRACT, "--precision", "fp32", "--cache-dir", tmp / prelude], cwd=tmp,
+                env=env, prelude=prelude)
+        case(f"23.2 extract, {name}", r, _same_x(out, normal))
+    cvd = tmp / "cv.features"
+    make_features(cvd, np.random.default_rng(3).normal(size=(12, 4)), ["a"] * 6 + ["b"] * 6)
+    r = cli(["cv", cvd, "-o", tmp / "cv_ro", "--folds", "2", "--classifier", "nb", "--select", "none", "--baseline",
+             "none", "--quiet", "--fold-cache", ro / "cv-folds"], cwd=tmp, env=env, as_nobody=True)
+    case("23.2 cv, fold cache in a read-only folder (as nobody)", r,
+         f"accuracy per fold: {_csv_values(tmp / 'cv_ro' / 'per_fold.csv', 'accuracy', 'classifier', 'nb')}")
+    # 4. a pipeline file that is not UTF-8
+    toml = tmp / "latin1.toml"
+    toml.write_bytes(b'[experiment]\nname = "caf\xe9"\n')
+    r = cli(["run", toml, d, "-o", tmp / "run"], cwd=tmp, env=env)
+    case("23.4 run latin1.toml (not UTF-8)", r, "")
+    # 5. HTML in the Markdown reports (class, file and backbone names)
+    script, img = "<script>alert(1)</script>", "<img src=x onerror=alert(2)>"
+    hostile = tmp / "hostile.features"
+    rng = np.random.default_rng(0)
+    make_features(hostile, rng.normal(size=(24, 4)) + np.repeat([0, 2], 12)[:, None], [script] * 12 + [img] * 12,
+                  paths=[str(tmp / f"{img}{i}.png") for i in range(24)])
+    quiet = ["--quiet", "--baseline", "none"]
+    cli(["cv", hostile, "-o", tmp / "h_cv", "--classifier", "knn", "--select", "none", "--folds", "2", *quiet],
+        cwd=tmp, env=env)
+    cli(["fewshot", hostile, "-o", tmp / "h_fs", "--ways", "2", "--shots", "1", "--queries", "3", "--episodes", "3",
+         "--classifier", "knn", "--baseline", "none"], cwd=tmp, env=env)
+    cli(["curve", hostile, "-o", tmp / "h_curve", "--sizes", "2,all", "--repeats", "1", "--classifier", "knn",
+         "--select", "none", "--baseline", "none"], cwd=tmp, env=env)
+    hd = tmp / "h_imgs"
+    images(hd / script.replace("/", "_"), 6, seed=1)
+    images(hd / img, 6, seed=2)
+    mds = [tmp / "h_cv" / "report.md", tmp / "h_fs" / "report.md", tmp / "h_curve" / "report.md"]
+    case("23.5 cv, fewshot, curve with <script>/<img onerror> class and file names", (0, "", ""), _raw_html(mds))
+    r = cli(["finetune", hd, "-o", tmp / "ft.pt", "--model", "tiny_darknet", "--weights", "none", "--image-size",
+             "32", "--epochs", "1", "--device", "cpu", "--quiet", "--workers", "0"], cwd=tmp, env=env)
+    case("23.5 finetune with <script>/<img onerror> class folders", r, _raw_html([tmp / "ft.report.md"]))
+    # 6. messages
+    fs = tmp / "fs.features"
+    make_features(fs, rng.normal(size=(16, 4)) + np.repeat([0, 2], 8)[:, None], ["a"] * 8 + ["b"] * 8)
+    # 3, re-checked: k nearest neighbours with fewer training images than k
+    r = cli(["curve", fs, "-o", tmp / "k1", "--sizes", "2,all", "--repeats", "1", "--classifier", "knn", "--select",
+             "none", "--baseline", "none"], cwd=tmp, env=env)
+    case("23.3 curve --classifier knn (k=5) --sizes 2,all", r,
+         f"accuracy per size: {_csv_values(tmp / 'k1' / 'curve_summary.csv', 'accuracy_mean')}")
+    r = cli(["cv", fs, "-o", tmp / "k2", "--nested", "--inner-folds", "2", "--folds", "2", "--classifier",
+             "knn-medium", "--select", "none", *quiet], cwd=tmp, env=env)
+    case("23.3 cv --nested --classifier knn-medium (k=10), 8 per class", r,
+         f"accuracy per fold: {_csv_values(tmp / 'k2' / 'per_fold.csv', 'accuracy', 'classifier', 'knn-medium')}")
+    r = cli(["fewshot", fs, "-o", tmp / "w1", "--ways", "1"], cwd=tmp, env=env)
+    case("23.6 fewshot --ways 1", r, "")
+    nested = ["--nested", "--folds", "2", "--classifier", "nb", "--select", "none", *quiet]
+    r = cli(["cv", fs, "-o", tmp / "n1", "--inner-folds", "5", *nested], cwd=tmp, env=env)
+    case("23.6 cv --nested --inner-folds 5 (classes of 4 in a training part)", r, "")
+    tiny = tmp / "tiny.features"
+    make_features(tiny, rng.normal(size=(10, 4)), ["a"] * 8 + ["b"] * 2)
+    r = cli(["cv", tiny, "-o", tmp / "n2", "--inner-folds", "2", *nested], cwd=tmp, env=env)
+    case("23.6 cv --nested --inner-folds 2 (a class of 1 in a training part)", r, "")
+    r = cli(["curve", fs, "-o", tmp / "tf", "--test-fraction", "0.02", "--sizes", "2", "--repeats", "1",
+             "--classifier", "knn", "--select", "none", "--baseline", "none"], cwd=tmp, env=env)
+    case("23.6 curve --test-fraction 0.02", r, "")
+    p = subprocess.run([PY, "-c", "from deepfeat.cli import main; main()", "fewshot", str(fs), "-o", str(tmp / "w6"),
+                        "--ways", "2,5", "--shots", "1", "--queries", "3", "--episodes", "3", "--classifier", "knn",
+                        "--baseline", "none"], cwd=tmp, env={**os.environ, **env}, capture_output=True, text=True)
+    said = [ln for ln in p.stderr.splitlines() if "skipped" in ln]
+    noise = [ln for ln in p.stderr.splitlines() if ".py:" in ln or "warnings.warn" in ln]
+    case("23.6 fewshot --ways 2,5 on 2 classes (skip warning)", (p.returncode, (said or [""])[0][:200], ""),
+         f"stderr lines with file:line or source: {len(noise)}")
+    rep = tmp / "rw"
+    argv = ["cv", fs, "-o", rep, "--classifier", "nb", "--select", "none", "--folds", "2", *quiet]
+    cli(argv, cwd=tmp, env=env)
+    r = cli(argv, cwd=tmp, env=env, prelude="report_enospc", width=2000)
+    kept = sorted(p.name for p in rep.iterdir()) if rep.exists() else []
+    case("23.6 disk full while a report folder is rewritten", (r[0], r[1][:200], r[2]),
+         f"says 'nothing finished before was lost': {'nothing finished before was lost' in r[1]}; names the removed "
+         f"files: {'results.csv' in r[1]}; files left: {len(kept)}")
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    t0 = time.perf_counter()
+    r = cli(["cv", fs, "-o", tmp / "dask", "--scheduler", address, "--folds", "2", "--classifier", "nb",
+             "--select", "none", *quiet], cwd=tmp, env=env, isolated=True)
+    case("23.6 cv --scheduler at a port nobody answers", r, f"{time.perf_counter() - t0:.1f} s (process start "
+                                                             "included)")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

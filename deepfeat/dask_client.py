@@ -18,8 +18,9 @@ __all__ = ["DaskUnavailableError", "check_scheduler", "connect", "is_client", "p
 log = logging.getLogger("deepfeat.dask")
 _LOCAL = re.compile(r"^local:(\d+)$")
 _ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$")
-#: Seconds to wait for a remote scheduler before giving up with a clear error.
-CONNECT_TIMEOUT_S = 30
+#: Seconds to wait for a remote scheduler before giving up with a clear error (an address that does not answer
+#: fails in this time, naming the address; a scheduler that answers connects in well under a second).
+CONNECT_TIMEOUT_S = 5
 
 
 class DaskUnavailableError(DeepfeatError):
@@ -120,10 +121,13 @@ def connect(scheduler, *, threads_per_worker: int = 1, processes: bool = True):
         return
     try:
         client = distributed.Client(spec, timeout=CONNECT_TIMEOUT_S)
-    except OSError as exc:
+    except OSError as exc:  # refused, unreachable, no answer in time
         raise DeepfeatError(f"cannot reach the Dask scheduler at {spec} within {CONNECT_TIMEOUT_S} s ({exc}); start "
                             "one with `dask scheduler` and workers with `dask worker "
                             f"{spec}`, or use scheduler='local:N'") from None
+    except Exception as exc:  # something else answers there (its bytes are not Dask's: any error of the decoder)
+        raise DeepfeatError(f"the service at {spec} did not answer as a Dask scheduler ({type(exc).__name__}: "
+                            f"{str(exc)[:160]}); check the address, or use scheduler='local:N'") from None
     log.info(f"dask: connected to {spec} ({len(client.scheduler_info().get('workers', {}))} worker(s))")
     try:
         yield client

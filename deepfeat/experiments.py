@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
+from deepfeat.fileio import read_toml
 
 _TABLES = {"experiment", "data", "finetune", "features", "cv"}
 FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border",
@@ -48,10 +48,7 @@ class Experiment:
         path = Path(path)
         if not path.is_file():
             raise DeepfeatError(f"experiment file {path} does not exist (examples are in pipelines/)")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise DeepfeatError(f"{path} is not valid TOML: {exc}") from exc
+        raw = read_toml(path, "experiment file")
         unknown = set(raw) - _TABLES
         if unknown:
             raise DeepfeatError(f"{path}: unknown table(s) {sorted(unknown)}; allowed: {sorted(_TABLES)}")

@@ -124,3 +124,32 @@ def regular_file_problem(path) -> str | None:
             "character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode) else
             "socket" if stat.S_ISSOCK(mode) else "special file")
     return f"is not a regular file ({kind})"
+
+
+def read_toml(path, what: str = "TOML file") -> dict:
+    """The TOML document at ``path``; a file that is not UTF-8 or not TOML is one :class:`DeepfeatError` naming
+    ``what`` and the file (never a ``UnicodeDecodeError``). A UTF-8 byte-order mark is accepted.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.toml"; _ = p.write_bytes(b"[cv]\\nname = 'caf\\xe9'\\n")
+    >>> read_toml(p, "experiment file")
+    Traceback (most recent call last):
+    ...
+    deepfeat.errors.DeepfeatError: experiment file ... is not UTF-8 text (byte 0xe9 at offset 16): save it as UTF-8
+    """
+    import tomllib
+
+    from deepfeat.errors import DeepfeatError
+
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DeepfeatError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                            "save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DeepfeatError(f"{what} {path} is not valid TOML: {exc}") from None

@@ -25,6 +25,7 @@ from deepfeat.classifiers.small_data import (
     FlooredGaussianNB,
     early_stopping_problem,
 )
+from deepfeat.classifiers.small_data import KNeighborsClassifier as SmallDataKNN
 from deepfeat.classifiers.presets import (
     PRESETS,
     build_pipeline,
@@ -90,7 +91,7 @@ def _expected_failures(estimator):
 
 @parametrize_with_checks([KernelNaiveBayes(), GramSVC(), BalancedSampleWeight(GaussianNB()), FlooredGaussianNB(),
                           EarlyStoppingMLP(early_stopping=True, max_iter=50), EarlyStoppingSGD(early_stopping=True),
-                          *_pipelines()],
+                          SmallDataKNN(), *_pipelines()],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

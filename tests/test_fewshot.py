@@ -124,7 +124,7 @@ def test_bad_parameters_are_named():
     fs = _features()
     with pytest.raises(DeepfeatError, match="unknown few-shot method 'proto'"):
         few_shot_evaluate(fs, classifiers=["proto"])
-    with pytest.raises(DeepfeatError, match="'shots' must be a comma list of integers"):
+    with pytest.raises(DeepfeatError, match="The 'shots' parameter must be a comma list of integers"):
         few_shot_evaluate(fs, shots="1,x")
     with pytest.raises(DeepfeatError, match="'standardize' parameter must be 'none' or 'support'"):
         few_shot_evaluate(fs, standardize="all")

@@ -61,7 +61,8 @@ def test_fewshot_report_escapes_csv_cells_and_html(tmp_path):
                                                 "report.md", "report.html", "report.complete.json"}
     md = paths["report_md"].read_text()
     assert md.index("## Honesty") < md.index("## Accuracy % (mean ± 95 % CI over episodes)") < md.index("## Speed")
-    assert SCRIPT in md  # markdown is text: the class name is shown as it is, for a reader to see
+    # markdown carries no HTML from the data (issue 23): the class name is shown as text, through entities
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
 
 
 def test_curve_report_escapes_csv_cells_and_html(tmp_path):

@@ -130,7 +130,7 @@ def test_an_inner_fold_problem_fails_before_any_fold_is_computed(monkeypatch):
     real = fold_work.fit_score
     monkeypatch.setattr(fold_work, "fit_score", lambda *a: (fits.append(1), real(*a))[1])
     with pytest.raises(DeepfeatError, match=r"inner_folds=30 but the training part of outer fold 0 \(repeat 0\) "
-                                            r"has a class with only 13 images; use fewer inner folds"):
+                                            r"has a class with only 13 image\(s\); use inner_folds=13 or fewer"):
         cross_validate(_features(), classifiers=["nb"], nested=True, inner_folds=30, **CV)
     assert fits == []
 

@@ -396,7 +396,7 @@ def test_unwritable_cache_warns_and_goes_on(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("deepfeat.extraction.cache._atomic_write", full)
-    with pytest.warns(RuntimeWarning, match="could not be stored .*No space left"):
+    with pytest.warns(RuntimeWarning, match="cannot be written .*No space left"):
         cache.put_many(KEY, [SHA_A, SHA_B], np.ones((2, 2)))
     assert cache.n_unwritable == 2
 

@@ -57,6 +57,7 @@ SKOPS_ALLOWED_TYPES: frozenset[tuple[str, str]] = frozenset({
     ("deepfeat.classifiers.small_data.EarlyStoppingMLP", "ObjectNode"),
     ("deepfeat.classifiers.small_data.EarlyStoppingSGD", "ObjectNode"),
     ("deepfeat.classifiers.small_data.FlooredGaussianNB", "ObjectNode"),
+    ("deepfeat.classifiers.small_data.KNeighborsClassifier", "ObjectNode"),
     ("deepfeat.extraction.engine.FeatureExtractor", "ObjectNode"),
     ("deepfeat.selection.mrmr.MRMRSelector", "ObjectNode"),
     # scikit-learn
@@ -68,7 +69,6 @@ SKOPS_ALLOWED_TYPES: frozenset[tuple[str, str]] = frozenset({
     ("sklearn.linear_model._sgd_fast.Hinge", "LossNode"),
     ("sklearn.metrics._dist_metrics.EuclideanDistance64", "ObjectNode"),
     ("sklearn.metrics._dist_metrics.MinkowskiDistance64", "ObjectNode"),
-    ("sklearn.neighbors._classification.KNeighborsClassifier", "ObjectNode"),
     ("sklearn.neighbors._kd_tree.KDTree", "ObjectNode"),
     ("sklearn.neural_network._multilayer_perceptron.MLPClassifier", "ObjectNode"),
     ("sklearn.neural_network._stochastic_optimizers.AdamOptimizer", "ObjectNode"),
@@ -77,13 +77,15 @@ SKOPS_ALLOWED_TYPES: frozenset[tuple[str, str]] = frozenset({
     ("sklearn.preprocessing._label.LabelBinarizer", "ObjectNode"),
     ("sklearn.svm._classes.LinearSVC", "ObjectNode"),
     ("sklearn.svm._classes.SVC", "ObjectNode"),
-    # written by deepfeat 0.2's nb / nb-gaussian and sgd presets (0.3 writes the small_data subclasses)
+    # written by deepfeat 0.2's nb / nb-gaussian, sgd and knn* presets (0.3 writes the small_data subclasses)
     ("sklearn.naive_bayes.GaussianNB", "ObjectNode"),
     ("sklearn.linear_model._stochastic_gradient.SGDClassifier", "ObjectNode"),
+    ("sklearn.neighbors._classification.KNeighborsClassifier", "ObjectNode"),
 })
 #: The entries above that only 0.2 wrote (tests compare the rest with what the presets write now).
 SKOPS_TYPES_OF_0_2 = frozenset({("sklearn.naive_bayes.GaussianNB", "ObjectNode"),
-                                ("sklearn.linear_model._stochastic_gradient.SGDClassifier", "ObjectNode")})
+                                ("sklearn.linear_model._stochastic_gradient.SGDClassifier", "ObjectNode"),
+                                ("sklearn.neighbors._classification.KNeighborsClassifier", "ObjectNode")})
 _NODE_KEYS = ("__class__", "__module__", "__loader__")
 
 

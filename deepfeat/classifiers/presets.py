@@ -16,7 +16,9 @@ Base presets (the reference study's four)
 ``svm-calibrated``  ``CalibratedClassifierCV(<svm>, method="sigmoid", cv=5, ensemble=False)``: Platt-scaled
          probabilities (the replacement scikit-learn recommends); predictions are the argmax of those probabilities,
          which can differ from ``svm`` near the decision boundary.
-``knn``  ``KNeighborsClassifier(n_neighbors=5)`` (Euclidean, uniform votes; ``knn-fine`` is MATLAB's k=1).
+``knn``  ``KNeighborsClassifier(n_neighbors=5)`` (Euclidean, uniform votes; ``knn-fine`` is MATLAB's k=1); every
+         ``knn*`` preset is :class:`deepfeat.classifiers.small_data.KNeighborsClassifier` (scikit-learn's, voting
+         over all training images when there are fewer than k).
 ``ann``  ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
          n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)`` (scikit-learn's MLPClassifier:
          adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get enough updates before early
@@ -60,7 +62,6 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -71,7 +72,12 @@ from deepfeat.classifiers.estimators import (
     GramSVC,
     KernelNaiveBayes,
 )
-from deepfeat.classifiers.small_data import EarlyStoppingMLP, EarlyStoppingSGD, FlooredGaussianNB
+from deepfeat.classifiers.small_data import (
+    EarlyStoppingMLP,
+    EarlyStoppingSGD,
+    FlooredGaussianNB,
+    KNeighborsClassifier,
+)
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["PRESETS", "Preset", "GramSVC", "KernelNaiveBayes", "BalancedSampleWeight", "get_classifier",

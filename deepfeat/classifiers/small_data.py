@@ -9,6 +9,10 @@ gets the same behaviour:
   :class:`EarlyStoppingMLP` and :class:`EarlyStoppingSGD` then fit *without* early stopping, with a warning, and record
   it in ``early_stopping_`` / ``early_stopping_note_``. On data where the split works they are exactly
   scikit-learn's ``MLPClassifier`` / ``SGDClassifier`` (same split, same fit).
+- **k nearest neighbours** with fewer training images than k: scikit-learn raises at predict time (``Expected
+  n_neighbors <= n_samples_fit``), e.g. ``knn`` (k=5) in a learning-curve step of 2 images per class or in an inner
+  fold of nested CV. deepfeat's :class:`KNeighborsClassifier` (scikit-learn's, same name) then votes over all
+  training images, with a warning, and records it in ``n_neighbors_``.
 - **Gaussian naive Bayes** smooths each variance by ``var_smoothing`` x the largest feature variance; when every
   feature is constant that is 0 and the probabilities become NaN. :class:`FlooredGaussianNB` then smooths by
   ``var_smoothing`` itself (as if the largest variance were 1): every class gets the same likelihood, predictions
@@ -22,9 +26,11 @@ import warnings
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier as _SklearnKNN
 from sklearn.neural_network import MLPClassifier
 
-__all__ = ["early_stopping_problem", "EarlyStoppingMLP", "EarlyStoppingSGD", "FlooredGaussianNB"]
+__all__ = ["early_stopping_problem", "EarlyStoppingMLP", "EarlyStoppingSGD", "FlooredGaussianNB",
+           "KNeighborsClassifier"]
 
 
 def early_stopping_problem(y, validation_fraction: float) -> str | None:
@@ -151,3 +157,47 @@ class FlooredGaussianNB(GaussianNB):
             self.epsilon_ = float(self.var_smoothing) if self.var_smoothing > 0 else np.finfo(float).tiny
             self.var_ = self.var_ + self.epsilon_
         return self
+
+
+class KNeighborsClassifier(_SklearnKNN):
+    """scikit-learn's ``KNeighborsClassifier``, except that fewer training images than ``n_neighbors`` is no error:
+    it then votes over all of them (a warning says so). On any other data it is exactly scikit-learn's.
+
+    Attributes
+    ----------
+    n_neighbors_ : int
+        The neighbours this fit votes over: ``min(n_neighbors, n_samples_fit_)``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True):
+    ...     knn = KNeighborsClassifier(5, weights="distance").fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
+    >>> knn.n_neighbors_, knn.predict([[0.2], [5.5]]).tolist()
+    (4, [0, 1])
+    """
+
+    def fit(self, X, y):
+        super().fit(X, y)
+        self.n_neighbors_ = min(int(self.n_neighbors), int(self.n_samples_fit_))
+        if self.n_neighbors_ < self.n_neighbors:
+            warnings.warn(f"KNeighborsClassifier: n_neighbors={self.n_neighbors} but only {self.n_samples_fit_} "
+                          f"training images; it votes over all {self.n_neighbors_}", UserWarning, stacklevel=2)
+        return self
+
+    def _capped(self, method, X):
+        """``method(X)`` with k capped for this call (the parameter itself is left as it was set)."""
+        k, wanted = getattr(self, "n_neighbors_", self.n_neighbors), self.n_neighbors
+        if k >= wanted:
+            return method(X)
+        self.n_neighbors = k
+        try:
+            return method(X)
+        finally:
+            self.n_neighbors = wanted
+
+    def predict(self, X):
+        return self._capped(super().predict, X)
+
+    def predict_proba(self, X):
+        return self._capped(super().predict_proba, X)

@@ -12,6 +12,7 @@ import errno
 import logging
 import re
 import signal
+import sys
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import typer
 from deepfeat.errors import ExtractionInterrupted
 
 __all__ = ["PYTHON_TO_CLI", "CliFormatter", "echo_err", "models_text", "say_interrupted",
-           "cli_warnings", "ordinary_os_error", "show_messages", "sigterm_interrupts", "to_cli"]
+           "cli_warnings", "ordinary_os_error", "report_lost", "show_messages", "sigterm_interrupts", "to_cli"]
 
 # Python parameter -> CLI option (the option a user types to change it)
 PYTHON_TO_CLI = {
@@ -35,7 +36,8 @@ PYTHON_TO_CLI = {
     "weight_decay": "--weight-decay", "schedule": "--schedule", "val_fraction": "--val-fraction",
     "augment": "--augment", "balance": "--balance", "head": "--head", "monitor": "--monitor",
     "experiment": "--experiment", "queries": "--queries", "episodes": "--episodes", "standardize": "--standardize",
-    "test_fraction": "--test-fraction",
+    "test_fraction": "--test-fraction", "ways": "--ways", "shots": "--shots", "sizes": "--sizes",
+    "inner_folds": "--inner-folds", "scheduler": "--scheduler", "resources": "--resources",
 }
 # Whole phrases whose CLI form is not a renamed parameter.
 PHRASES = {
@@ -119,13 +121,14 @@ def models_text() -> str:
 
 @contextlib.contextmanager
 def cli_warnings():
-    """The CLI's own warnings (a renamed option) as one ``deepfeat: FutureWarning: ...`` line, not Python's
-    file:line and source line; the library's warnings show as before."""
-    python_format, here = warnings.formatwarning, Path(__file__).parent
+    """deepfeat's warnings (a renamed option, a skipped few-shot or curve configuration, a cache that cannot be
+    written, ...) as one ``deepfeat: UserWarning: ...`` line in command-line terms (:func:`to_cli`), not Python's
+    file:line and source line; other packages' warnings (scikit-learn, torch) show as Python shows them."""
+    python_format, package = warnings.formatwarning, Path(__file__).resolve().parent.parent
 
     def formatwarning(message, category, filename, lineno, line=None):
-        if Path(filename).parent == here:
-            return f"deepfeat: {category.__name__}: {message}\n"
+        if Path(filename).resolve().is_relative_to(package):
+            return f"deepfeat: {category.__name__}: {to_cli(message)}\n"
         return python_format(message, category, filename, lineno, line)
 
     warnings.formatwarning = formatwarning
@@ -170,5 +173,22 @@ def ordinary_os_error(exc: OSError) -> str | None:
     if exc.errno not in _ORDINARY_ERRNOS:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
+    lost = report_lost()
     return (f"{exc.strerror or exc}{where}: {_HINTS.get(exc.errno, 'check the path')}. Files are written "
-            "atomically, so nothing finished before was lost or left half-written")
+            "atomically, so no file was left half-written" + (f"; {lost}" if lost else
+                                                             " and nothing finished before was lost"))
+
+
+def report_lost(*, forget: bool = True) -> str:
+    """What a failed run removed: the previous report of each report folder it began rewriting ('' if none).
+    The record is emptied (``forget``), so a later command in the same process (tests) starts with none."""
+    writing = sys.modules.get("deepfeat.reporting.writing")  # only loaded when a report was being written
+    if writing is None:
+        return ""
+    said = []
+    for folder, removed in writing.unfinished_reports(forget=forget).items():
+        if removed:
+            shown = ", ".join(removed[:6]) + (f" and {len(removed) - 6} more" if len(removed) > 6 else "")
+            said.append(f"the previous report in {folder} ({shown}) was removed when this run began rewriting it, "
+                        "and the folder is unfinished (no report.complete.json): run the command again")
+    return "; ".join(said)

@@ -13,7 +13,8 @@ import typer
 
 from deepfeat import __version__
 from deepfeat.cli import evaluate, extract, fewshot, finetune, run
-from deepfeat.cli.messages import cli_warnings, echo_err, ordinary_os_error, sigterm_interrupts, to_cli
+from deepfeat.cli.messages import (cli_warnings, echo_err, ordinary_os_error, report_lost, sigterm_interrupts,
+                                   to_cli)
 from deepfeat.errors import DeepfeatError
 
 app = typer.Typer(
@@ -57,11 +58,13 @@ def _is_invalid_parameter(exc: Exception) -> bool:
 def main(argv=None):
     """Console entry point: bad input -> one clear line on stderr and exit code 2; usage errors as click does."""
     previous = sigterm_interrupts()
+    report_lost()  # forget report folders an earlier command of this process left unfinished
     try:
         with cli_warnings():
             app(args=argv, prog_name="deepfeat")
     except (DeepfeatError, FileNotFoundError) as exc:
-        echo_err(f"error: {to_cli(exc)}")
+        lost = report_lost()
+        echo_err(f"error: {to_cli(exc)}" + (f" ({lost})" if lost else ""))
         sys.exit(2)
     except ValueError as exc:
         if not _is_invalid_parameter(exc):

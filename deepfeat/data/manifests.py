@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepfeat.errors import DeepfeatError
+from deepfeat.fileio import read_toml
 
 _KNOWN_KEYS = {
     "name", "title", "citation", "license", "url", "where_to_get", "image_format", "notes", "label_from",
@@ -207,12 +207,9 @@ def load_manifest(name_or_path) -> DatasetManifest:
                 "Pass a .toml path or add its folder to $DEEPFEAT_MANIFESTS."
             )
     try:
-        with open(candidate, "rb") as fh:
-            data = tomllib.load(fh)
+        data = read_toml(candidate, "dataset manifest")
     except FileNotFoundError:
         raise DeepfeatError(f"dataset manifest {candidate} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DeepfeatError(f"dataset manifest {candidate} is not valid TOML: {exc}") from None
     return _parse(data, str(candidate))
 
 

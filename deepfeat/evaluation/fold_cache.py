@@ -4,12 +4,14 @@ A cell (one configuration fitted on one training split and scored on its test sp
 FeatureSet's content (:meth:`deepfeat.features.FeatureSet.identity`), the training and test row indices, a stable
 description of the estimator (class + parameters, seeds included) and of the selection, and the deepfeat /
 scikit-learn versions. The value is what the runner would have computed (predictions, scores, times), so a cached
-run gives the same numbers as a fresh one. Writes are atomic; a corrupt or unreadable entry is recomputed.
+run gives the same numbers as a fresh one. Writes are atomic; a corrupt or unreadable entry is recomputed, and a
+cache that cannot be written (read-only, full disk) is skipped with one warning.
 """
 from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -56,6 +58,7 @@ class FoldCache:
         self.root = Path(root)
         self.hits = 0
         self.misses = 0
+        self.unwritable = 0
         self._salt = f"deepfeat {_version('deepfeat')} scikit-learn {_version('scikit-learn')}"
 
     def __repr__(self) -> str:
@@ -87,9 +90,19 @@ class FoldCache:
         return value
 
     def put(self, key: str, value) -> None:
+        """Store ``value`` under ``key``. The run never needs the stored copy, so a cache that cannot be written
+        (read-only, full disk) is skipped: the first failure is warned about (naming the cache), the rest counted in
+        ``unwritable``."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), fsync=False)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), fsync=False)
+        except OSError as exc:
+            self.unwritable = getattr(self, "unwritable", 0) + 1
+            if self.unwritable == 1:
+                warnings.warn(f"fold cache {self.root} cannot be written ({exc.strerror or exc}: "
+                              f"{exc.filename or path}); the evaluation goes on without caching its folds (further "
+                              "failures are counted, not warned about)", RuntimeWarning, stacklevel=2)
 
 
 def resolve_fold_cache(fold_cache) -> FoldCache | None:

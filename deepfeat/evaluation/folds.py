@@ -20,8 +20,8 @@ def _check_classes(y, folds: int, param: str, part: str | None, class_names) -> 
     if counts.min() >= folds:
         return
     if part is not None:  # an inner split: say which outer fold cannot be split
-        raise DeepfeatError(f"{param}={folds} but {part} has a class with only {counts.min()} images; use fewer "
-                            f"{param.replace('_', ' ')}")
+        raise DeepfeatError(f"{param}={folds} but {part} has a class with only {counts.min()} image(s); "
+                            + _inner_advice(param, int(counts.min())))
     names = [class_names[c] if class_names is not None else c for c in codes]
     names = [n.item() if hasattr(n, "item") else n for n in names]  # plain str / int in the message
     by_class = dict(zip(names, counts.tolist()))
@@ -33,6 +33,23 @@ def _check_classes(y, folds: int, param: str, part: str | None, class_names) -> 
               "a split): collect more images of it, or leave that class out.")
     raise DeepfeatError(f"{param}={folds} but class(es) {small} have fewer images than folds: every test fold needs "
                         f"each class (class counts: {by_class}). {advice}")
+
+
+def _inner_advice(param: str, most: int) -> str:
+    """What to do when an inner split (nested CV) cannot have ``param`` folds: at most ``most`` of them, never
+    fewer than the minimum of 2 (the messages name the parameter as ``param=N``, which the CLI shows as its option).
+
+    Examples
+    --------
+    >>> _inner_advice("inner_folds", 4)
+    'use inner_folds=4 or fewer'
+    >>> _inner_advice("inner_folds", 1).split(":")[0]
+    'even the minimum inner_folds=2 cannot split it'
+    """
+    if most >= 2:
+        return f"use {param}={most} or fewer"
+    return (f"even the minimum {param}=2 cannot split it: use a smaller value of the 'folds' parameter (larger "
+            "outer training parts) or collect more images")
 
 
 def make_folds(y, groups, folds: int, repeats: int = 1, seed: int = 0, *, param: str = "folds",
@@ -74,8 +91,7 @@ def make_folds(y, groups, folds: int, repeats: int = 1, seed: int = 0, *, param:
     if groups is not None and len(set(groups)) < folds:
         n = len(set(groups))
         if part is not None:
-            raise DeepfeatError(f"{param}={folds} but {part} holds only {n} subjects; use fewer "
-                                f"{param.replace('_', ' ')}")
+            raise DeepfeatError(f"{param}={folds} but {part} holds only {n} subjects; " + _inner_advice(param, n))
         raise DeepfeatError(f"{param}={folds} but there are only {n} subjects (groups); use "
                             f"--{param.replace('_', '-')} {n} or fewer")
     out = []

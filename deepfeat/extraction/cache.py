@@ -27,8 +27,10 @@ Entries are written with ordinary permissions (0644 under the usual umask), so a
 Writes go to a temporary file in the same folder, are fsync'ed and then ``os.replace``'d into place, so a reader
 sees either no entry or a complete one. A reader that finds a damaged entry (bad magic, length, checksum or
 dimension) or cannot read one at all (a directory in its place, no permission) treats it as missing, so it gets
-recomputed; the first such entry is warned about. An entry that cannot be stored (disk full, read-only or foreign
-cache) is warned about once and the run goes on with the computed features.
+recomputed; the first such entry is warned about. Nothing the cache writes is needed by the run: an entry, a model
+note (``config.json``, ``precision.json``) or a request note that cannot be stored (disk full, a read-only or foreign
+cache, a cache that becomes read-only mid-run) is skipped, the first such failure is warned about once per
+:class:`FeatureCache` (naming the cache root), and the run goes on with the computed features.
 """
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ class FeatureCache:
     def __init__(self, root=None):
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
         self.n_corrupt = 0
-        self.n_unwritable = 0
+        self.n_unwritable = 0  # writes skipped because the cache could not be written (see _store)
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.root)!r})"
@@ -147,9 +149,8 @@ class FeatureCache:
         """Store a small JSON note (e.g. ``config.json``: what ``key`` stands for) beside the key's entries."""
         path = self._model_dir(key) / name
         if overwrite or not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, json.dumps({"model_key": key, **obj}, indent=1, sort_keys=True,
-                                           default=str).encode())
+            blob = json.dumps({"model_key": key, **obj}, indent=1, sort_keys=True, default=str).encode()
+            self._store(path, blob, what="note")
 
     def read_note(self, key: str, name: str) -> dict | None:
         """A note written by :meth:`write_note`, or None when absent or unreadable."""
@@ -167,8 +168,8 @@ class FeatureCache:
     def write_request(self, request_id: str, obj: dict) -> None:
         """Store (atomically, replacing any older one) the note of request ``request_id`` (a sha256 hex)."""
         path = self._request_path(request_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps({"request_id": request_id, **obj}, sort_keys=True, default=str).encode())
+        self._store(path, json.dumps({"request_id": request_id, **obj}, sort_keys=True, default=str).encode(),
+                    what="request note")
 
     def read_request(self, request_id: str) -> dict | None:
         """The note written by :meth:`write_request`, or None when absent, unreadable or not for this id."""
@@ -216,23 +217,30 @@ class FeatureCache:
         shas = list(image_sha256s)
         if rows.ndim != 2 or rows.shape[0] != len(shas):
             raise ValueError(f"put_many: need one row per sha256 ({len(shas)}); got rows of shape {rows.shape}")
-        made: set[Path] = set()
         for sha, row in zip(shas, rows):
             path = self.entry_path(key, sha)
-            try:
-                if path.parent not in made:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(path.parent)
-                if path.is_dir():  # a directory where an entry belongs (the cache owns the path): replace it
-                    shutil.rmtree(path)
-                _atomic_write(path, _encode(row, _entry_key(key, sha)))
-            except OSError as exc:
-                # The features are computed and returned anyway; only the cache copy is lost. Said once.
-                self.n_unwritable += 1
-                if self.n_unwritable == 1:
-                    warnings.warn(f"feature cache entry {path} could not be stored ({type(exc).__name__}: "
-                                  f"{exc.strerror or exc}); features are returned but not cached (further "
-                                  "failures are counted, not warned about)", RuntimeWarning, stacklevel=2)
+            self._store(path, _encode(row, _entry_key(key, sha)), what="entry")
+
+    def _store(self, path: Path, data: bytes, *, what: str) -> bool:
+        """Write ``data`` to ``path`` (atomically); an OS failure is counted, warned about once, never raised.
+
+        The run never needs what the cache writes (features are computed and returned anyway), so a full disk or
+        a read-only cache (from the start or from mid-run on) only loses the cache copy. Returns whether it was stored.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if what == "entry" and path.is_dir():  # a directory where an entry belongs (the cache owns it)
+                shutil.rmtree(path)
+            _atomic_write(path, data)
+            return True
+        except OSError as exc:
+            self.n_unwritable += 1
+            if self.n_unwritable == 1:
+                warnings.warn(f"feature cache {self.root} cannot be written ({exc.strerror or exc}: {what} "
+                              f"{exc.filename or path}); the run goes on without caching (features are computed "
+                              "and returned; further cache write failures are counted, not warned about)",
+                              RuntimeWarning, stacklevel=3)
+            return False
 
     def info(self) -> list[dict]:
         """One dict per model key present: its config (when recorded), entry count and bytes."""

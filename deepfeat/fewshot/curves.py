@@ -58,6 +58,11 @@ def curve_splits(y, split_groups, repeats: int, test_fraction: float, seed: int)
     """(train pool, test) row indices per repeat: the first fold of each repeat of
     :func:`~deepfeat.evaluation.folds.make_folds` with ``round(1 / test_fraction)`` grouped folds."""
     n_splits = max(2, round(1 / test_fraction))
+    n_groups = len(set(split_groups)) if split_groups is not None else len(y)
+    if n_splits > n_groups:  # named here: make_folds would name the derived count, not the parameter
+        raise DeepfeatError(f"test_fraction={test_fraction} asks for a test set of 1/{n_splits} of the data, but it "
+                            f"holds only {n_groups} independent units (subjects, or distinct images when there are "
+                            f"none); use test_fraction={1 / n_groups:.3g} or more")
     folds = make_folds(y, split_groups, n_splits, repeats, seed, param="round(1 / test_fraction)",
                        check_classes=False)  # a hold-out split uses one fold: scikit-learn warns of tiny classes
     return [(np.sort(tr), np.sort(te)) for _, k, tr, te in folds if k == 0]

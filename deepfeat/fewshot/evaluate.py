@@ -39,8 +39,18 @@ _ALIASES = {"prototype": ("prototype_cos", "prototype_euc")}
 _CHUNK_BYTES = 256 * 2**20  # episodes gathered at once are capped at about this many bytes of float32
 
 
-def parse_list(value, name: str, *, allow=()) -> list:
-    """``"2,5,all"`` or a sequence -> list of ints (and the strings in ``allow``)."""
+def parse_list(value, name: str, *, allow=(), minimum: int = 1) -> list:
+    """``"2,5,all"`` or a sequence -> list of ints >= ``minimum`` (and the strings in ``allow``).
+
+    Examples
+    --------
+    >>> parse_list("2,5,all", "ways", allow=("all",), minimum=2)
+    [2, 5, 'all']
+    >>> parse_list("1", "ways", minimum=2)
+    Traceback (most recent call last):
+    ...
+    deepfeat.errors.DeepfeatError: The 'ways' parameter must hold integers >= 2; got 1
+    """
     items = value.split(",") if isinstance(value, str) else list(value)
     out = []
     for item in items:
@@ -51,13 +61,13 @@ def parse_list(value, name: str, *, allow=()) -> list:
         try:
             v = int(s)
         except ValueError:
-            raise DeepfeatError(f"'{name}' must be a comma list of integers >= 1"
+            raise DeepfeatError(f"The '{name}' parameter must be a comma list of integers >= {minimum}"
                                 + (f" or {', '.join(allow)}" if allow else "") + f"; got {value!r}") from None
-        if v < 1:
-            raise DeepfeatError(f"'{name}' must hold integers >= 1; got {v}")
+        if v < minimum:
+            raise DeepfeatError(f"The '{name}' parameter must hold integers >= {minimum}; got {v}")
         out.append(v)
     if not out:
-        raise DeepfeatError(f"'{name}' is empty")
+        raise DeepfeatError(f"The '{name}' parameter is empty")
     return out
 
 
@@ -324,7 +334,7 @@ def few_shot_evaluate(features, *, ways=defaults.FEWSHOT_WAYS, shots=defaults.FE
     from deepfeat import __version__
 
     features.check_trainable("few-shot evaluation")
-    ways_l = parse_list(ways, "ways", allow=("all",))
+    ways_l = parse_list(ways, "ways", allow=("all",), minimum=2)  # a 1-way episode has nothing to tell apart
     shots_l = parse_list(shots, "shots")
     method_l = _classifier_names(classifiers if methods is None else _renamed_methods(methods))
     if not isinstance(queries, (int, np.integer)) or queries < 1:
@@ -360,8 +370,8 @@ def few_shot_evaluate(features, *, ways=defaults.FEWSHOT_WAYS, shots=defaults.FE
             _evaluate_plan(plan, k, sets, method_l, queries=queries, episodes=episodes, standardize=standardize,
                            seed=seed, progress=progress, rows=rows, per_ep=per_ep)
     for s in skipped:
-        warnings.warn(f"few-shot: skipped ways={s['ways']} shots={s['shots']}: {s['reason']}", UserWarning,
-                      stacklevel=2)
+        which = f"ways={s['ways']}" + ("" if s["shots"] is None else f" shots={s['shots']}")
+        warnings.warn(f"few-shot: skipped {which}: {s['reason']}", UserWarning, stacklevel=2)
     if not rows:
         raise DeepfeatError("no few-shot configuration could be run: " + "; ".join(s["reason"] for s in skipped))
     import sklearn

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
+from deepfeat.fileio import read_toml
 
 __all__ = ["EXPERIMENT_KEYS", "FROM_RECIPE", "FinetuneConfig"]
 
@@ -220,8 +220,8 @@ class FinetuneConfig:
         """
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = read_toml(path, "fine-tuning config")
+        except OSError as exc:
             raise DeepfeatError(f"cannot read fine-tuning config {path}: {exc}") from exc
         return cls.from_table(data.get(table, data) if table else data, where=str(path))
 

@@ -1,9 +1,10 @@
-"""How every deepfeat report is written: one Jinja2 environment over ``deepfeat/reporting/templates``, the numbers
+"""How every deepfeat report is written: the Jinja2 environment over ``deepfeat/reporting/templates``, the numbers
 and tables the templates show, atomic files and the completion marker.
 
 The cross-validation report (:mod:`deepfeat.reporting.report`), the few-shot and learning-curve reports
 (:mod:`deepfeat.reporting.fewshot_report`) and the fine-tuning report (:mod:`deepfeat.reporting.finetune_report`)
-share it, so they share the page style and macros, HTML escaping (autoescape for ``*.html.j2``), formula-safe CSVs
+share it, so they share the page style and macros, HTML escaping (autoescape for ``*.html.j2``; every expression of
+a ``*.md.j2`` through :func:`md_escape`, so no data-derived name carries HTML into ``report.md``), formula-safe CSVs
 (:func:`deepfeat.fileio.write_csv`) and files that are written to a temporary name and renamed (a reader, or a
 run killed half-way, never sees half a file). A report folder of its own is opened with :func:`start_report` and
 closed with :func:`finish_report`; :func:`check_report` tells a finished folder from an interrupted one.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -21,8 +23,8 @@ import numpy as np
 from deepfeat.errors import DeepfeatError
 from deepfeat.fileio import atomic_write_bytes, sha256_file
 
-__all__ = ["COMPLETE_MARKER", "DASH", "TEMPLATES", "check_report", "finish_report", "fmt_number", "render",
-           "start_report", "table_block", "write_json", "write_text"]
+__all__ = ["COMPLETE_MARKER", "DASH", "TEMPLATES", "check_report", "finish_report", "fmt_number", "md_escape",
+           "render", "start_report", "table_block", "unfinished_reports", "write_json", "write_text"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 DASH = "—"
@@ -58,11 +60,36 @@ def table_block(df, *, title: str, key: str, open_: bool = False, note: str = ""
             "note": note, "n_rows": len(rows)}
 
 
-def _environment():
+_MD_ENTITY = re.compile(r"&(?!(?:amp|lt|gt|#\d+);)")
+
+
+def md_escape(value) -> str:
+    """``value`` as Markdown text that carries no HTML: ``&``, ``<`` and ``>`` become entities.
+
+    Every ``{{ ... }}`` of a Markdown template goes through it (the environment's ``finalize``), so a class, file or
+    configuration name such as ``<script>`` or ``<img onerror=...>`` reads as text in every Markdown viewer, also
+    one that passes HTML through; Markdown itself (``**``, ``|``, links the templates write) is untouched. It is
+    idempotent (a macro's already escaped output is not escaped twice).
+
+    Examples
+    --------
+    >>> md_escape("<img src=x onerror=alert(1)> & co")
+    '&lt;img src=x onerror=alert(1)&gt; &amp; co'
+    >>> md_escape(md_escape("a < b")) == md_escape("a < b")
+    True
+    """
+    text = _MD_ENTITY.sub("&amp;", str(value))
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _environment(markdown: bool = False):
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+    # HTML pages: Jinja2's autoescape; Markdown pages: md_escape on every expression (an environment of their own,
+    # so nothing is escaped twice)
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
                       autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+                      finalize=md_escape if markdown else None,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["num"] = fmt_number
     env.filters["md_cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
@@ -72,7 +99,7 @@ def _environment():
 
 def render(template: str, **context) -> str:
     """Render one of the package's templates (``report.html.j2``, ``report.md.j2``, ...) with ``context``."""
-    return _environment().get_template(template).render(**context)
+    return _environment(markdown=template.endswith(".md.j2")).get_template(template).render(**context)
 
 
 def write_text(path, text: str) -> Path:
@@ -102,10 +129,26 @@ def start_report(out: Path, files, folders=()) -> None:
     """
     out.mkdir(parents=True, exist_ok=True)
     (out / COMPLETE_MARKER).unlink(missing_ok=True)  # first: from now on the folder reads as unfinished
+    removed = [n for n in files if (out / n).is_file()] + [f"{n}/" for n in folders if (out / n).is_dir()]
+    _OPEN[out.resolve()] = removed
     for name in files:
         (out / name).unlink(missing_ok=True)
     for name in folders:
         shutil.rmtree(out / name, ignore_errors=True)
+
+
+#: report folders opened by start_report in this process and not finished yet -> the previous report's files removed
+_OPEN: dict[Path, list[str]] = {}
+
+
+def unfinished_reports(*, forget: bool = False) -> dict[Path, list[str]]:
+    """The report folders this process opened and did not finish, each with the previous report's files that
+    opening it removed: what a failed run must say it lost (the command line says it with its error line).
+    ``forget=True`` also empties the record (a new command begins)."""
+    found = dict(_OPEN)
+    if forget:
+        _OPEN.clear()
+    return found
 
 
 def finish_report(out: Path, paths: dict) -> Path:
@@ -113,6 +156,7 @@ def finish_report(out: Path, paths: dict) -> Path:
     files = {p.relative_to(out).as_posix(): sha256_file(p) for p in paths.values()}
     marker = out / COMPLETE_MARKER
     atomic_write_bytes(marker, json.dumps({"complete": True, "files": files}, indent=1).encode())
+    _OPEN.pop(out.resolve(), None)
     return marker
 
 
