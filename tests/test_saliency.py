@@ -235,3 +235,25 @@ def test_cv_report_draws_overlays_beside_the_gallery(cells, tmp_path):
     other = write_report(res, tmp_path / "r3", features=fs)
     text = other["report_md"].read_text()
     assert "Saliency maps were not drawn" in text and "sha256 differ" in text
+
+
+@pytest.mark.parametrize("classifiers", [("svm",), ("nb", "knn")])
+def test_the_reports_refit_fold_classifier_is_the_one_that_made_the_predictions(classifiers):
+    """The report explains each image by its fold's classifier, refitted: it must predict exactly what the CV run
+    predicted for every test image of that fold (mRMR columns from the run's recorded ranking)."""
+    from deepfeat.evaluation.cross_validation import cross_validate
+    from deepfeat.explain.folds import _fold_pipeline
+    from deepfeat.features import FeatureSet
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b", "c"], 20)
+    X = rng.normal(size=(60, 30)).astype(np.float32)
+    X[:, :3] += 1.2 * pd.factorize(pd.Series(y))[0][:, None]
+    fs = FeatureSet(X, y, meta={"backbone": "synthetic"})
+    res = cross_validate(fs, classifiers=classifiers, n_features=5, folds=4, baseline="none", progress=False)
+    p = res.predictions
+    for config in p["config"].unique():
+        for fold in range(4):
+            test = p[(p["config"] == config) & (p["fold"] == fold)]
+            pipe = _fold_pipeline(fs, res, config, 0, fold)
+            assert list(pipe.predict(fs.X[test["row"].to_numpy()])) == list(test["pred"]), (config, fold)
