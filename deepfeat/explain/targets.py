@@ -118,7 +118,7 @@ class Explainer:
         return (rgb * 255 + 0.5).astype(np.uint8)
 
 
-def _data_config(net, image_size, checked: dict | None = None) -> dict:
+def _data_config(net, image_size) -> dict:
     from deepfeat.backbones import resolve_data_config
 
     cfg = dict(resolve_data_config(net))
