@@ -76,7 +76,7 @@ def fold_saliency(features, results, config: str, items, *, device: str = "cpu",
     Raises :class:`DeepfeatError` naming why no map can be made (the network cannot be rebuilt offline, the
     configuration has no network, the classifier is not a preset, ...).
     """
-    if any("/" in str(c) for c in [config]):
+    if "/" in str(config):
         raise DeepfeatError(f"{config} belongs to a grid of several FeatureSets: saliency needs one network")
     explainer = explainer_for_features(features, device=device)
     explainer.target = "the out-of-fold classifier's score for its predicted class, through the features"

@@ -40,7 +40,8 @@ def overlay_uri(image: np.ndarray, cam: np.ndarray, px: int = 112, quality: int 
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def attach_saliency(features, results, config: str | None, galleries, limits: dict, *, device: str = defaults.DEVICE) -> dict:
+def attach_saliency(features, results, config: str | None, galleries, limits: dict, *,
+                    device: str = defaults.DEVICE) -> dict:
     """Give every item of ``galleries`` (error and correct-cell galleries of ``config``) a ``saliency`` overlay.
 
     Each map explains the out-of-fold classifier that tested the image (:func:`deepfeat.explain.folds.fold_saliency`).
