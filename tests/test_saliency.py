@@ -231,6 +231,12 @@ def test_cv_report_draws_overlays_beside_the_gallery(cells, tmp_path):
     # without the FeatureSet, or when the features have no network, the report says why instead
     plain = write_report(res, tmp_path / "r2")
     assert "written without its FeatureSet" in plain["report_html"].read_text()
+    import dataclasses
+
+    moved = dataclasses.replace(res, predictions=res.predictions.assign(path=[f"/nowhere/{i}.png" for i in
+                                                                               range(len(res.predictions))]))
+    gone = write_report(moved, tmp_path / "r4", features=fs)
+    assert "no reachable gallery image" in gone["report_html"].read_text()
     fs.meta["model_sha256"] = "0" * 64
     other = write_report(res, tmp_path / "r3", features=fs)
     text = other["report_md"].read_text()

@@ -57,7 +57,8 @@ def attach_saliency(features, results, config: str | None, galleries, limits: di
         return {"n_overlays": 0, "note": "Saliency maps were not drawn: the report was written without its "
                                          "FeatureSet (write_report(..., features=fs) draws them)."}
     if not config or not items:
-        return {"n_overlays": 0, "note": "Saliency maps: no reachable gallery image to explain."}
+        return {"n_overlays": 0, "note": "Saliency maps were not drawn: no reachable gallery image to explain (the "
+                                         "images are not at the paths stored in the FeatureSet)."}
     from deepfeat.errors import DeepfeatError
     from deepfeat.explain.folds import fold_saliency
 
