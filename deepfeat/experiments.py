@@ -116,6 +116,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
                             f"{model_opt!r}")
     timings = {}
     t0 = time.perf_counter()
+    fs = None  # the one FeatureSet cross-validated (none with in-fold fine-tuning): the report's saliency network
     if experiment.finetune_enabled and experiment.finetune.get("in_fold", False):
         from deepfeat.evaluation.infold import cross_validate_finetuned
 
@@ -152,7 +153,7 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     results.config["timings_s"] = timings
     if notices:
         results.honesty.setdefault("warnings", [])[:0] = list(notices)
-    paths = write_report(results, out_dir)
+    paths = write_report(results, out_dir, features=fs)
     (out_dir / "experiment.json").write_text(json.dumps(experiment.to_dict(), indent=2, default=str))
     return {"results": results, "paths": paths, "timings": timings}
 

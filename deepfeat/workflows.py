@@ -20,7 +20,8 @@ from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.experiments import Experiment, config_overrides, find_experiment, run_experiment
 
-__all__ = ["ExtractedFile", "Predictions", "cross_validate_experiment", "extract_to_file", "few_shot_report",
+__all__ = ["ExtractedFile", "Predictions", "cross_validate_experiment", "explain_images", "extract_to_file",
+           "few_shot_report",
            "finetune_from_options", "fit_model", "fuse_files", "learning_curve_report", "predict_images",
            "run_named_experiment", "source_lines"]
 
@@ -170,6 +171,60 @@ def predict_images(model_file, images, output, *, allow_version_mismatch: bool =
     return Predictions(table, Path(output))
 
 
+def explain_images(model_file, images, out_dir, *, trusted: bool = False, allow_version_mismatch: bool = False,
+                   device: str = defaults.DEVICE, batch_size: int = 8):
+    """``deepfeat explain``: Grad-CAM saliency of each image (files and folders) for a model file, into ``out_dir``.
+
+    ``model_file``: a model from ``deepfeat fit`` (its classifier's decision through the features), a checkpoint
+    from ``deepfeat finetune`` (the network's own prediction) or a FeatureSet (its network's top output); see
+    :mod:`deepfeat.explain.targets`. Writes ``NNNN_<name>.png`` (the network input and the overlay side by side),
+    ``saliency.csv`` (one row per image: path, png, predicted, score, score_kind, flat, error), ``saliency.npz``
+    (the maps, float16, with their paths) and ``explain.json`` (what was explained, with the versions). Returns
+    the table; unreadable images get their reason in it, not a failure.
+    """
+    import datetime as _dt
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from deepfeat.data.sources import expand_image_paths
+    from deepfeat.explain.targets import load_explainer
+    from deepfeat.fileio import atomic_write, write_csv
+    from deepfeat.provenance import package_versions
+    from deepfeat.reporting.saliency import overlay_image
+    from deepfeat.reporting.writing import write_json
+
+    explainer = load_explainer(model_file, trusted=trusted, allow_version_mismatch=allow_version_mismatch,
+                               device=device)
+    paths = expand_image_paths(images)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, maps, mapped = [], [], []
+    for i, s in enumerate(explainer.explain(paths, batch_size=batch_size)):
+        png = ""
+        if s.map is not None:
+            png = f"{i:04d}_{Path(s.path).stem}.png"
+            pair = np.concatenate([s.image, np.asarray(overlay_image(s.image, s.map))], axis=1)
+            atomic_write(out / png, lambda tmp, pic=pair: Image.fromarray(pic).save(tmp, format="PNG"), fsync=False)
+            maps.append(s.map.astype(np.float16))
+            mapped.append(s.path)
+        rows.append({"path": s.path, "png": png, "predicted": s.predicted, "score": s.score,
+                     "score_kind": s.score_kind, "flat": s.flat, "error": s.error})
+    table = pd.DataFrame(rows)
+    write_csv(table, out / "saliency.csv")
+    def write_maps(tmp):
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to the temporary name
+            np.savez_compressed(fh, maps=np.stack(maps) if maps else np.zeros((0, 0, 0), np.float16),
+                                paths=np.asarray(mapped, dtype=str))
+    atomic_write(out / "saliency.npz", write_maps, fsync=False)
+    write_json(out / "explain.json", {**explainer.describe(), "model_file": str(model_file), "n_images": len(paths),
+                                      "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                      "versions": package_versions(("deepfeat", "torch", "timm", "numpy"),
+                                                                   python=False)})
+    return table
+
+
 # ----------------------------------------------------------------------------------------------- cv, run, finetune
 def cross_validate_experiment(source, out_dir, *, experiment=None, finetune_in_fold=None,
                               overrides: dict | None = None, progress: bool = True, log=print, config=None):
@@ -201,7 +256,7 @@ def cross_validate_experiment(source, out_dir, *, experiment=None, finetune_in_f
 
     features = load_features(sources[0]) if len(sources) == 1 else named_by_stem(sources, load_features)
     results = cross_validate(features, progress=progress, **overrides)
-    write_report(results, out_dir)
+    write_report(results, out_dir, features=features if len(sources) == 1 else None)
     return results
 
 

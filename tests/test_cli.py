@@ -187,6 +187,7 @@ def test_demo_runs_offline_end_to_end(tmp_path, capsys):
     assert {"svm+none", "svm+mrmr", "baseline-majority"} <= set(summary["config"])
     config = __import__("json").loads((out / "config.json").read_text())
     assert config["experiment"]["name"] == "demo"
+    assert config["saliency"]["n_overlays"] > 0  # Grad-CAM overlays beside the gallery's cells
     assert load_features(out / "features.npz").meta["weights_source"] == "package"
 
 

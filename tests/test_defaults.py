@@ -19,6 +19,7 @@ from deepfeat import defaults, workflows
 from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
 from deepfeat.cli import app
 from deepfeat.cli import evaluate as cli_evaluate
+from deepfeat.cli import explain as cli_explain
 from deepfeat.cli import extract as cli_extract
 from deepfeat.cli import fewshot as cli_fewshot
 from deepfeat.cli import finetune as cli_finetune
@@ -80,6 +81,8 @@ PAIRS = [
                                                         "class_weight": "class_weight"}),
     (cli_evaluate.predict, workflows.predict_images, {"allow_version_mismatch": "allow_version_mismatch",
                                                       "trust": "trusted", "progress": "progress"}),
+    (cli_explain.explain, workflows.explain_images, {"allow_version_mismatch": "allow_version_mismatch",
+                                                     "trust": "trusted", "device": "device"}),
     (cli_finetune.finetune_cmd, finetune, {"model": "model", "weights": "weights", "progress": "progress"}),
     (cli_finetune.finetune_cmd, workflows.finetune_from_options, {"model": "model", "weights": "weights",
                                                                   "compare": "compare", "progress": "progress"}),
@@ -120,6 +123,8 @@ CLI_ONLY = {
                 "list_models": "prints `deepfeat models` and exits"},
     "cv": {"features": INPUT}, "fit": {"features": INPUT}, "fuse": {"inputs": INPUT},
     "predict": {"model": INPUT, "images": INPUT, "max_pixels": "sets $DEEPFEAT_MAX_PIXELS for the run"},
+    "explain": {"model": INPUT, "images": INPUT, "max_pixels": "sets $DEEPFEAT_MAX_PIXELS for the run",
+                "progress": "the CLI's messages only (explain draws no progress bar)"},
     "finetune": {"source": INPUT}, "run": {"experiment": INPUT, "list_": "prints the shipped experiments and exits"},
     "fewshot": {"features": INPUT, "method": "the 0.2 name of --classifier (hidden, FutureWarning)"},
     "curve": {"features": INPUT},

@@ -147,8 +147,9 @@ def test_gallery_embeds_thumbnails_most_confident_first_and_caps(cells_run, tmp_
 
     paths = write_report(res, tmp_path / "out", gallery_limits={"max_errors": 7, "px": 48})
     page = paths["report_html"].read_text()
-    # 7 error thumbnails + 2 for the conflicting duplicate pair, nothing else
-    assert page.count("data:image/jpeg;base64,") == 9
+    # 7 error thumbnails + 2 for the conflicting duplicate pair + the 2 most confident correct cells of each of
+    # the 3 classes, nothing else (these features have no network: no saliency overlays)
+    assert page.count("data:image/jpeg;base64,") == 7 + 2 + 2 * 3
     assert "showing the 7 most confident errors (cap 7" in page and "at most 48 px" in page
     assert page.index('id="error-gallery"') < page.index('id="duplicate-gallery"') < page.index('id="tables"')
     assert re.search(r'class="pair conflict"', page)

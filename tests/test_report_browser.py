@@ -71,3 +71,34 @@ def test_report_renders_in_a_real_browser(browser, tmp_path):
     assert gallery.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for shot in (top, gallery):
         _artefact(shot)
+
+
+def test_report_with_saliency_overlays_renders(browser, tmp_path):
+    """A report on a real (tiny, random-weight) network: every gallery card has its Grad-CAM overlay beside the
+    thumbnail, and every image decodes."""
+    from deepfeat.data.synthetic import make_synthetic_smears
+    from deepfeat.evaluation.cross_validation import cross_validate
+    from deepfeat.extraction.api import extract_features
+
+    cells = make_synthetic_smears(tmp_path / "cells", n_per_class=6, classes=["blast", "lymphocyte"], size=40,
+                                  seed=2)
+    fs = extract_features(cells, model="test_efficientnet", weights="none", layer="pooled", image_size=32,
+                          cache=False, progress=False)
+    res = cross_validate(fs, classifiers=("svm",), n_features=6, folds=3, baseline="none", progress=False)
+    paths = write_report(res, tmp_path / "report", features=fs, gallery_limits={"max_errors": 6})
+    seen = browser.open_page(paths["report_html"])
+    assert seen["severe"] == [], seen["severe"]
+    assert [alt for complete, width, alt in seen["images"] if not complete or width <= 0] == []
+
+    from selenium.webdriver.common.by import By
+
+    cards = browser.find_elements(By.CSS_SELECTOR, "#error-gallery .cell, #correct-gallery .cell")
+    overlays = browser.find_elements(By.CSS_SELECTOR, "#error-gallery img.saliency, #correct-gallery img.saliency")
+    assert len(cards) == len(overlays) > 0
+    thumb = cards[0].find_element(By.CSS_SELECTOR, ".pics img:not(.saliency)")
+    assert overlays[0].location["x"] > thumb.location["x"]  # beside the thumbnail, not below it
+    assert "saliency overlays (Grad-CAM" in browser.find_element(By.ID, "saliency-note").text
+    shot = tmp_path / "report_saliency.png"
+    browser.find_element(By.ID, "error-gallery").screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _artefact(shot)

@@ -3,6 +3,7 @@ one library function (:mod:`deepfeat.workflows`, :mod:`deepfeat.experiments`) an
 
 - :mod:`~deepfeat.cli.extract`: ``models``, ``extract``, ``fuse``
 - :mod:`~deepfeat.cli.evaluate`: ``cv``, ``fit``, ``predict``
+- :mod:`~deepfeat.cli.explain`: ``explain``
 - :mod:`~deepfeat.cli.finetune`: ``finetune`` (its help generated from the recipes)
 - :mod:`~deepfeat.cli.run`: ``run``, ``demo``
 - :mod:`~deepfeat.cli.fewshot`: ``fewshot``, ``curve``

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from deepfeat import __version__
-from deepfeat.cli import evaluate, extract, fewshot, finetune, run
+from deepfeat.cli import evaluate, explain, extract, fewshot, finetune, run
 from deepfeat.cli.messages import (cli_warnings, echo_err, ordinary_os_error, report_lost, sigterm_interrupts,
                                    to_cli)
 from deepfeat.errors import DeepfeatError
@@ -41,6 +41,7 @@ app.command()(extract.extract)
 app.command()(evaluate.cv)
 app.command()(evaluate.fit)
 app.command()(evaluate.predict)
+app.command()(explain.explain)
 app.command(name="finetune")(finetune.finetune_cmd)
 app.command()(extract.fuse)
 app.command()(run.run)

@@ -18,9 +18,11 @@ import numpy as np
 
 from deepfeat.errors import ImageReadError
 
-__all__ = ["GALLERY_LIMITS", "duplicate_gallery", "error_gallery", "misclassified_gallery", "thumbnail_uri"]
+__all__ = ["GALLERY_LIMITS", "correct_gallery", "duplicate_gallery", "error_gallery", "misclassified_gallery",
+           "thumbnail_uri"]
 
-GALLERY_LIMITS = {"max_errors": 60, "max_duplicate_groups": 24, "max_per_group": 4, "px": 112, "quality": 70}
+GALLERY_LIMITS = {"max_errors": 60, "max_duplicate_groups": 24, "max_per_group": 4, "px": 112, "quality": 70,
+                  "correct_per_class": 2}
 
 
 def thumbnail_uri(path, px: int = 112, quality: int = 70) -> str | None:
@@ -72,6 +74,39 @@ def error_gallery(predictions, config: str, classes, *, limits: dict | None = No
                                     f"{several}", listed_in="predictions.csv",
                                     recorded="the paths stored in the FeatureSet")
     return {**gallery, "score_kind": kind, "repeat": repeat, "config": config}
+
+
+def correct_gallery(predictions, config: str, classes, *, limits: dict | None = None) -> dict:
+    """The ``limits["correct_per_class"]`` most confident correct cells of each class of ``config`` (first
+    repeat): what the classifier gets right, for comparison with its errors (and their saliency maps).
+
+    Returns ``items`` (as :func:`error_gallery`'s, ``pred`` == ``true``), ``n_shown``, ``n_unreadable``,
+    ``repeat``, ``score_kind``, ``config`` and ``note``.
+    """
+    lim = {**GALLERY_LIMITS, **(limits or {})}
+    p = predictions[predictions["config"] == config]
+    repeat = int(p["repeat"].min()) if len(p) else 0
+    p = p[(p["repeat"] == repeat) & (p["true"].astype(str) == p["pred"].astype(str))]
+    thumb = _cache(lim["px"], lim["quality"])
+    items = []
+    for name in (str(c) for c in classes):
+        rows = p[p["true"].astype(str) == name]
+        if not len(rows) or f"score_{name}" not in rows:
+            continue
+        rows = rows.assign(score_pred=rows[f"score_{name}"].astype(float)).sort_values(
+            ["score_pred", "row"], ascending=[False, True], kind="stable").head(lim["correct_per_class"])
+        for r in rows.to_dict("records"):
+            path = str(r["path"]) if r.get("path") is not None and str(r["path"]) != "nan" else None
+            items.append({"uri": thumb(path) if path else None, "path": path or f"row {r['row']}", "true": name,
+                          "pred": name, "score_pred": float(r["score_pred"]), "score_true": None,
+                          "fold": int(r["fold"])})
+    unreadable = sum(it["uri"] is None for it in items)
+    note = (f"The {lim['correct_per_class']} most confident correct cells of each class ({len(items)} shown).")
+    if unreadable:
+        note += f" {unreadable} could not be drawn: not reachable at the paths stored in the FeatureSet."
+    kind = str(p["score_kind"].iloc[0]) if len(p) and "score_kind" in p else "score"
+    return {"items": items, "n_shown": len(items), "n_unreadable": unreadable, "repeat": repeat, "note": note,
+            "score_kind": kind, "config": config}
 
 
 def misclassified_gallery(wrong, n_tested: int, *, limits: dict | None = None, tested: str,

@@ -18,7 +18,8 @@ import pandas as pd
 from deepfeat.evaluation.fold_work import BASELINE_MAJORITY
 from deepfeat.fileio import atomic_write_bytes, write_csv
 from deepfeat.reporting import plots, stats
-from deepfeat.reporting.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
+from deepfeat.reporting.gallery import GALLERY_LIMITS, correct_gallery, duplicate_gallery, error_gallery
+from deepfeat.reporting.saliency import attach_saliency
 from deepfeat.reporting.verdict import build_verdict
 from deepfeat.reporting.writing import (COMPLETE_MARKER, DASH, check_report, finish_report, fmt_number, render,
                                         start_report, table_block, write_json, write_text)
@@ -107,7 +108,7 @@ REPORT_FILES = ("results.csv", "per_fold.csv", "per_class.csv", "predictions.csv
                 "config.json", "report.md", "report.html")
 
 
-def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dict:
+def write_report(results, out_dir, *, gallery_limits: dict | None = None, features=None) -> dict:
     """Write every table, ``config.json``, the plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
     Parameters
@@ -116,7 +117,12 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
     out_dir : path-like
     gallery_limits : dict, optional
         Overrides of :data:`deepfeat.reporting.gallery.GALLERY_LIMITS` (``max_errors``, ``max_duplicate_groups``,
-        ``max_per_group``, ``px``, ``quality``): the caps that bound the size of ``report.html``.
+        ``max_per_group``, ``px``, ``quality``, ``correct_per_class``): the caps that bound the size of
+        ``report.html``.
+    features : FeatureSet, optional
+        The FeatureSet that was cross-validated: with it, the gallery's images get saliency overlays
+        (:func:`deepfeat.reporting.saliency.attach_saliency`) when its network can be rebuilt offline and the
+        images are reachable; otherwise the report says why there are none.
 
     Returns
     -------
@@ -137,17 +143,21 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
     paths["config"] = out / "config.json"
     config = {**results.config, "honesty": results.honesty, "nested": stats.nested_config(results),
               "confusion": {k: {"classes": v["classes"], "matrix": v["matrix"]} for k, v in results.confusion.items()}}
+    verdict = build_verdict(results)
+    limits = {**GALLERY_LIMITS, **(gallery_limits or {})}
+    errors = error_gallery(results.predictions, verdict["best"], results.classes, limits=limits) \
+        if verdict["best"] else None
+    correct = correct_gallery(results.predictions, verdict["best"], results.classes, limits=limits) \
+        if verdict["best"] else None
+    saliency = attach_saliency(features, results, verdict["best"], [errors, correct], limits)
+    config["saliency"] = {k: saliency.get(k) for k in ("n_overlays", "note")}
     write_json(paths["config"], config)
 
-    verdict = build_verdict(results)
     figs = _figures(results, verdict)
     for f in figs:
         paths[f"plot_{f['stem']}"] = out / "plots" / f"{f['stem']}.png"
         atomic_write_bytes(paths[f"plot_{f['stem']}"], f["png"], fsync=False)
 
-    limits = {**GALLERY_LIMITS, **(gallery_limits or {})}
-    errors = error_gallery(results.predictions, verdict["best"], results.classes, limits=limits) \
-        if verdict["best"] else None
     dups = duplicate_gallery(results.honesty["duplicates"], limits=limits)
     tables = [table_block(results.table().reset_index(), key="table2", open_=True,
                           title="Accuracy % (Table 2 at a glance, mean ± std over folds)"),
@@ -171,6 +181,7 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
                   + ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items())
                   + f"; FeatureSet identity {meta['identity'][:16]}."),
         "verdict": verdict, "figures": figs, "errors": errors, "duplicates": dups, "limits": limits,
+        "correct": correct, "saliency": saliency,
         "honesty": results.honesty_lines(), "tables": tables,
         "statistics": stats.statistics_sections(results),
     }
