@@ -69,11 +69,14 @@ PAIRS = [
                                        "repeats": "repeats", "groups": "groups", "seed": "seed", "n_jobs": "n_jobs",
                                        "class_weight": "class_weight", "baseline": "baseline",
                                        "scheduler": "scheduler", "mrmr_threshold": "threshold",
-                                       "progress": "progress"}),
+                                       "progress": "progress", "conformal_score": "conformal_score",
+                                       "class_conditional": "class_conditional"}),
     (cli_evaluate.fit, workflows.fit_model, {"classifier": "classifier", "select": "select",
                                              "n_features": "n_features", "mrmr_method": "mrmr_method",
                                              "class_weight": "class_weight", "seed": "seed",
-                                             "mrmr_threshold": "threshold"}),
+                                             "mrmr_threshold": "threshold", "calibrate": "calibrate",
+                                             "coverage": "coverage", "conformal_score": "conformal_score",
+                                             "class_conditional": "class_conditional", "non_empty": "non_empty"}),
     # the estimator's classifier stays "svm" (calibrated probabilities need 5 images per class); `deepfeat fit`
     # and fit_model ask for "svm-calibrated" so that predict writes probabilities
     (cli_evaluate.fit, DeepFeatureClassifier.__init__, {"n_features": "n_features", "seed": "seed",
@@ -99,7 +102,7 @@ PAIRS = [
 # options forwarded only when given: their CLI default is None and the library's own default applies
 GIVEN_ONLY = {
     "cv": {"nested": (cross_validate, "nested"), "inner_folds": (cross_validate, "inner_folds"),
-           "fold_cache": (cross_validate, "fold_cache"),
+           "fold_cache": (cross_validate, "fold_cache"), "coverage": (cross_validate, "coverage"),
            "finetune": (workflows.cross_validate_experiment, "finetune_in_fold"),
            "experiment": (workflows.cross_validate_experiment, "experiment")},
     "finetune": {"experiment": (workflows.finetune_from_options, "experiment"),
