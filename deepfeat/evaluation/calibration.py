@@ -116,7 +116,7 @@ def choose_calibration(pipeline, X, y, *, folds: int, seed: int, groups=None, n_
     base = pipeline.steps[-1][1]
     if isinstance(base, CalibratedClassifierCV):
         base = base.estimator
-    record = {"criterion": f"{folds}-fold out-of-fold log loss (lower wins)", "folds": folds, "seed": seed,
+    record = {"criterion": f"{folds}-fold out-of-fold log loss, lower wins", "folds": folds, "seed": seed,
               "bins": f"{n_bins} equal-width bins, top label", "log_loss": {}}
     before = out_of_fold_proba(pipeline, X, y, folds=folds, seed=seed, groups=groups) if _probabilities(pipeline) else None
     record["ece_before"] = None if before is None else expected_calibration_error(codes, before, n_bins)
