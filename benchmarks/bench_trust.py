@@ -55,11 +55,30 @@ def ece_held_out(fs, classifier: str, folds: int, seed: int) -> dict:
             "methods": methods}
 
 
-def coverage(fs, classifier: str, folds: int, seed: int, class_conditional: bool) -> pd.DataFrame:
+def _remember_inner_fits():
+    """The marginal and the Mondrian run calibrate from the same inner out-of-fold probabilities (same rows,
+    folds and seed, deterministic fits): compute them once. Timing only; the figures are those of two runs."""
+    import hashlib
+
+    from deepfeat.evaluation import calibration
+
+    real, memo = calibration.out_of_fold_proba, {}
+
+    def remembered(est, X, y, **kw):
+        key = (repr(est), hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.asarray(y).tobytes()).hexdigest(),
+               repr(sorted(kw.items(), key=str)))
+        if key not in memo:
+            memo[key] = real(est, X, y, **kw)
+        return memo[key]
+
+    calibration.out_of_fold_proba = remembered
+
+
+def coverage(fs, classifier: str, folds: int, seed: int, class_conditional: bool, fold_cache) -> pd.DataFrame:
     from deepfeat.evaluation.cross_validation import cross_validate
 
     res = cross_validate(fs, classifiers=(classifier,), selections=("none",), folds=folds, seed=seed,
-                         baseline="none", progress=False, fold_cache=None, coverage=LEVELS,
+                         baseline="none", progress=False, fold_cache=fold_cache, coverage=LEVELS,
                          class_conditional=class_conditional)
     return res.conformal.assign(class_conditional=class_conditional)
 
@@ -78,6 +97,7 @@ def main(argv=None):
     from deepfeat.provenance import package_versions
 
     args.out.mkdir(parents=True, exist_ok=True)
+    _remember_inner_fits()
     print(f"load: {os.getloadavg()[0]:.1f} (1-min average), {os.cpu_count()} cores")
     for path in args.features:
         fs = load_features(path)
@@ -90,7 +110,8 @@ def main(argv=None):
               f"calibration ({'/'.join(sorted(set(cal['methods'])))} chosen); accuracy "
               f"{100 * cal['accuracy_before']:.2f} % -> {100 * cal['accuracy_after']:.2f} %; inner out-of-fold ECE "
               f"as fit prints it: {cal['inner_ece_before']:.4f} -> {cal['inner_ece_after']:.4f}  [{t1 - t0:.0f} s]")
-        tables = [coverage(fs, args.classifier, args.folds, args.seed, cc) for cc in (False, True)]
+        tables = [coverage(fs, args.classifier, args.folds, args.seed, cc, args.out / "fold-cache")
+                  for cc in (False, True)]
         table = pd.concat(tables, ignore_index=True)
         print(f"  conformal sets on the outer test folds (cross-conformal, 5 inner folds)  "
               f"[{time.perf_counter() - t1:.0f} s]")
@@ -99,7 +120,8 @@ def main(argv=None):
             rows = table[(table["nominal"] == r["nominal"]) & (table["class"] != "all")
                          & (table["class_conditional"] == r["class_conditional"])]
             print(f"    {'Mondrian' if r['class_conditional'] else 'marginal':8s} nominal {100 * r['nominal']:g} %: "
-                  f"coverage {100 * r['coverage']:.2f} ± {100 * r['se']:.2f} % (gap {100 * (r['coverage'] - r['nominal']):+.2f} pp), "
+                  f"coverage {100 * r['coverage']:.2f} ± {100 * r['se']:.2f} % "
+                  f"(gap {100 * (r['coverage'] - r['nominal']):+.2f} pp), "
                   f"mean set size {r['mean_set_size']:.2f}, decided alone {100 * r['decided_alone']:.1f} %; "
                   f"per-class coverage {100 * rows['coverage'].min():.1f}-{100 * rows['coverage'].max():.1f} %")
         write_csv(table, args.out / f"trust_{path.stem}.csv")

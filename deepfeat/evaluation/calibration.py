@@ -101,8 +101,8 @@ def _probabilities(pipeline) -> bool:
 def choose_calibration(pipeline, X, y, *, folds: int, seed: int, groups=None, n_bins: int = N_BINS):
     """Calibrate the last step (``classify``) of the unfitted ``pipeline``: sigmoid and isotonic maps
     (``CalibratedClassifierCV(cv=folds, ensemble=False)``) are each scored by ``folds``-fold out-of-fold log loss on
-    ``X, y`` (grouped folds when ``groups`` is given), and the lower wins. A classifier that is already a ``CalibratedClassifierCV`` (``svm-calibrated``) is
-    re-calibrated from its inner estimator.
+    ``X, y`` (grouped folds when ``groups`` is given), and the lower wins. A classifier that is already a
+    ``CalibratedClassifierCV`` (``svm-calibrated``) is re-calibrated from its inner estimator.
 
     Returns
     -------
@@ -118,7 +118,8 @@ def choose_calibration(pipeline, X, y, *, folds: int, seed: int, groups=None, n_
         base = base.estimator
     record = {"criterion": f"{folds}-fold out-of-fold log loss, lower wins", "folds": folds, "seed": seed,
               "bins": f"{n_bins} equal-width bins, top label", "log_loss": {}}
-    before = out_of_fold_proba(pipeline, X, y, folds=folds, seed=seed, groups=groups) if _probabilities(pipeline) else None
+    before = (out_of_fold_proba(pipeline, X, y, folds=folds, seed=seed, groups=groups)
+              if _probabilities(pipeline) else None)
     record["ece_before"] = None if before is None else expected_calibration_error(codes, before, n_bins)
     best = None
     for method in CALIBRATION_METHODS:

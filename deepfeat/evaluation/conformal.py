@@ -104,7 +104,7 @@ def prediction_sets(proba, calibration: dict) -> np.ndarray:
 def set_columns(proba, calibration: dict) -> pd.DataFrame:
     """Per row: ``set`` (the classes, most probable first, joined by ``|``), ``set_size`` and ``decision``
     (``alone`` when the set holds one class, ``refer`` when it holds several or none). Rows whose probabilities
-    are NaN (unreadable images) get an empty ``set``, size NaN and no decision."""
+    are NaN (unreadable images) get an empty ``set``, no size and no decision."""
     proba = np.asarray(proba, dtype=float)
     ok = ~np.isnan(proba).any(axis=1)
     member = np.zeros(proba.shape, dtype=bool)
@@ -116,9 +116,9 @@ def set_columns(proba, calibration: dict) -> pd.DataFrame:
         order = np.argsort(-np.nan_to_num(proba[i], nan=0.0), kind="stable")
         chosen = [names[c] for c in order if member[i, c]]
         sets.append("|".join(chosen))
-        sizes.append(len(chosen) if ok[i] else np.nan)
+        sizes.append(len(chosen) if ok[i] else None)
         decisions.append(("alone" if len(chosen) == 1 else "refer") if ok[i] else "")
-    return pd.DataFrame({"set": sets, "set_size": sizes, "decision": decisions})
+    return pd.DataFrame({"set": sets, "set_size": pd.array(sizes, dtype="Int64"), "decision": decisions})
 
 
 def coverage_summary(rows: pd.DataFrame) -> pd.DataFrame:

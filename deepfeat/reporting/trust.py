@@ -76,7 +76,8 @@ def trust_tables(results) -> list[dict]:
     if conf is not None and len(conf):
         out.append(table_block(pd.DataFrame({
             "config": conf["config"], "nominal %": [f"{100 * v:g}" for v in conf["nominal"]], "class": conf["class"],
-            "images": conf["n"], "coverage %": [f"{_pct(c)} ± {_pct(s)}" for c, s in zip(conf["coverage"], conf["se"])],
+            "images": conf["n"],
+            "coverage %": [f"{_pct(c)} ± {_pct(s)}" for c, s in zip(conf["coverage"], conf["se"])],
             "mean set size": [f"{v:.2f}" for v in conf["mean_set_size"]],
             "decided alone %": [_pct(v) for v in conf["decided_alone"]]}),
             key="conformal", open_=True,
