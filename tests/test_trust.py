@@ -220,3 +220,22 @@ def test_cv_calibrates_inside_the_training_part_only(tmp_path, monkeypatch):
     for X, (_, part) in zip(seen, pred.groupby(["repeat", "fold"], sort=False)):
         test_rows = {tuple(r) for r in fs.X[part["row"].to_numpy()]}
         assert len(X) == len(fs) - len(part) and not test_rows & {tuple(r) for r in X}
+
+
+# ------------------------------------------------------------------------------------------------ the commands
+def test_cli_fit_prints_the_ece_and_cv_prints_the_coverage(tmp_path, capsys):
+    from cli_helpers import run
+
+    feats = _features(tmp_path)
+    code, out, err = run(capsys, "fit", feats, "-o", tmp_path / "m.skops", "--calibrate", "--coverage", "0.9",
+                         "--conformal-score", "aps")
+    assert code == 0, err
+    assert "ECE out-of-fold" in out and "prediction sets: 90 % coverage, aps score" in out
+    code, out, err = run(capsys, "fit", feats, "-o", tmp_path / "m.skops", "--coverage", "95")
+    assert code != 0 and "--coverage must be a probability in (0, 1)" in out + err
+    code, out, err = run(capsys, "cv", feats, "-o", tmp_path / "rep", "--classifier", "nb", "--select", "none",
+                         "--folds", "3", "--coverage", "0.8", "--coverage", "0.9", "--baseline", "none", "--quiet",
+                         "--fold-cache", "none")
+    assert code == 0, err
+    assert "prediction sets nb+none at 80 %: coverage" in out and "prediction sets nb+none at 90 %" in out
+    assert (tmp_path / "rep" / "conformal.csv").is_file()

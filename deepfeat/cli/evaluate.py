@@ -91,6 +91,7 @@ def cv(
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.reporting.stats import comparison_lines, nested_lines
+    from deepfeat.reporting.trust import coverage_lines
     from deepfeat.workflows import cross_validate_experiment
 
     show_messages(progress)
@@ -99,7 +100,7 @@ def cv(
                                         overrides=typed_options(ctx, CV_OPTIONS), progress=progress, log=typer.echo)
     typer.echo(results.table().to_string())
     for line in results.honesty_lines() + nested_lines(results) + (
-            comparison_lines(results) if results.comparisons is not None else []):
+            comparison_lines(results) if results.comparisons is not None else []) + coverage_lines(results):
         typer.echo(line)
     typer.echo(f"report: {output / 'report.html'}")
 

@@ -364,6 +364,10 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     if coverage is not None:  # checked before any work
         from deepfeat.evaluation.conformal import check_coverage, nonconformity
 
+        if fold_features is not None:
+            raise DeepfeatError("coverage= re-fits each configuration on the FeatureSet's own features; with "
+                                "fold_features (features made per fold) it cannot: drop one of them")
+
         options["coverage"] = [check_coverage(c) for c in ([coverage] if isinstance(coverage, (int, float))
                                                            else coverage)]
         nonconformity(np.ones((1, 1)), conformal_score)

@@ -9,7 +9,7 @@ from deepfeat.evaluation.calibration import N_BINS, calibration_table, reliabili
 from deepfeat.reporting.plots import _grid, _png
 from deepfeat.reporting.writing import table_block
 
-__all__ = ["reliability_png", "trust_figures", "trust_frames", "trust_tables"]
+__all__ = ["coverage_lines", "reliability_png", "trust_figures", "trust_frames", "trust_tables"]
 
 CALIBRATION_TEXT = (f"top-label expected calibration error, {N_BINS} equal-width confidence bins, pooled out-of-fold "
                     "probabilities; configurations with decision values only have none")
@@ -86,3 +86,13 @@ def trust_tables(results) -> list[dict]:
                  "labels only count coverage (± one binomial standard error). 'decided alone': the set holds "
                  "one class; the rest would be referred to an expert."))
     return out
+
+
+def coverage_lines(results) -> list[str]:
+    """One line per configuration and nominal coverage (all classes), for the command line."""
+    conf = getattr(results, "conformal", None)
+    if conf is None or not len(conf):
+        return []
+    return [f"prediction sets {r['config']} at {100 * r['nominal']:g} %: coverage {_pct(r['coverage'])} % on the "
+            f"outer folds, mean set size {r['mean_set_size']:.2f}, decided alone {_pct(r['decided_alone'])} %"
+            for _, r in conf[conf["class"] == "all"].iterrows()]
