@@ -25,6 +25,7 @@ from deepfeat.cli import finetune as cli_finetune
 from deepfeat.cli import run as cli_run
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.cross_validation import cross_validate
+from deepfeat.evaluation.trust import fit_trust
 from deepfeat.experiments import CV_KEYS, FEATURE_KEYS, Experiment, run_demo, run_experiment
 from deepfeat.extraction.api import check_request, extract_features
 from deepfeat.extraction.engine import FeatureExtractor
@@ -170,12 +171,19 @@ def test_the_defaults_table_is_what_the_signatures_use():
                           "mrmr_method": defaults.MRMR_METHOD, "folds": defaults.FOLDS, "repeats": defaults.REPEATS,
                           "groups": defaults.GROUPS, "seed": defaults.SEED, "baseline": defaults.BASELINE,
                           "n_jobs": defaults.N_JOBS, "nested": defaults.NESTED, "fold_cache": defaults.FOLD_CACHE,
-                          "rope": defaults.ROPE, "scheduler": defaults.SCHEDULER}),
+                          "rope": defaults.ROPE, "scheduler": defaults.SCHEDULER,
+                          "conformal_score": defaults.CONFORMAL_SCORE,
+                          "class_conditional": defaults.CLASS_CONDITIONAL}),
         (extract_features, {"weights": defaults.WEIGHTS, "layer": defaults.LAYER, "device": defaults.DEVICE,
                             "precision": defaults.PRECISION, "tta": defaults.TTA,
                             "shard_size": defaults.SHARD_SIZE}),
         (MRMRSelector.__init__, {"method": defaults.MRMR_METHOD}),
-        (workflows.fit_model, {"classifier": defaults.FIT_CLASSIFIER, "select": defaults.FIT_SELECT}),
+        (workflows.fit_model, {"classifier": defaults.FIT_CLASSIFIER, "select": defaults.FIT_SELECT,
+                               "calibrate": defaults.CALIBRATE, "conformal_score": defaults.CONFORMAL_SCORE,
+                               "class_conditional": defaults.CLASS_CONDITIONAL, "non_empty": defaults.NON_EMPTY}),
+        (fit_trust, {"calibrate": defaults.CALIBRATE, "conformal_score": defaults.CONFORMAL_SCORE,
+                     "class_conditional": defaults.CLASS_CONDITIONAL, "non_empty": defaults.NON_EMPTY,
+                     "folds": defaults.INNER_FOLDS}),
         (few_shot_evaluate, {"ways": defaults.FEWSHOT_WAYS, "shots": defaults.FEWSHOT_SHOTS,
                              "queries": defaults.FEWSHOT_QUERIES, "episodes": defaults.FEWSHOT_EPISODES,
                              "classifiers": defaults.FEWSHOT_CLASSIFIERS, "standardize": defaults.FEWSHOT_STANDARDIZE,
