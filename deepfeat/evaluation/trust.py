@@ -17,7 +17,7 @@ from sklearn.base import clone
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.calibration import choose_calibration, out_of_fold_proba
-from deepfeat.evaluation.conformal import METHOD_TEXT, calibrate_conformal, check_coverage, nonconformity
+from deepfeat.evaluation.conformal import METHOD_TEXT, calibrate_conformal, check_coverage
 
 __all__ = ["check_trust_options", "fit_trust", "trust_lines"]
 
@@ -29,7 +29,6 @@ def check_trust_options(*, coverage, conformal_score) -> None:
     if conformal_score not in defaults.CONFORMAL_SCORES:
         raise DeepfeatError(f"--conformal-score must be one of {list(defaults.CONFORMAL_SCORES)}; got "
                             f"{conformal_score!r}")
-    nonconformity(np.ones((1, 1)), conformal_score)
 
 
 def fit_trust(model, features, *, calibrate: bool = defaults.CALIBRATE, coverage=None,

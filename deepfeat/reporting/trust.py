@@ -56,7 +56,7 @@ def trust_figures(results, order) -> list[tuple[str, str, bytes]]:
 
 
 def _pct(v) -> str:
-    return f"{100 * v:.1f}"
+    return f"{100 * v:.2f}"
 
 
 def trust_tables(results) -> list[dict]:
