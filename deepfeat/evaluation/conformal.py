@@ -46,7 +46,7 @@ def check_coverage(coverage, name: str = "coverage") -> float:
     return float(coverage)
 
 
-def nonconformity(proba, score: str = "lac") -> np.ndarray:
+def nonconformity(proba, score: str = defaults.CONFORMAL_SCORE) -> np.ndarray:
     """``(n, n_classes)`` scores ``s(x, c)`` of every row and class (lower = more conforming)."""
     proba = np.asarray(proba, dtype=float)
     if score == "lac":
@@ -67,8 +67,9 @@ def conformal_threshold(scores, coverage: float) -> float:
     return float(scores[k - 1]) if 1 <= k <= len(scores) else math.inf
 
 
-def calibrate_conformal(proba, y, *, coverage: float, classes, score: str = "lac",
-                        class_conditional: bool = False, non_empty: bool = False, method: str = "") -> dict:
+def calibrate_conformal(proba, y, *, coverage: float, classes, score: str = defaults.CONFORMAL_SCORE,
+                        class_conditional: bool = defaults.CLASS_CONDITIONAL, non_empty: bool = defaults.NON_EMPTY,
+                        method: str = "") -> dict:
     """The conformal calibration (plain values, stored in model files) from calibration ``proba`` and true class
     indices ``y``: ``thresholds`` (one per class; equal unless ``class_conditional``), ``coverage``, ``score``,
     ``class_conditional``, ``non_empty``, ``n_calibration``, ``calibration_counts``, ``classes``, ``method``."""
@@ -153,8 +154,9 @@ def _rebuild(config_row, fold_row, params):
                           mrmr_method=params["mrmr_method"], seed=params["seed"], class_weight=params["class_weight"])
 
 
-def cv_coverage(features, results, coverages, *, score: str = "lac", class_conditional: bool = False,
-                non_empty: bool = False, inner_folds: int = 5) -> tuple[pd.DataFrame, list[str]]:
+def cv_coverage(features, results, coverages, *, score: str = defaults.CONFORMAL_SCORE,
+                class_conditional: bool = defaults.CLASS_CONDITIONAL, non_empty: bool = defaults.NON_EMPTY,
+                inner_folds: int = defaults.INNER_FOLDS) -> tuple[pd.DataFrame, list[str]]:
     """Empirical coverage of conformal sets on the held-out outer folds of a CV run, calibrated honestly.
 
     For every configuration with class probabilities and every outer fold, the configuration's pipeline is
