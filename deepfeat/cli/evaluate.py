@@ -73,7 +73,7 @@ def cv(
                                                    "feature set, mRMR size, classifier and its C / k by inner CV "
                                                    "on its training part only (the honest headline).")] = None,
     inner_folds: Annotated[Optional[int], typer.Option(
-        min=2, help=f"Inner folds of --nested (default {defaults.INNER_FOLDS}).")] = None,
+        min=2, help=f"Inner folds of --nested and --coverage (default {defaults.INNER_FOLDS}).")] = None,
     fold_cache: Annotated[Optional[str], typer.Option(parser=fold_cache_value, help="Folder caching fold results "
                                                       "by identity (default: <cache root>/cv-folds); 'none' "
                                                       "disables.")] = None,
