@@ -29,6 +29,8 @@ defaults, and checks that the library signatures use this table.
 | classifiers / standardize (few-shot) | prototype, knn, logreg, svm / ``support`` | fewshot, few_shot_evaluate |
 | sizes / classifier / select / repeats / test_fraction | (5, 10, 20, 50, 100, all) / svm / mrmr / 5 / 0.3 | curve, learning_curve |
 | images per class / n_features (demo) | 40 / 100 | demo, run_demo |
+| coverage / conformal_score / class_conditional / non_empty | None (no prediction sets) / ``lac`` / off / off | fit, fit_model, cv, cross_validate (non_empty: fit only) |
+| calibrate | off | fit, fit_model |
 
 A TOML key left out takes the library default (the keys are the library's parameter names). ``config`` names a
 run's settings and ``method`` an mRMR variant only: the experiment file is ``experiment`` and the few-shot
@@ -82,3 +84,8 @@ TTA = "none"
 FIT_SELECT = "none"
 DEMO_IMAGES_PER_CLASS = 40
 DEMO_N_FEATURES = 100
+CONFORMAL_SCORE = "lac"
+CONFORMAL_SCORES = ("lac", "aps")
+CLASS_CONDITIONAL = False
+NON_EMPTY = False
+CALIBRATE = False

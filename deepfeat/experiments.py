@@ -28,7 +28,8 @@ _TABLES = {"experiment", "data", "finetune", "features", "cv"}
 FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border",
                 "tta"}
 CV_KEYS = {"classifiers", "selections", "n_features", "threshold", "mrmr_method", "folds", "repeats", "groups",
-           "seed", "n_jobs", "class_weight", "baseline", "nested", "inner_folds", "fold_cache", "rope"}
+           "seed", "n_jobs", "class_weight", "baseline", "nested", "inner_folds", "fold_cache", "rope",
+           "coverage", "conformal_score", "class_conditional"}
 
 
 @dataclass

@@ -109,28 +109,38 @@ def fuse_files(inputs, output):
 # ----------------------------------------------------------------------------------------------- fit, predict
 def fit_model(features, output, *, classifier=defaults.FIT_CLASSIFIER, select=defaults.FIT_SELECT,
               n_features=defaults.N_FEATURES, threshold=None, mrmr_method=defaults.MRMR_METHOD, class_weight=None,
-              seed=defaults.SEED):
-    """``deepfeat fit``: train one classifier pipeline on a FeatureSet file and save it; returns (model, path)."""
+              seed=defaults.SEED, calibrate=defaults.CALIBRATE, coverage=None,
+              conformal_score=defaults.CONFORMAL_SCORE, class_conditional=defaults.CLASS_CONDITIONAL,
+              non_empty=defaults.NON_EMPTY):
+    """``deepfeat fit``: train one classifier pipeline on a FeatureSet file and save it; returns (model, path).
+
+    ``calibrate``, ``coverage``, ``conformal_score``, ``class_conditional``, ``non_empty``: calibrate the
+    probabilities and / or store conformal prediction sets with the model (:func:`deepfeat.evaluation.trust.
+    fit_trust`; :func:`~deepfeat.evaluation.trust.trust_lines` says what was stored)."""
     from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
     from deepfeat.classifiers.model_files import save_model
     from deepfeat.classifiers.presets import make_selector
+    from deepfeat.evaluation.trust import check_trust_options, fit_trust
     from deepfeat.features import load_features
     from deepfeat.selection.mrmr import resolve_n_features
 
     if select not in defaults.SELECTIONS:
         raise DeepfeatError(f"select must be one of {list(defaults.SELECTIONS)}; got {select!r}")
+    check_trust_options(coverage=coverage, conformal_score=conformal_score)
     fs = load_features(features)
     n_features = resolve_n_features(n_features, fs.n_features, threshold=threshold)  # the one check, as in cv
     selector = make_selector(select, n_features=n_features, threshold=threshold, mrmr_method=mrmr_method)
     model = DeepFeatureClassifier.from_featureset(fs, classifier=classifier, selector=selector,
                                                   class_weight=class_weight, seed=seed)
+    model = fit_trust(model, fs, calibrate=calibrate, coverage=coverage, conformal_score=conformal_score,
+                      class_conditional=class_conditional, non_empty=non_empty, seed=seed)
     return model, save_model(model, output)
 
 
 @dataclass
 class Predictions:
-    """What :func:`predict_images` wrote: ``table`` (one row per image: path, label, ``proba_<class>``, error) and
-    the CSV ``path``."""
+    """What :func:`predict_images` wrote: ``table`` (one row per image: path, label, ``proba_<class>``, with a
+    conformal model ``set``, ``set_size`` and ``decision`` (alone / refer), then error) and the CSV ``path``."""
 
     table: object
     path: Path
@@ -167,6 +177,14 @@ def predict_images(model_file, images, output, *, allow_version_mismatch: bool =
     if hasattr(model, "progress"):
         model.progress = progress
     table = model.predict_paths(expand_image_paths(images), on_error="skip")
+    conformal = getattr(model, "conformal_", None)
+    if conformal:  # the set of plausible classes per image, and "refer" when it is not one class
+        import pandas as pd
+
+        from deepfeat.evaluation.conformal import set_columns
+
+        proba = table[[f"proba_{c}" for c in model.classes_]].to_numpy(float)
+        table = pd.concat([table.drop(columns="error"), set_columns(proba, conformal), table[["error"]]], axis=1)
     write_csv(table, output)
     return Predictions(table, Path(output))
 

@@ -26,6 +26,7 @@ from deepfeat.cli import finetune as cli_finetune
 from deepfeat.cli import run as cli_run
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.cross_validation import cross_validate
+from deepfeat.evaluation.trust import fit_trust
 from deepfeat.experiments import CV_KEYS, FEATURE_KEYS, Experiment, run_demo, run_experiment
 from deepfeat.extraction.api import check_request, extract_features
 from deepfeat.extraction.engine import FeatureExtractor
@@ -70,11 +71,14 @@ PAIRS = [
                                        "repeats": "repeats", "groups": "groups", "seed": "seed", "n_jobs": "n_jobs",
                                        "class_weight": "class_weight", "baseline": "baseline",
                                        "scheduler": "scheduler", "mrmr_threshold": "threshold",
-                                       "progress": "progress"}),
+                                       "progress": "progress", "conformal_score": "conformal_score",
+                                       "class_conditional": "class_conditional"}),
     (cli_evaluate.fit, workflows.fit_model, {"classifier": "classifier", "select": "select",
                                              "n_features": "n_features", "mrmr_method": "mrmr_method",
                                              "class_weight": "class_weight", "seed": "seed",
-                                             "mrmr_threshold": "threshold"}),
+                                             "mrmr_threshold": "threshold", "calibrate": "calibrate",
+                                             "coverage": "coverage", "conformal_score": "conformal_score",
+                                             "class_conditional": "class_conditional", "non_empty": "non_empty"}),
     # the estimator's classifier stays "svm" (calibrated probabilities need 5 images per class); `deepfeat fit`
     # and fit_model ask for "svm-calibrated" so that predict writes probabilities
     (cli_evaluate.fit, DeepFeatureClassifier.__init__, {"n_features": "n_features", "seed": "seed",
@@ -102,7 +106,7 @@ PAIRS = [
 # options forwarded only when given: their CLI default is None and the library's own default applies
 GIVEN_ONLY = {
     "cv": {"nested": (cross_validate, "nested"), "inner_folds": (cross_validate, "inner_folds"),
-           "fold_cache": (cross_validate, "fold_cache"),
+           "fold_cache": (cross_validate, "fold_cache"), "coverage": (cross_validate, "coverage"),
            "finetune": (workflows.cross_validate_experiment, "finetune_in_fold"),
            "experiment": (workflows.cross_validate_experiment, "experiment")},
     "finetune": {"experiment": (workflows.finetune_from_options, "experiment"),
@@ -172,12 +176,19 @@ def test_the_defaults_table_is_what_the_signatures_use():
                           "mrmr_method": defaults.MRMR_METHOD, "folds": defaults.FOLDS, "repeats": defaults.REPEATS,
                           "groups": defaults.GROUPS, "seed": defaults.SEED, "baseline": defaults.BASELINE,
                           "n_jobs": defaults.N_JOBS, "nested": defaults.NESTED, "fold_cache": defaults.FOLD_CACHE,
-                          "rope": defaults.ROPE, "scheduler": defaults.SCHEDULER}),
+                          "rope": defaults.ROPE, "scheduler": defaults.SCHEDULER,
+                          "conformal_score": defaults.CONFORMAL_SCORE,
+                          "class_conditional": defaults.CLASS_CONDITIONAL}),
         (extract_features, {"weights": defaults.WEIGHTS, "layer": defaults.LAYER, "device": defaults.DEVICE,
                             "precision": defaults.PRECISION, "tta": defaults.TTA,
                             "shard_size": defaults.SHARD_SIZE}),
         (MRMRSelector.__init__, {"method": defaults.MRMR_METHOD}),
-        (workflows.fit_model, {"classifier": defaults.FIT_CLASSIFIER, "select": defaults.FIT_SELECT}),
+        (workflows.fit_model, {"classifier": defaults.FIT_CLASSIFIER, "select": defaults.FIT_SELECT,
+                               "calibrate": defaults.CALIBRATE, "conformal_score": defaults.CONFORMAL_SCORE,
+                               "class_conditional": defaults.CLASS_CONDITIONAL, "non_empty": defaults.NON_EMPTY}),
+        (fit_trust, {"calibrate": defaults.CALIBRATE, "conformal_score": defaults.CONFORMAL_SCORE,
+                     "class_conditional": defaults.CLASS_CONDITIONAL, "non_empty": defaults.NON_EMPTY,
+                     "folds": defaults.INNER_FOLDS}),
         (few_shot_evaluate, {"ways": defaults.FEWSHOT_WAYS, "shots": defaults.FEWSHOT_SHOTS,
                              "queries": defaults.FEWSHOT_QUERIES, "episodes": defaults.FEWSHOT_EPISODES,
                              "classifiers": defaults.FEWSHOT_CLASSIFIERS, "standardize": defaults.FEWSHOT_STANDARDIZE,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
 from cli_helpers import random_images, run
 
 from deepfeat import FeatureSet
@@ -20,6 +21,8 @@ from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
 from deepfeat.classifiers.model_files import load_model, save_model, sidecar_path
 from deepfeat.classifiers.model_trust import SKOPS_ALLOWED_TYPES, SKOPS_TYPES_OF_0_2, skops_node_types
 from deepfeat.classifiers.presets import PRESETS, build_pipeline
+from deepfeat.evaluation.calibration import CALIBRATION_METHODS
+from deepfeat.evaluation.trust import fit_trust
 from deepfeat.errors import ModelFileError
 from deepfeat.locations import trusted_models_dir
 
@@ -51,6 +54,11 @@ def preset_files(tmp_path_factory):
                 out.append((save_model(model, folder / f"{name}-{select}-dfc.skops"), model, fs.X))
                 pipe = build_pipeline(name, class_weight="balanced", **mrmr).fit(X2, y2)
                 out.append((save_model(pipe, folder / f"{name}-{select}-pipe.skops"), pipe, X2))
+        # deepfeat fit --calibrate --coverage: the calibration map chosen (either one) and the conformal record
+        for method in CALIBRATION_METHODS:
+            clf = CalibratedClassifierCV(PRESETS["svm"].make(0), method=method, cv=3, ensemble=False)
+            model = fit_trust(DeepFeatureClassifier.from_featureset(fs, classifier=clf), fs, coverage=0.9, folds=3)
+            out.append((save_model(model, folder / f"calibrated-{method}-dfc.skops"), model, fs.X))
     return out
 
 
@@ -84,7 +92,11 @@ def _outcome(model, X):
 
 def test_every_preset_round_trips_through_skops(preset_files, image_model_file):
     for path, model, X in preset_files:
-        assert _outcome(load_model(path), X) == _outcome(model, X), path
+        loaded = load_model(path)
+        assert _outcome(loaded, X) == _outcome(model, X), path
+        if hasattr(model, "conformal_"):  # fit --coverage: the stored calibration travels with the model
+            assert loaded.conformal_["thresholds"].tolist() == model.conformal_["thresholds"].tolist()
+            assert np.allclose(loaded.predict_proba(X), model.predict_proba(X))
     path, model, paths = image_model_file
     assert load_model(path).predict(paths).tolist() == model.predict(paths).tolist()
 

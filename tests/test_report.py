@@ -38,7 +38,8 @@ def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_pat
 
     pngs = [k for k in paths if k.startswith("plot_")]
     # one picture per question: confusion matrices and ROC curves as small multiples, not one plot per configuration
-    assert {"plot_accuracy", "plot_class_heatmap", "plot_confusion", "plot_roc", "plot_mrmr_scores"} == set(pngs)
+    assert {"plot_accuracy", "plot_class_heatmap", "plot_confusion", "plot_roc", "plot_mrmr_scores",
+            "plot_reliability"} == set(pngs)
     assert all(paths[k].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for k in pngs)
 
     page = paths["report_html"].read_text()

@@ -274,6 +274,8 @@ class DeepFeatureClassifier(ClassifierMixin, BaseEstimator):
         self.pipeline_.fit(F, y)
         self.classes_ = self.pipeline_.classes_
         self.training_features_ = None
+        for stale in ("calibration_", "conformal_"):  # fit_trust's records describe the previous fit only
+            self.__dict__.pop(stale, None)
         return self
 
     def predict(self, X):

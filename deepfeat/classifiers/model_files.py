@@ -25,6 +25,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -82,7 +83,23 @@ def describe_model(model) -> dict:
     identity = getattr(model, "extractor_identity_", None) or {}
     info["model_sha256"] = identity.get("model_sha256")
     info["training_features_sha256"] = (getattr(model, "training_features_", None) or {}).get("sha256")
+    for key in ("calibration", "conformal"):  # deepfeat fit --calibrate / --coverage (deepfeat.evaluation.trust)
+        record = getattr(model, f"{key}_", None)
+        if record:
+            info[key] = _plain(record)
     return info
+
+
+def _plain(value):
+    """A calibration record as JSON: arrays as lists, an infinite threshold as the string "inf"."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        value = value.tolist() if hasattr(value, "tolist") else value
+        return [_plain(v) for v in value] if isinstance(value, list) else _plain(value)
+    if isinstance(value, float) and not math.isfinite(value):  # inf (NaN too): JSON has neither
+        return str(value)
+    return _jsonable(value)
 
 
 def check_against_sidecar(path, model, info: dict) -> None:

@@ -64,6 +64,7 @@ SKOPS_ALLOWED_TYPES: frozenset[tuple[str, str]] = frozenset({
     ("sklearn.calibration.CalibratedClassifierCV", "ObjectNode"),
     ("sklearn.calibration._CalibratedClassifier", "ObjectNode"),
     ("sklearn.calibration._SigmoidCalibration", "ObjectNode"),
+    ("sklearn.isotonic.IsotonicRegression", "ObjectNode"),  # deepfeat fit --calibrate (its interp1d is not pickled)
     ("sklearn.kernel_approximation.Nystroem", "ObjectNode"),
     ("sklearn.linear_model._logistic.LogisticRegression", "ObjectNode"),
     ("sklearn.linear_model._sgd_fast.Hinge", "LossNode"),

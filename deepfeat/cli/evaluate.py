@@ -26,7 +26,12 @@ CV_OPTIONS = {"classifier": "classifiers", "select": "selections", "n_features":
               "mrmr_threshold": "threshold", "mrmr_method": "mrmr_method", "folds": "folds", "repeats": "repeats",
               "groups": "groups", "seed": "seed", "n_jobs": "n_jobs", "class_weight": "class_weight",
               "baseline": "baseline", "nested": "nested", "inner_folds": "inner_folds", "fold_cache": "fold_cache",
-              "scheduler": "scheduler"}
+              "scheduler": "scheduler", "coverage": "coverage", "conformal_score": "conformal_score",
+              "class_conditional": "class_conditional"}
+COVERAGE_HELP = ("Conformal prediction sets: the share of images whose set must hold the true class, e.g. 0.95 "
+                 "(README, 'Trusting one prediction').")
+SCORE_HELP = "Conformal score: lac (smallest sets) or aps (adaptive sets)."
+MONDRIAN_HELP = "One conformal threshold per class (Mondrian), so every class keeps its coverage."
 
 
 def cv(
@@ -68,16 +73,25 @@ def cv(
                                                    "feature set, mRMR size, classifier and its C / k by inner CV "
                                                    "on its training part only (the honest headline).")] = None,
     inner_folds: Annotated[Optional[int], typer.Option(
-        min=2, help=f"Inner folds of --nested (default {defaults.INNER_FOLDS}).")] = None,
+        min=2, help=f"Inner folds of --nested and --coverage (default {defaults.INNER_FOLDS}).")] = None,
     fold_cache: Annotated[Optional[str], typer.Option(parser=fold_cache_value, help="Folder caching fold results "
                                                       "by identity (default: <cache root>/cv-folds); 'none' "
                                                       "disables.")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP + " One task per fold x feature set x "
                                                      "classifier x selection; results equal a local run.")]
     = defaults.SCHEDULER,
+    coverage: Annotated[Optional[list[float]], typer.Option(help="Also measure conformal prediction sets at this "
+                                                            "coverage on the outer folds (repeatable, e.g. 0.9 "
+                                                            "0.95 0.99); calibrated inside each training part "
+                                                            "(--inner-folds fits per fold and configuration).")]
+    = None,
+    conformal_score: Annotated[str, typer.Option(help=SCORE_HELP)] = defaults.CONFORMAL_SCORE,
+    class_conditional: Annotated[bool, typer.Option("--class-conditional", help=MONDRIAN_HELP)]
+    = defaults.CLASS_CONDITIONAL,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.reporting.stats import comparison_lines, nested_lines
+    from deepfeat.reporting.trust import coverage_lines
     from deepfeat.workflows import cross_validate_experiment
 
     show_messages(progress)
@@ -86,7 +100,7 @@ def cv(
                                         overrides=typed_options(ctx, CV_OPTIONS), progress=progress, log=typer.echo)
     typer.echo(results.table().to_string())
     for line in results.honesty_lines() + nested_lines(results) + (
-            comparison_lines(results) if results.comparisons is not None else []):
+            comparison_lines(results) if results.comparisons is not None else []) + coverage_lines(results):
         typer.echo(line)
     typer.echo(f"report: {output / 'report.html'}")
 
@@ -106,15 +120,31 @@ def fit(
     mrmr_method: Annotated[MRMRMethod, typer.Option(help="mRMR variant.")] = MRMRMethod(defaults.MRMR_METHOD),
     class_weight: Annotated[Optional[str], typer.Option(help="'balanced' to weight classes.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the classifier.")] = defaults.SEED,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Calibrate the probabilities (sigmoid or "
+                                                                "isotonic, chosen by 5-fold log loss); the "
+                                                                "out-of-fold ECE before / after is printed and "
+                                                                "stored.")] = defaults.CALIBRATE,
+    coverage: Annotated[Optional[float], typer.Option(help=COVERAGE_HELP + " Stored with the model; 'predict' "
+                                                      "then writes each image's set, its size and "
+                                                      "alone / refer.")] = None,
+    conformal_score: Annotated[str, typer.Option(help=SCORE_HELP)] = defaults.CONFORMAL_SCORE,
+    class_conditional: Annotated[bool, typer.Option("--class-conditional", help=MONDRIAN_HELP)]
+    = defaults.CLASS_CONDITIONAL,
+    non_empty: Annotated[bool, typer.Option("--non-empty", help="An empty set gets the most probable class.")]
+    = defaults.NON_EMPTY,
 ):
     """Train one classifier pipeline on a FeatureSet and save it as a model file for 'deepfeat predict'."""
+    from deepfeat.evaluation.trust import trust_lines
     from deepfeat.workflows import fit_model
 
     model, path = fit_model(features, output, classifier=classifier, select=select, n_features=n_features,
                             threshold=mrmr_threshold, mrmr_method=mrmr_method.value, class_weight=class_weight,
-                            seed=seed)
+                            seed=seed, calibrate=calibrate, coverage=coverage, conformal_score=conformal_score,
+                            class_conditional=class_conditional, non_empty=non_empty)
     typer.echo(f"wrote {path} ({classifier}, select={select}, trained on {model.training_features_['n_samples']} "
                f"images, classes: {', '.join(map(str, model.classes_))})")
+    for line in trust_lines(model):
+        typer.echo(line)
 
 
 def predict(
@@ -122,7 +152,8 @@ def predict(
                                                "joblib files run code when loaded).")],
     images: Annotated[list[str], typer.Argument(help="Image files and/or folders (searched recursively).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV: path, label, one probability column "
-                                                                "per class, error.")] = Path("predictions.csv"),
+                                                                "per class, [set, set_size, decision,] "
+                                                                "error.")] = Path("predictions.csv"),
     allow_version_mismatch: Annotated[bool, typer.Option(help="Load a model saved with other library "
                                                               "versions anyway.")] = False,
     trust: Annotated[bool, typer.Option("--trust", help="Load a .joblib model that this deepfeat install did "

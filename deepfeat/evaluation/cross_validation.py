@@ -263,6 +263,13 @@ def _execute(plan: _Plan, client) -> CVResults:
     if o["nested"]:
         results.nested = _run_nested(plan, results, client)
     results.comparisons = compare_configs(results, rope=o["rope"])
+    if o["coverage"]:
+        from deepfeat.evaluation.conformal import cv_coverage
+
+        results.conformal, notes = cv_coverage(features, results, o["coverage"], score=o["conformal_score"],
+                                               class_conditional=o["class_conditional"],
+                                               inner_folds=o["inner_folds"])
+        results.honesty["notes"] += notes
     return results
 
 
@@ -272,7 +279,9 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
                    seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
                    baseline=defaults.BASELINE, fold_features: Callable | None = None, progress: bool = True,
                    nested: bool = defaults.NESTED, inner_folds: int = defaults.INNER_FOLDS, fold_cache=defaults.FOLD_CACHE,
-                   rope: float = defaults.ROPE, scheduler=defaults.SCHEDULER) -> CVResults:
+                   rope: float = defaults.ROPE, scheduler=defaults.SCHEDULER, coverage=None,
+                   conformal_score: str = defaults.CONFORMAL_SCORE,
+                   class_conditional: bool = defaults.CLASS_CONDITIONAL) -> CVResults:
     """Cross-validate classifiers on all vs mRMR-selected features, with baselines on the same folds.
 
     Parameters
@@ -332,6 +341,12 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         (:mod:`deepfeat.evaluation.distributed`; the same fold functions as a local run,
         :mod:`deepfeat.evaluation.fold_work`). ``n_jobs`` is then ignored; nested CV runs its outer folds on
         the same cluster (joblib's Dask backend). Not with ``fold_features``.
+    coverage : float or sequence of float, optional
+        Also measure conformal prediction sets at these nominal coverages (e.g. ``(0.9, 0.95, 0.99)``) on the
+        outer test folds, calibrated by cross-conformal scores inside each outer training part only
+        (:func:`deepfeat.evaluation.conformal.cv_coverage`, ``inner_folds`` inner fits per configuration and fold,
+        run here after the folds): ``results.conformal``. ``conformal_score`` ("lac" or "aps") and
+        ``class_conditional`` (Mondrian: one threshold per class) as in ``deepfeat fit``.
 
     Returns
     -------
@@ -346,6 +361,16 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
     preset); ``predictions.score_kind`` says which.
     """
     options = dict(locals())
+    if coverage is not None:  # checked before any work
+        from deepfeat.evaluation.conformal import check_coverage, nonconformity
+
+        if fold_features is not None:
+            raise DeepfeatError("coverage= re-fits each configuration on the FeatureSet's own features; with "
+                                "fold_features (features made per fold) it cannot: drop one of them")
+
+        options["coverage"] = [check_coverage(c) for c in ([coverage] if isinstance(coverage, (int, float))
+                                                           else coverage)]
+        nonconformity(np.ones((1, 1)), conformal_score)
     options.update(baseline=resolve_baseline(baseline),
                    classifiers=[classifiers] if isinstance(classifiers, str) else list(classifiers),
                    selections=[selections] if isinstance(selections, str) else list(selections))

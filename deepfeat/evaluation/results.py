@@ -45,6 +45,8 @@ class CVResults:
         (:func:`deepfeat.evaluation.compare.compare_configs`), or None.
     nested : the nested cross-validation estimate (:func:`deepfeat.evaluation.nested.nested_cross_validate`), or
         None when nested CV was not asked for.
+    conformal : empirical coverage, mean set size and share decided alone of conformal prediction sets per
+        configuration x nominal coverage x class (:func:`deepfeat.evaluation.conformal.cv_coverage`), or None.
     """
 
     summary: pd.DataFrame
@@ -58,6 +60,7 @@ class CVResults:
     classes: list = field(default_factory=list)
     comparisons: pd.DataFrame | None = None
     nested: dict | None = None
+    conformal: pd.DataFrame | None = None
 
     def table(self) -> pd.DataFrame:
         """Accuracy % (mean +- std over folds): classifiers as rows, all vs selected features as columns,

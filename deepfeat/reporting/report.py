@@ -20,6 +20,7 @@ from deepfeat.fileio import atomic_write_bytes, write_csv
 from deepfeat.reporting import plots, stats
 from deepfeat.reporting.gallery import GALLERY_LIMITS, correct_gallery, duplicate_gallery, error_gallery
 from deepfeat.reporting.saliency import attach_saliency
+from deepfeat.reporting.trust import trust_figures, trust_frames, trust_tables
 from deepfeat.reporting.verdict import build_verdict
 from deepfeat.reporting.writing import (COMPLETE_MARKER, DASH, check_report, finish_report, fmt_number, render,
                                         start_report, table_block, write_json, write_text)
@@ -98,6 +99,7 @@ def _figures(results, verdict) -> list[dict]:
              plots.confusion_grid_png(results.confusion, order)),
             ("roc", "ROC curves, one-vs-rest, pooled out-of-fold scores",
              plots.roc_grid_png(results.predictions, informative, results.classes))]
+    figs += trust_figures(results, informative)  # reliability diagrams (calibration)
     if len(results.mrmr):
         figs.append(("mrmr_scores", "Feature weights: mRMR scores in pick order", plots.mrmr_scores_png(results.mrmr)))
     return [{"stem": s, "caption": c, "png": p} for s, c, p in figs]
@@ -105,7 +107,7 @@ def _figures(results, verdict) -> list[dict]:
 
 #: Everything write_report owns in a report folder; a rerun removes these first (replace, not merge).
 REPORT_FILES = ("results.csv", "per_fold.csv", "per_class.csv", "predictions.csv", "comparisons.csv", "nested.csv",
-                "config.json", "report.md", "report.html")
+                "calibration.csv", "conformal.csv", "config.json", "report.md", "report.html")
 
 
 def write_report(results, out_dir, *, gallery_limits: dict | None = None, features=None) -> dict:
@@ -138,6 +140,10 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None, featur
                      ("per_class", results.per_class), ("predictions", results.predictions)):
         paths[name] = out / f"{name}.csv"
         write_csv(df, paths[name])
+    for name, df in trust_frames(results).items():  # calibration.csv, conformal.csv (when measured)
+        if df is not None and len(df):
+            paths[name] = out / f"{name}.csv"
+            write_csv(df, paths[name])
     comparisons = getattr(results, "comparisons", None)
     paths.update(stats.write_statistics_tables(results, out))  # comparisons.csv, nested.csv
     paths["config"] = out / "config.json"
@@ -170,6 +176,7 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None, featur
                            title="All metrics (mean ± std over folds)"),
                table_block(_table3(results.per_class), key="table3",
                            title="Per-class precision / recall / specificity / F1 (Table 3)")]
+    tables += trust_tables(results)
     dup_table = _duplicates_table(results.honesty["duplicates"])
     if len(dup_table):
         tables.append(table_block(dup_table, title="Byte-identical images", key="duplicates"))
