@@ -84,6 +84,7 @@ PAIRS = [
     (cli_finetune.finetune_cmd, workflows.finetune_from_options, {"model": "model", "weights": "weights",
                                                                   "compare": "compare", "progress": "progress"}),
     (cli_run.demo, run_demo, {"n_per_class": "n_per_class", "folds": "folds", "progress": "progress",
+                              "synthetic": "synthetic",
                               "output": "out_dir"}),
     (cli_run.run, workflows.run_named_experiment, {"weights": "weights", "progress": "progress"}),
     (cli_fewshot.fewshot, few_shot_evaluate, {"ways": "ways", "shots": "shots", "queries": "queries",

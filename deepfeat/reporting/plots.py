@@ -80,14 +80,14 @@ def _grid(n: int, cols: int, cell: float):
 
 
 def accuracy_intervals_png(intervals) -> bytes:
-    """Accuracy of every configuration, best on top, with 95 % t-interval bars; baselines as vertical lines."""
+    """Accuracy of every configuration, best on top, with 95 % interval bars; baselines as vertical lines."""
     deep = intervals[intervals["kind"] != "baseline"].iloc[::-1]
     base = intervals[intervals["kind"] == "baseline"]
     fig, ax = _figure(7.5, max(2.5, 0.38 * len(deep) + 1.4))
     y = np.arange(len(deep))
     colours = ["tab:orange" if "+mrmr" in c else "tab:blue" for c in deep["config"]]
     mean = 100 * deep["mean"].to_numpy()
-    err = 100 * np.vstack([deep["mean"] - deep["low"], deep["high"] - deep["mean"]])
+    err = np.nan_to_num(100 * np.vstack([deep["mean"] - deep["low"], deep["high"] - deep["mean"]]))
     ax.barh(y, mean, color=colours, alpha=0.85, height=0.65)
     ax.errorbar(mean, y, xerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
     for yi, m in zip(y, mean):
@@ -97,7 +97,7 @@ def accuracy_intervals_png(intervals) -> bytes:
                    label=f"{row['config'].removeprefix('baseline-')} {100 * row['mean']:.1f} %")
     ax.set_yticks(y, deep["config"], fontsize=9)
     ax.set_xlim(0, 100)
-    ax.set_xlabel("accuracy % (mean over folds, 95 % t-interval)")
+    ax.set_xlabel("accuracy % (mean over folds, 95 % interval, logit scale)")
     from matplotlib.patches import Patch
 
     handles = [Patch(color="tab:blue", label="all features"), Patch(color="tab:orange", label="mRMR-selected")]
@@ -230,7 +230,8 @@ def fewshot_png(table) -> bytes:
         sub = table[table["ways"] == w]
         for (name, method), g in sub.groupby(["features", "method"], sort=False):
             style = "-" if name == "features" else "--"
-            ax.errorbar(g["shots"], 100 * g["accuracy_mean"], yerr=100 * g["ci95"], capsize=3, linestyle=style,
+            yerr = [100 * (g["accuracy_mean"] - g["ci_low"]), 100 * (g["ci_high"] - g["accuracy_mean"])]
+            ax.errorbar(g["shots"], 100 * g["accuracy_mean"], yerr=yerr, capsize=3, linestyle=style,
                         marker="o", ms=3, label=method if name == "features" else f"{name}: {method}")
         ax.axhline(100 / sub["n_ways"].iloc[0], color="grey", lw=0.8, linestyle=":", label="chance")
         ax.set_xscale("log")

@@ -20,7 +20,8 @@ from deepfeat.fileio import atomic_write_bytes, write_csv
 from deepfeat.reporting import plots, stats
 from deepfeat.reporting.gallery import GALLERY_LIMITS, duplicate_gallery, error_gallery
 from deepfeat.reporting.verdict import build_verdict
-from deepfeat.reporting.writing import (COMPLETE_MARKER, DASH, check_report, finish_report, fmt_number, render,
+from deepfeat.reporting.writing import (COMPLETE_MARKER, DASH, check_report, finish_report, fmt_number,
+                                        fmt_probability, render,
                                         start_report, table_block, write_json, write_text)
 
 # check_report, fmt_number and render live in deepfeat.reporting.writing (shared by every report); they stay
@@ -63,7 +64,7 @@ def _table3(per_class: pd.DataFrame) -> pd.DataFrame:
 
 def _intervals_table(ivals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"config": ivals["config"], "accuracy %": [f"{100 * v:.2f}" for v in ivals["mean"]],
-                         "95 % t-interval": [f"{100 * a:.2f} to {100 * b:.2f}" if not math.isnan(a) else DASH
+                         "95 % interval": [f"{100 * a:.2f} to {100 * b:.2f}" if not math.isnan(a) else DASH
                                              for a, b in zip(ivals["low"], ivals["high"])],
                          "fold scores": [str(n) for n in ivals["n"]]})
 
@@ -75,7 +76,7 @@ def _comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
                                  zip(comparisons["ci_low"], comparisons["ci_high"])]
     for col in ("p_value", "p_better", "p_rope", "p_worse"):
         if col in comparisons.columns:
-            out[col] = [fmt_number(v, 3) for v in comparisons[col]]
+            out[col] = [fmt_probability(v) for v in comparisons[col]]
     return out
 
 
@@ -89,7 +90,8 @@ def _figures(results, verdict) -> list[dict]:
     """Every plot: stem, caption and PNG bytes, in reading order."""
     order = list(verdict["intervals"]["config"])
     informative = [c for c in order if not c.startswith(BASELINE_MAJORITY)]  # constant scores: nothing to see
-    figs = [("accuracy", "Accuracy of every configuration (95 % t-interval over folds); baselines as lines",
+    figs = [("accuracy", "Accuracy of every configuration (95 % interval over folds, logit scale, inside 0-100 %); "
+             "baselines as lines",
              plots.accuracy_intervals_png(verdict["intervals"])),
             ("class_heatmap", "Per-class recall and F1 (%, mean over folds): where each configuration fails",
              plots.class_heatmap_png(results.per_class, order, results.classes)),
@@ -152,7 +154,8 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None) -> dic
     tables = [table_block(results.table().reset_index(), key="table2", open_=True,
                           title="Accuracy % (Table 2 at a glance, mean ± std over folds)"),
               table_block(_intervals_table(verdict["intervals"]), key="intervals",
-                          title="Accuracy with 95 % t-intervals, best first")]
+                          title="Accuracy with 95 % intervals, best first",
+                          note=f"Interval over the fold scores of each configuration: {verdict['interval_method']}.")]
     if comparisons is not None:
         tables.append(table_block(_comparisons_table(comparisons), key="comparisons",
                                   title="Pairwise comparisons (accuracy difference a - b, percentage points)"))

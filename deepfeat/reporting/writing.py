@@ -30,6 +30,26 @@ DASH = "—"
 COMPLETE_MARKER = "report.complete.json"
 
 
+def fmt_probability(p) -> str:
+    """THE rounding rule for a probability (p-value, P(better), P(practically equivalent), ...) in every report:
+    three decimals, and never rounded to a certainty: below 0.001 is ``"< 0.001"``, above 0.999 ``"> 0.999"``;
+    missing is an em dash.
+
+    Examples
+    --------
+    >>> fmt_probability(0.0196), fmt_probability(0.9962), fmt_probability(0.99996), fmt_probability(0.0)
+    ('0.020', '0.996', '> 0.999', '< 0.001')
+    """
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return DASH
+    p = float(p)
+    if p < 0.001:
+        return "< 0.001"
+    if p > 0.999:
+        return "> 0.999"
+    return f"{p:.3f}"
+
+
 def fmt_number(x, digits: int = 2) -> str:
     """A number as a reader wants it: whole numbers without ``.0``, missing values as an em dash.
 
