@@ -86,6 +86,12 @@ def _duplicates_table(dups: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["sha256", "paths", "labels", "conflict"])
 
 
+def _label_note(classes) -> str:
+    """The confusion matrices' class-label legend, for their caption (empty when every name is shown whole)."""
+    legend = plots.class_labels(classes)[1]
+    return f"; class labels: {plots.legend_text(legend)}" if legend else ""
+
+
 def _figures(results, verdict) -> list[dict]:
     """Every plot: stem, caption and PNG bytes, in reading order."""
     order = list(verdict["intervals"]["config"])
@@ -95,7 +101,8 @@ def _figures(results, verdict) -> list[dict]:
              plots.accuracy_intervals_png(verdict["intervals"])),
             ("class_heatmap", "Per-class recall and F1 (%, mean over folds): where each configuration fails",
              plots.class_heatmap_png(results.per_class, order, results.classes)),
-            ("confusion", "Confusion matrices (summed over folds; shading = share of the true class)",
+            ("confusion", "Confusion matrices (summed over folds; shading = share of the true class)"
+             + _label_note(results.classes),
              plots.confusion_grid_png(results.confusion, order)),
             ("roc", "ROC curves, one-vs-rest, pooled out-of-fold scores",
              plots.roc_grid_png(results.predictions, informative, results.classes))]
