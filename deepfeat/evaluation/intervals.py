@@ -8,15 +8,14 @@ configuration), the learning curves (over repeats), few-shot evaluation (over ep
 Two cases:
 
 - **A proportion** (accuracy, precision, recall, specificity, F1, AUC: pass ``bounds``, e.g. ``(0, 1)``): the
-  *logit-scale t interval* of :data:`PROPORTION_METHOD`. The mean ``m`` of the scores gets a continuity adjustment
-  ``p = (m N + 0.5) / (N + 1)`` (``N`` the test items behind the scores, so a mean of 0 or 100 % still has a finite
-  logit); the standard error of ``m`` (``sd * sqrt(1/n + n_test/n_train)`` when folds share training data, the
-  corrected resampled t of Nadeau & Bengio 2003, else ``sd / sqrt(n)``) goes to the logit scale by the delta method,
-  ``se / (p (1 - p))``, and is never taken below the binomial standard error of ``N`` pooled test items,
-  ``1 / sqrt((N + 1) p (1 - p))`` (ten folds all at 100 % do not make a zero-width interval). The interval is
-  ``expit(logit(p) +- t_{n-1} * se)`` mapped back to ``bounds``: it lies inside them by construction, and it is
-  widened, if need be, to hold the observed mean. One score (one fold) gets the binomial part alone with a normal
-  quantile, when ``N`` is known.
+  interval of :data:`PROPORTION_METHOD`. (a) The spread of the scores, on the logit scale: the mean ``m`` gets a
+  continuity adjustment ``p = (m N + 0.5) / (N + 1)`` (``N`` the test items behind the scores, so 0 and 100 % have
+  a finite logit); the standard error of ``m`` (``sd * sqrt(1/n + n_test/n_train)`` when folds share training
+  data, the corrected resampled t of Nadeau & Bengio 2003, else ``sd / sqrt(n)``) goes to the logit scale by the
+  delta method, ``se / (p (1 - p))``, and the interval is ``expit(logit(p) +- t_{n-1} * se)``. (b) The binomial
+  error of the ``N`` pooled test items: the Wilson interval of ``m N`` successes in ``N`` (ten folds all at 100 %
+  still leave doubt, and one fold has no spread to measure). The interval is the union of (a) and (b) and the
+  observed mean, mapped back to ``bounds``: it lies inside them by construction.
 - **Anything else** (a difference of scores, a time; no ``bounds``): the Student-t interval
   ``mean +- t_{(1+level)/2, n-1} * sd / sqrt(n)``, inflated by ``sqrt(1 + n * n_test/n_train)`` when folds share
   training data.
@@ -28,10 +27,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["MeanInterval", "PROPORTION_METHOD", "mean_interval", "mean_with_interval", "proportion_method"]
+__all__ = ["MeanInterval", "PROPORTION_METHOD", "mean_interval", "mean_with_interval", "proportion_method",
+           "wilson_interval"]
 
-PROPORTION_METHOD = ("logit-scale t interval (delta method, floored at the binomial error of the pooled test "
-                     "images, +0.5 continuity adjustment; never outside 0-100 %)")
+PROPORTION_METHOD = ("logit-scale t interval over the scores (delta method, +0.5 continuity adjustment), widened "
+                     "to hold the Wilson interval of the pooled test images; never outside 0-100 %)")
 
 
 def proportion_method(corrected: bool) -> str:
@@ -39,6 +39,24 @@ def proportion_method(corrected: bool) -> str:
     if corrected:
         return PROPORTION_METHOD[:-1] + "; variance corrected for overlapping training sets, Nadeau & Bengio)"
     return PROPORTION_METHOD
+
+
+def wilson_interval(k: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95 % by default); NaN for ``n == 0``.
+
+    Examples
+    --------
+    >>> [round(v, 4) for v in wilson_interval(45, 50)]
+    [0.7864, 0.9565]
+    >>> [round(v, 4) for v in wilson_interval(320, 320)]
+    [0.9881, 1.0]
+    """
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def mean_with_interval(mean: float, low: float, high: float, digits: int = 1) -> str:
@@ -86,8 +104,8 @@ def mean_interval(values, *, level: float = 0.95, test_train_ratio: float | None
         :data:`PROPORTION_METHOD`, inside ``bounds``. Without it, a Student-t interval.
     n_items : float, optional
         For a proportion, how many test items the scores pool (the images of the data set for one repetition of
-        k-fold cross-validation; one test set for repeated splits): sets the continuity adjustment and the binomial
-        floor of the standard error. Without it each score counts as one item and there is no floor.
+        k-fold cross-validation; one test set for repeated splits): sets the continuity adjustment and the Wilson
+        interval of the pooled items. Without it each score counts as one item and there is no Wilson part.
 
     Returns
     -------
@@ -103,7 +121,7 @@ def mean_interval(values, *, level: float = 0.95, test_train_ratio: float | None
     (0.397, 0.989)
     >>> p = mean_interval([1.0] * 10, bounds=(0, 1), n_items=320)
     >>> round(p.low, 4), p.high
-    (0.9631, 1.0)
+    (0.9881, 1.0)
     """
     from scipy import stats
 
@@ -124,7 +142,7 @@ def mean_interval(values, *, level: float = 0.95, test_train_ratio: float | None
 
 
 def _proportion_interval(v, mean, sd, level, ratio, bounds, n_items) -> MeanInterval:
-    """The logit-scale interval of a mean proportion (see the module's docstring)."""
+    """The interval of a mean proportion (see the module's docstring)."""
     from scipy import stats
     from scipy.special import expit, logit
 
@@ -137,15 +155,15 @@ def _proportion_interval(v, mean, sd, level, ratio, bounds, n_items) -> MeanInte
     items = float(n_items) if n_items else None
     if n == 1 and items is None:
         return MeanInterval(mean, math.nan, math.nan, 1, math.nan, math.nan)
-    big_n = items if items is not None else float(n)
-    p = (m * big_n + 0.5) / (big_n + 1)
-    var = p * (1 - p)
-    se = 0.0 if n == 1 else (sd / width) * math.sqrt(1 / n + (ratio or 0.0)) / var
-    if items is not None:
-        se = max(se, 1 / math.sqrt((items + 1) * var))
-    q = stats.t.ppf(0.5 + level / 2, n - 1) if n > 1 else stats.norm.ppf(0.5 + level / 2)
-    centre = float(logit(p))
-    low, high = float(expit(centre - q * se)), float(expit(centre + q * se))
-    low, high = min(low, m), max(high, m)
+    low = high = m
+    if n > 1:  # (a) the spread of the scores, logit scale
+        big_n = items if items is not None else float(n)
+        p = (m * big_n + 0.5) / (big_n + 1)
+        se = (sd / width) * math.sqrt(1 / n + (ratio or 0.0)) / (p * (1 - p))
+        q = stats.t.ppf(0.5 + level / 2, n - 1)
+        low, high = min(low, float(expit(logit(p) - q * se))), max(high, float(expit(logit(p) + q * se)))
+    if items is not None:  # (b) the binomial error of the pooled test items
+        w_low, w_high = wilson_interval(m * items, items, z=float(stats.norm.ppf(0.5 + level / 2)))
+        low, high = min(low, w_low), max(high, w_high)
     low, high = lo_b + width * low, lo_b + width * high
     return MeanInterval(mean, low, high, n, sd, (high - low) / 2)

@@ -66,7 +66,7 @@ def write_fewshot_report(results, out_dir) -> dict:
              f"{cfg['class_counts_distinct_images']}; {cfg['episodes']} episodes per configuration, "
              f"{cfg['queries']} queries per class, seed {cfg['seed']}.")
     speed = results.table.groupby("method", sort=False)["episodes_per_s"].median()
-    tables = [table_block(results.display().reset_index(), title="Accuracy % (mean ± 95 % CI over episodes)",
+    tables = [table_block(results.display().reset_index(), title="Accuracy % (mean and 95 % CI over episodes)",
                           key="accuracy", open_=True),
               table_block(pd.DataFrame({"method": speed.index, "median episodes/s": [fmt_number(v, 1)
                                                                                       for v in speed]}),
@@ -103,7 +103,7 @@ def write_curve_report(results, out_dir) -> dict:
     intro = (f"{cfg['n_rows']} images, classes {cfg['classes']}; classifier {cfg['classifier']}, selection "
              f"{cfg['select']}; {cfg['repeats']} repeats, seed {cfg['seed']}.")
     tables = [table_block(shown.reset_index(), key="accuracy", open_=True,
-                          title="Test accuracy % by training images per class (mean ± 95 % CI over repeats)")]
+                          title="Test accuracy % by training images per class (mean and 95 % CI over repeats)")]
     if results.skipped:
         tables.append(_skipped_table(results.skipped, "Skipped sizes"))
     figure = {"stem": "curve", "png": curve_png(s),
