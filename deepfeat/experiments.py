@@ -196,8 +196,8 @@ def _real_demo_source(out_dir: Path, n_per_class: int, log):
 
     available = min(sample_classes().values())
     if n_per_class > available:
-        raise DeepfeatError(f"n_per_class (--n-per-class) = {n_per_class}: the embedded sample has {available} images per class "
-                            "(use --synthetic to generate more)")
+        raise DeepfeatError(f"n_per_class={n_per_class}: the embedded sample has {available} images per class "
+                            "(pass synthetic=True to generate more)")
     images = export_demo_sample(out_dir / "images")
     full = open_source(images)
     taken: dict[str, int] = {}

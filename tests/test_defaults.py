@@ -124,6 +124,7 @@ CLI_ONLY = {
     "finetune": {"source": INPUT}, "run": {"experiment": INPUT, "list_": "prints the shipped experiments and exits"},
     "fewshot": {"features": INPUT, "method": "the 0.2 name of --classifier (hidden, FutureWarning)"},
     "curve": {"features": INPUT},
+    "demo": {"export": "export_demo_sample(DIR): writes the embedded sample as class folders and exits"},
 }
 
 

@@ -35,7 +35,7 @@ PYTHON_TO_CLI = {
     "weight_decay": "--weight-decay", "schedule": "--schedule", "val_fraction": "--val-fraction",
     "augment": "--augment", "balance": "--balance", "head": "--head", "monitor": "--monitor",
     "experiment": "--experiment", "queries": "--queries", "episodes": "--episodes", "standardize": "--standardize",
-    "test_fraction": "--test-fraction",
+    "test_fraction": "--test-fraction", "n_per_class": "--n-per-class",
 }
 # Whole phrases whose CLI form is not a renamed parameter.
 PHRASES = {
@@ -43,6 +43,7 @@ PHRASES = {
     "on_error='skip'": "without --strict",
     "on_error='raise'": "--strict",
     " (remembered)": " (decided earlier for this model on this machine; --precision to choose)",
+    "synthetic=True": "--synthetic",
 }
 
 _NAMES = "|".join(sorted(map(re.escape, PYTHON_TO_CLI), key=len, reverse=True))
