@@ -103,9 +103,9 @@ def test_fold_intervals_never_leave_0_100(cells_run):
             & (ivals["high"] <= 1)).all()
 
 
-@pytest.mark.parametrize("ci, p, word", [((0.10, 0.40), 0.001, "yes. In short: better."),
-                                         ((-0.05, 0.30), 0.2, "not shown. In short: not distinguishable with these "
-                                                              "folds.")])
+@pytest.mark.parametrize("ci, p, word", [((0.10, 0.40), 0.001, "yes, at the 5 % level. In short: better."),
+                                         ((-0.05, 0.30), 0.2, "not shown at the 5 % level. In short: not "
+                                                              "distinguishable with these folds.")])
 def test_verdict_uses_comparisons_and_flips_reversed_rows(cells_run, ci, p, word):
     _, res = cells_run
     best, comp = comparisons_for(res, diff_vs_hist=0.25, ci_vs_hist=ci, p_vs_hist=p)

@@ -17,9 +17,9 @@ Choices (stated in every report):
   distinct images, is *skipped* with its reason in ``FewShotResults.skipped`` (a UserWarning too): the other rows
   of the table are still computed. "all" means every class with enough images.
 - 95 % CI: the logit-scale interval of :func:`deepfeat.evaluation.intervals.mean_interval` over the episodes (close
-  to the usual mean +- 1.96 x standard error, but never outside 0-100 %; floored at the binomial error of one
-  episode's queries); it describes the uncertainty of the mean over episodes drawn from *this* data set, not over
-  data sets.
+  to the usual mean +- 1.96 x standard error, but never outside 0-100 %; joined with the Wilson interval of the
+  pooled queries, counted at most once per image of the FeatureSet); it describes the uncertainty of the mean over
+  episodes drawn from *this* data set, not over data sets.
 """
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def episode_accuracies(X, plan: EpisodePlan, method: str, *, standardize: str = 
 
 def ci95(acc, n_queries: int | None = None):
     """The 95 % :func:`~deepfeat.evaluation.intervals.mean_interval` of per-episode accuracies (a proportion, inside
-    [0, 1]); ``n_queries``: query images of one episode."""
+    [0, 1]); ``n_queries``: the distinct query images the episodes pooled."""
     from deepfeat.evaluation.intervals import mean_interval
 
     return mean_interval(acc, bounds=(0.0, 1.0), n_items=n_queries)
@@ -203,7 +203,8 @@ class FewShotResults:
         from deepfeat.evaluation.intervals import mean_with_interval
 
         t = self.table.copy()
-        t["acc"] = [mean_with_interval(m, lo, hi) for m, lo, hi in zip(t["accuracy_mean"], t["ci_low"], t["ci_high"])]
+        t["acc"] = [mean_with_interval(m, lo, hi)
+                    for m, lo, hi in zip(t["accuracy_mean"], t["ci_low"], t["ci_high"])]
         return t.pivot_table(index=["features", "ways", "shots"], columns="method", values="acc", aggfunc="first",
                              sort=False)
 
@@ -266,7 +267,7 @@ def _evaluate_plan(plan, k: int, sets, method_l, *, queries: int, episodes: int,
             t0 = time.perf_counter()
             acc = episode_accuracies(X, plan, m, standardize=standardize, seed=seed)
             dt = time.perf_counter() - t0
-            iv = ci95(acc, n_queries=queries * plan.n_ways)
+            iv = ci95(acc, n_queries=min(queries * plan.n_ways * episodes, len(X)))
             mean, half = iv.mean, iv.half
             rows.append({"features": set_name, "ways": plan.ways_label, "n_ways": plan.n_ways, "shots": k,
                          "queries": queries, "method": m, "episodes": episodes, "accuracy_mean": mean,

@@ -104,7 +104,7 @@ def _versus(best: str, other: str, label: str, comparisons, ivals: pd.DataFrame)
     p = f", p {_p(c['p_value'])}" if c["p_value"] is not None else ""
     text = (f"Against {label} ({other}): {_pp(c['mean_diff'])} percentage points. Corrected t-test (is the "
             f"difference non-zero?): 95 % interval {_pp(c['ci_low'])} to {_pp(c['ci_high'])}{p}: "
-            + ("yes." if nonzero else "not shown."))
+            + ("yes, at the 5 % level." if nonzero else "not shown at the 5 % level."))
     if c["p_better"] is None:
         return text + " " + _reconcile(c, nonzero, None)
     rope = 100 * (c["rope"] if c["rope"] is not None else 0.01)
