@@ -9,7 +9,7 @@ from pathlib import Path
 from deepfeat.evaluation.compare import lookup
 from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM as HIST
 from deepfeat.fileio import write_csv
-from deepfeat.reporting.writing import fmt_probability
+from deepfeat.reporting.writing import fmt_probability, probability_relation
 
 __all__ = ["comparison_lines", "nested_lines", "statistics_sections", "write_statistics_tables"]
 
@@ -19,8 +19,7 @@ def _pct(x: float) -> str:
 
 
 def _p(p: float) -> str:
-    shown = fmt_probability(p)
-    return f"p {shown}" if shown[0] in "<>" else f"p = {shown}"
+    return f"p {probability_relation(p)}"
 
 
 def nested_lines(results) -> list[str]:

@@ -22,7 +22,7 @@ from deepfeat.evaluation.fold_work import BASELINE_MAJORITY as MAJORITY
 from deepfeat.evaluation.compare import fold_size_ratio
 from deepfeat.evaluation.intervals import mean_interval, proportion_method
 from deepfeat.evaluation.results import BASELINE_TEXT
-from deepfeat.reporting.writing import fmt_probability
+from deepfeat.reporting.writing import probability_relation as _p
 
 __all__ = ["build_verdict", "find_comparison", "fold_design", "fold_intervals"]
 
@@ -113,12 +113,6 @@ def _versus(best: str, other: str, label: str, comparisons, ivals: pd.DataFrame)
              f"{_p(c['p_better'])}, P(within +/-{pts}) {_p(c['p_rope'])}"
              + (f", P(worse by more) {_p(c['p_worse'])}" if c["p_worse"] is not None else "") + ".")
     return text + " " + _reconcile(c, nonzero, pts)
-
-
-def _p(p: float) -> str:
-    """``= 0.020`` or ``< 0.001``: a probability by the one rounding rule, with its relation sign."""
-    shown = fmt_probability(p)
-    return shown if shown[0] in "<>" else f"= {shown}"
 
 
 def _reconcile(c: dict, nonzero: bool, pts: str | None) -> str:

@@ -50,6 +50,16 @@ def fmt_probability(p) -> str:
     return f"{p:.3f}"
 
 
+def probability_relation(p) -> str:
+    """``"= 0.020"`` or ``"< 0.001"``: :func:`fmt_probability` after a name (``p = 0.020``, ``P(better) > 0.999``).
+
+    >>> "p " + probability_relation(0.0196), "p " + probability_relation(1e-9)
+    ('p = 0.020', 'p < 0.001')
+    """
+    shown = fmt_probability(p)
+    return shown if shown[0] in "<>" else f"= {shown}"
+
+
 def fmt_number(x, digits: int = 2) -> str:
     """A number as a reader wants it: whole numbers without ``.0``, missing values as an em dash.
 
