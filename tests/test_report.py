@@ -35,6 +35,8 @@ def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_pat
     config = json.loads(paths["config"].read_text())
     assert config["parameters"]["n_features"] == 4 and config["versions"]["numpy"] == np.__version__
     assert config["honesty"]["duplicates"]["n_pairs"] == 1
+    md = paths["report_md"].read_text(encoding="utf-8")  # the interval method is named in the report (issue 25)
+    assert "Interval: logit-scale t interval over the scores" in md and "Nadeau & Bengio" in md
 
     pngs = [k for k in paths if k.startswith("plot_")]
     # one picture per question: confusion matrices and ROC curves as small multiples, not one plot per configuration

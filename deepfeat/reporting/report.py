@@ -96,8 +96,8 @@ def _figures(results, verdict) -> list[dict]:
     """Every plot: stem, caption and PNG bytes, in reading order."""
     order = list(verdict["intervals"]["config"])
     informative = [c for c in order if not c.startswith(BASELINE_MAJORITY)]  # constant scores: nothing to see
-    figs = [("accuracy", "Accuracy of every configuration (95 % interval over folds, logit scale, inside 0-100 %); "
-             "baselines as lines",
+    figs = [("accuracy", "Accuracy of every configuration with its 95 % interval over the folds; baselines as lines. "
+             f"Interval: {verdict['interval_method']}",
              plots.accuracy_intervals_png(verdict["intervals"])),
             ("class_heatmap", "Per-class recall and F1 (%, mean over folds): where each configuration fails",
              plots.class_heatmap_png(results.per_class, order, results.classes)),
