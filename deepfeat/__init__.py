@@ -5,9 +5,10 @@ not import torch until a backbone is actually needed.
 """
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
+
+from deepfeat.lazy import lazy_exports
 
 try:
     __version__ = _dist_version("deepfeat")
@@ -43,18 +44,4 @@ _LAZY = {
     "run_experiment": "deepfeat.experiments",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
-
-
-def __getattr__(name: str):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'deepfeat' has no attribute {name!r}") from None
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports("deepfeat", _LAZY, globals(), extra=["__version__"])

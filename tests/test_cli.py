@@ -178,17 +178,33 @@ def test_cv_too_small_class_names_the_folds_to_use(tmp_path, capsys):
 
 
 def test_demo_runs_offline_end_to_end(tmp_path, capsys):
-    """The quick start's main job, made small: synthetic cells, real EfficientNet-Lite0 weights, cv, report."""
+    """The quick start's main job, made small: the embedded real cells, real EfficientNet-Lite0 weights, cv,
+    report; it says what the data is (normal blood cells, not leukemia) and credits the PBC dataset."""
     out = tmp_path / "demo"
     code, stdout, err = run(capsys, "demo", "-o", str(out), "--n-per-class", "10", "--folds", "5", "--quiet")
     assert code == 0, err
-    assert "SYNTHETIC" in stdout and (out / "report.html").is_file() and (out / "features.npz").is_file()
+    assert "80 REAL cell images" in stdout and "not leukemia" in stdout and "SYNTHETIC" not in stdout
+    assert (out / "report.html").is_file() and (out / "features.npz").is_file()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in html and "Acevedo" in html and "not leukemia" in html.replace("\n", " ")
+    assert sorted(p.name for p in (out / "images").iterdir() if p.is_dir()) == [
+        "basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
     summary = pd.read_csv(out / "results.csv")
     assert {"svm+none", "svm+mrmr", "baseline-majority"} <= set(summary["config"])
     config = __import__("json").loads((out / "config.json").read_text())
     assert config["experiment"]["name"] == "demo"
     assert config["saliency"]["n_overlays"] > 0  # Grad-CAM overlays beside the gallery's cells
     assert load_features(out / "features.npz").meta["weights_source"] == "package"
+
+
+def test_demo_export_writes_the_sample_and_refuses_too_many_per_class(tmp_path, capsys):
+    code, stdout, err = run(capsys, "demo", "--export", str(tmp_path / "cells"))
+    assert code == 0, err
+    assert "wrote 320 images in 8 class folders" in stdout and "CC BY 4.0" in stdout
+    assert len(list((tmp_path / "cells").glob("*/*.jpg"))) == 320
+    assert not (tmp_path / "deepfeat-demo").exists()
+    code, _, err = run(capsys, "demo", "-o", str(tmp_path / "d"), "--n-per-class", "41", "--quiet")
+    assert code == 2 and "--n-per-class" in err and "40 images per class" in err and "--synthetic" in err
 
 
 def test_finetune_extract_cv_reports_the_finetuning_overlap(tmp_path, capsys, image_folder):

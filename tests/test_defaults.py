@@ -91,6 +91,7 @@ PAIRS = [
     (cli_finetune.finetune_cmd, workflows.finetune_from_options, {"model": "model", "weights": "weights",
                                                                   "compare": "compare", "progress": "progress"}),
     (cli_run.demo, run_demo, {"n_per_class": "n_per_class", "folds": "folds", "progress": "progress",
+                              "synthetic": "synthetic",
                               "output": "out_dir"}),
     (cli_run.run, workflows.run_named_experiment, {"weights": "weights", "progress": "progress"}),
     (cli_fewshot.fewshot, few_shot_evaluate, {"ways": "ways", "shots": "shots", "queries": "queries",
@@ -132,6 +133,7 @@ CLI_ONLY = {
     "finetune": {"source": INPUT}, "run": {"experiment": INPUT, "list_": "prints the shipped experiments and exits"},
     "fewshot": {"features": INPUT, "method": "the 0.2 name of --classifier (hidden, FutureWarning)"},
     "curve": {"features": INPUT},
+    "demo": {"export": "export_demo_sample(DIR): writes the embedded sample as class folders and exits"},
 }
 
 

@@ -249,23 +249,75 @@ def test_the_baseline_names_live_in_one_module():
 def test_one_interval_for_verdict_curves_and_nested():
     from scipy import stats
 
-    from deepfeat.evaluation.compare import corrected_t_test
-    from deepfeat.reporting.verdict import t_interval
+    from deepfeat.evaluation.compare import corrected_t_test, fold_size_ratio
+    from deepfeat.reporting.verdict import fold_intervals
 
     v = np.array([0.8, 0.9, 1.0, 0.85])
-    iv = mean_interval(v)
+    iv = mean_interval(v)  # not a proportion: the Student-t interval
     half = stats.t.ppf(0.975, 3) * v.std(ddof=1) / np.sqrt(4)
-    assert (iv.mean, iv.low, iv.high, iv.n, iv.half) == (v.mean(), v.mean() - half, v.mean() + half, 4, half)
-    assert t_interval(v) == (iv.mean, iv.low, iv.high, 4)
-    corrected = mean_interval(v, test_train_ratio=0.25, bounds=(0, 1))
+    assert (iv.mean, iv.n) == (v.mean(), 4) and (iv.low, iv.high, iv.half) == pytest.approx(
+        (v.mean() - half, v.mean() + half, half))
+    corrected = mean_interval(v, test_train_ratio=0.25)  # the corrected t's interval of the same mean
     spread = corrected_t_test(v - v.mean(), 0.25)
-    assert corrected.low == v.mean() + spread["ci_low"] and corrected.high == 1.0  # clipped
-    assert np.isnan(mean_interval([0.7]).low) and t_interval([0.7]) == (0.7, 0.7, 0.7, 1)
+    assert (corrected.low, corrected.high) == pytest.approx((v.mean() + spread["ci_low"], v.mean() + spread["ci_high"]))
+    assert np.isnan(mean_interval([0.7]).low)
     res = cross_validate(_features(), classifiers=["nb"], nested=True, inner_folds=2, **CV)
-    from deepfeat.evaluation.compare import fold_size_ratio
-
-    n = mean_interval(res.nested["outer"]["accuracy"], test_train_ratio=fold_size_ratio(res), bounds=(0, 1))
+    n_rows = res.config["featureset"]["n_rows"]
+    n = mean_interval(res.nested["outer"]["accuracy"], test_train_ratio=fold_size_ratio(res), bounds=(0, 1),
+                      n_items=n_rows)
     assert (res.nested["ci_low"], res.nested["ci_high"], res.nested["std"]) == (n.low, n.high, n.sd)
+    assert "logit-scale" in res.nested["interval"]
+    # the verdict's bars: the same helper, over each configuration's fold scores
+    row = fold_intervals(res).set_index("config").loc["nb+none"]
+    folds = res.per_fold[res.per_fold["config"] == "nb+none"]["accuracy"]
+    same = mean_interval(folds, test_train_ratio=fold_size_ratio(res), bounds=(0, 1), n_items=n_rows)
+    assert (row["mean"], row["low"], row["high"]) == (same.mean, same.low, same.high)
+
+
+def _logit_interval_by_hand(scores, n_items, ratio, q):
+    """The documented recipe, written out once more: continuity-adjusted mean, delta-method se on the logit
+    scale, back through expit; joined with the Wilson interval of the pooled items (computed by hand too)."""
+    from scipy.special import expit, logit
+
+    v = np.asarray(scores, dtype=float)
+    m, z = v.mean(), 1.959963984540054
+    p = (m * n_items + 0.5) / (n_items + 1)
+    se = v.std(ddof=1) * np.sqrt(1 / len(v) + ratio) / (p * (1 - p))
+    centre = (m + z * z / (2 * n_items)) / (1 + z * z / n_items)
+    half = z * np.sqrt(m * (1 - m) / n_items + z * z / (4 * n_items ** 2)) / (1 + z * z / n_items)
+    return (min(expit(logit(p) - q * se), centre - half, m), max(expit(logit(p) + q * se), centre + half, m))
+
+
+@pytest.mark.parametrize("scores", [
+    [1.0] * 10,                                               # 100 % on every fold
+    [1.0, 1.0, 0.97, 1.0, 1.0, 0.94, 1.0, 1.0, 1.0, 0.97],    # near 100 %: the plain t-interval passes 100
+    [0.0] * 10,                                               # 0 %
+    [0.5, 0.6, 0.4, 0.55, 0.45, 0.5, 0.6, 0.4, 0.5, 0.5],     # the middle
+])
+def test_proportion_interval_stays_inside_0_1_and_follows_the_recipe(scores):
+    from scipy import stats
+
+    iv = mean_interval(scores, test_train_ratio=1 / 9, bounds=(0, 1), n_items=320)
+    assert 0.0 <= iv.low <= iv.mean <= iv.high <= 1.0 and iv.high > iv.low
+    lo, hi = _logit_interval_by_hand(scores, 320, 1 / 9, stats.t.ppf(0.975, 9))
+    assert (iv.low, iv.high) == pytest.approx((lo, hi))
+
+
+def test_proportion_interval_edges():
+    full = mean_interval([1.0] * 10, test_train_ratio=1 / 9, bounds=(0, 1), n_items=320)
+    assert full.high == 1.0 and 0.98 < full.low < 0.99  # all correct still leaves doubt: 320 images, not infinity
+    near = mean_interval([1.0, 1.0, 0.97, 1.0, 1.0, 0.94, 1.0, 1.0, 1.0, 0.97], bounds=(0, 1), n_items=320)
+    assert mean_interval([1.0, 1.0, 0.97, 1.0, 1.0, 0.94, 1.0, 1.0, 1.0, 0.97]).high > 1.0 > near.high
+    zero = mean_interval([0.0] * 5, bounds=(0, 1), n_items=100)
+    assert zero.low == 0.0 and 0.03 < zero.high < 0.04  # Wilson's 0 of 100
+    one_fold = mean_interval([0.9], bounds=(0, 1), n_items=50)  # one fold: the binomial part alone, normal quantile
+    assert one_fold.n == 1 and 0.75 < one_fold.low < 0.9 < one_fold.high < 0.97
+    assert np.isnan(mean_interval([0.9], bounds=(0, 1)).low)  # one score of unknown size: nothing to measure
+    pct = mean_interval([100.0, 98.0, 99.0], bounds=(0, 100), n_items=90)  # any scale: percent in, percent out
+    frac = mean_interval([1.0, 0.98, 0.99], bounds=(0, 1), n_items=90)
+    assert (pct.low, pct.high) == pytest.approx((100 * frac.low, 100 * frac.high))
+    with pytest.raises(ValueError, match="bounds"):
+        mean_interval([0.5, 0.6], bounds=(1, 0))
 
 
 def test_curve_and_few_shot_honesty_lists_keep_a_deprecated_alias():
@@ -276,5 +328,7 @@ def test_curve_and_few_shot_honesty_lists_keep_a_deprecated_alias():
         old = r.honesty
     assert old == r.honesty_lines() and any("Splits were" in line for line in old)
     lo, hi = r.summary[["ci_low", "ci_high"]].iloc[0]
-    iv = mean_interval(r.per_repeat["accuracy"])
-    assert (lo, hi) == (iv.low, iv.high)
+    per = r.per_repeat
+    iv = mean_interval(per["accuracy"], test_train_ratio=float((per["n_test"] / per["n_train"]).mean()),
+                       bounds=(0, 1), n_items=float(per["n_test"].mean()))
+    assert (lo, hi) == (iv.low, iv.high) and 0 <= lo <= hi <= 1

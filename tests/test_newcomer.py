@@ -253,8 +253,8 @@ def test_sigint_during_extract_reports_the_cache_and_a_rerun_resumes(tmp_path, c
 
 
 def test_demo_names_its_duplicate_and_says_synthetic_first(tmp_path, capsys):
-    code, out, err = run(capsys, "demo", "-o", str(tmp_path / "demo"), "--n-per-class", "10", "--folds", "2",
-                         "--quiet")
+    code, out, err = run(capsys, "demo", "-o", str(tmp_path / "demo"), "--synthetic", "--n-per-class", "10",
+                         "--folds", "2", "--quiet")
     assert code == 0
     assert "is a deliberate byte-identical copy of" in out and "(so 39 distinct images" in out
     assert "WARNING: SYNTHETIC DATA: these 40 images were generated" in out

@@ -12,7 +12,7 @@ from report_helpers import comparisons_for, make_cells, run_cv
 from deepfeat.evaluation.cross_validation import cross_validate
 from deepfeat.reporting.gallery import error_gallery
 from deepfeat.reporting.report import fmt_number, write_report
-from deepfeat.reporting.verdict import build_verdict, find_comparison, t_interval
+from deepfeat.reporting.verdict import build_verdict, find_comparison, fold_intervals
 from deepfeat.features import FeatureSet
 
 
@@ -35,6 +35,8 @@ def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_pat
     config = json.loads(paths["config"].read_text())
     assert config["parameters"]["n_features"] == 4 and config["versions"]["numpy"] == np.__version__
     assert config["honesty"]["duplicates"]["n_pairs"] == 1
+    md = paths["report_md"].read_text(encoding="utf-8")  # the interval method is named in the report (issue 25)
+    assert "Interval: logit-scale t interval over the scores" in md and "Nadeau & Bengio" in md
 
     pngs = [k for k in paths if k.startswith("plot_")]
     # one picture per question: confusion matrices and ROC curves as small multiples, not one plot per configuration
@@ -77,10 +79,13 @@ def test_verdict_without_comparisons_says_no_test_was_run(cells_run):
     v = build_verdict(res)
     best = _best(res)
     folds = res.per_fold[res.per_fold["config"] == best["config"]]["accuracy"]
-    mean, lo, hi, n = t_interval(folds)
-    assert v["best"] == best["config"] and n == 3 and abs(mean - best["accuracy_mean"]) < 1e-12
-    assert v["sentences"][0] == (f"Best configuration: {best['config']}, accuracy {100 * mean:.1f} % (95 % t-interval "
-                                 f"over 3 fold scores: {100 * lo:.1f} % to {100 * hi:.1f} %).")
+    row = fold_intervals(res).set_index("config").loc[best["config"]]
+    mean, lo, hi, n = row["mean"], row["low"], row["high"], row["n"]
+    assert v["best"] == best["config"] and n == 3 and abs(mean - folds.mean()) < 1e-12
+    assert abs(mean - best["accuracy_mean"]) < 1e-12 and 0 <= lo <= mean <= hi <= 1
+    assert v["sentences"][0] == (f"Best configuration: {best['config']}, accuracy {100 * mean:.1f} % (95 % interval "
+                                 f"over 3 fold scores, logit scale: {100 * lo:.1f} % to {100 * hi:.1f} %).")
+    assert "logit-scale" in v["interval_method"] and "Nadeau & Bengio" in v["interval_method"]
     assert "No statistical test was run" in v["text"] and not v["tested"]
     assert "colour-histogram baseline (baseline-histogram-svm" in v["text"]
     # the cells differ by colour, so colour alone wins, and the verdict says so in words
@@ -94,15 +99,16 @@ def test_verdict_without_comparisons_says_no_test_was_run(cells_run):
     assert any("carry different labels" in w for w in v["warnings"])
 
 
-def test_t_interval_matches_scipy_by_hand():
-    mean, lo, hi, n = t_interval([0.8, 0.9, 1.0, float("nan")])
-    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
-    assert n == 3 and mean == pytest.approx(0.9) and (lo, hi) == (pytest.approx(0.9 - half), pytest.approx(0.9 + half))
-    assert t_interval([0.7]) == (0.7, 0.7, 0.7, 1)
+def test_fold_intervals_never_leave_0_100(cells_run):
+    _, res = cells_run
+    ivals = fold_intervals(res)
+    assert ((ivals["low"] >= 0) & (ivals["low"] <= ivals["mean"]) & (ivals["mean"] <= ivals["high"])
+            & (ivals["high"] <= 1)).all()
 
 
-@pytest.mark.parametrize("ci, p, word", [((0.10, 0.40), 0.001, "distinguishable."),
-                                         ((-0.05, 0.30), 0.2, "not distinguishable.")])
+@pytest.mark.parametrize("ci, p, word", [((0.10, 0.40), 0.001, "yes, at the 5 % level. In short: better."),
+                                         ((-0.05, 0.30), 0.2, "not shown at the 5 % level. In short: not "
+                                                              "distinguishable with these folds.")])
 def test_verdict_uses_comparisons_and_flips_reversed_rows(cells_run, ci, p, word):
     _, res = cells_run
     best, comp = comparisons_for(res, diff_vs_hist=0.25, ci_vs_hist=ci, p_vs_hist=p)
@@ -113,10 +119,55 @@ def test_verdict_uses_comparisons_and_flips_reversed_rows(cells_run, ci, p, word
     finally:
         del res.comparisons
     hist = next(s for s in v["sentences"] if "colour-histogram" in s)
-    assert hist == (f"Against the colour-histogram baseline (baseline-histogram-svm): +25.00 percentage points "
-                    f"(95 % interval {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}, p = {p:.3g}): {word}")
+    shown = "< 0.001" if p < 0.001 else f"= {p:.3f}"
+    assert hist.startswith(f"Against the colour-histogram baseline (baseline-histogram-svm): +25.00 percentage "
+                           f"points. Corrected t-test (is the difference non-zero?): 95 % interval "
+                           f"{100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}, p {shown}: {word}")
+    assert "No Bayesian test" in hist
     runner = next(s for s in v["sentences"] if "runner-up" in s)
-    assert runner.endswith("not distinguishable.") and v["tested"] and "No statistical test" not in v["text"]
+    assert "not distinguishable with these folds" in runner and v["tested"] and "No statistical test" not in v["text"]
+
+
+@pytest.mark.parametrize("ci, p, probs, reading", [
+    ((0.02, 0.06), 0.01, (0.97, 0.03, 0.0), "In short: better, by more than 1 point; both tests agree."),
+    ((0.001, 0.009), 0.03, (0.0, 0.99, 0.01), "In short: better, but by less than 1 point (a real but practically "
+                                              "negligible difference)."),
+    ((-0.004, 0.006), 0.6, (0.0, 0.998, 0.002), "In short: practically equivalent (any difference is within "
+                                                "+/-1 point)."),
+    ((0.002, 0.03), 0.04, (0.7, 0.3, 0.0), "In short: better, but whether by more than 1 point is not settled by "
+                                           "these folds."),
+    ((-0.01, 0.05), 0.2, (0.6, 0.3, 0.1), "In short: not distinguishable with these folds; neither test can tell "
+                                          "them apart."),
+])
+def test_verdict_says_what_each_test_asks_and_reconciles_them(cells_run, ci, p, probs, reading):
+    """Issue 25: the corrected t-test asks "non-zero?", the Bayesian test "larger than the ROPE?"; one sentence
+    says what both mean together, and every probability follows the one rounding rule."""
+    _, res = cells_run
+    best, comp = comparisons_for(res, diff_vs_hist=sum(ci) / 2, ci_vs_hist=ci, p_vs_hist=p)
+    hist = comp["config_a"] == "baseline-histogram-svm"  # stored reversed: the verdict flips P(better)/P(worse)
+    comp.loc[hist, ["p_better", "p_rope", "p_worse", "rope"]] = [probs[2], probs[1], probs[0], 0.01]
+    res.comparisons = comp
+    try:
+        v = build_verdict(res)
+    finally:
+        del res.comparisons
+    sentence = next(s for s in v["sentences"] if "colour-histogram" in s)
+    assert "Corrected t-test (is the difference non-zero?)" in sentence
+    assert "Bayesian correlated t-test (is it larger than +/-1 point?)" in sentence
+    assert sentence.endswith(reading), sentence
+    from deepfeat.reporting.writing import fmt_probability
+
+    shown = [fmt_probability(x) for x in probs]  # the one rounding rule: "< 0.001", never "0.000" or "1.00"
+    shown = [x if x[0] in "<>" else f"= {x}" for x in shown]
+    assert (f"P(better by more) {shown[0]}, P(within +/-1 point) {shown[1]}, P(worse by more) {shown[2]}."
+            in sentence)
+
+
+def test_one_rounding_rule_for_probabilities():
+    from deepfeat.reporting.writing import fmt_probability
+
+    assert [fmt_probability(x) for x in (0.0196, 0.9962, 0.99996, 0.0004, float("nan"), None)] == \
+        ["0.020", "0.996", "> 0.999", "< 0.001", "—", "—"]
 
 
 def test_find_comparison_reads_bayesian_probabilities():

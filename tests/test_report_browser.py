@@ -102,3 +102,47 @@ def test_report_with_saliency_overlays_renders(browser, tmp_path):
     browser.find_element(By.ID, "error-gallery").screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _artefact(shot)
+
+
+PBC = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+SHARED_PREFIX = ["neutrophil_band", "neutrophil_segmented", "neutrophil_toxic", "neutrophil_hypersegmented"]
+LONG_NAME = "reactive_lymphocyte_with_blebs"
+
+
+def test_confusion_matrix_labels_are_unique_and_explained_in_the_browser(browser, tmp_path):
+    """Issue 25: 8 PBC classes, four names sharing a 10-character prefix and a 30-character name: every tick label
+    is distinct, and each shortened one is explained (in the figure and in its caption on the page)."""
+    import numpy as np
+
+    from deepfeat.evaluation.cross_validation import cross_validate
+    from deepfeat.features import FeatureSet
+    from deepfeat.reporting.plots import class_labels
+
+    names = PBC + SHARED_PREFIX + [LONG_NAME]
+    assert len(LONG_NAME) == 30 and len({n[:10] for n in SHARED_PREFIX}) == 1
+    rng = np.random.default_rng(0)
+    y = np.repeat(names, 6)
+    X = rng.normal(size=(len(y), 6)) + 3 * np.eye(6)[np.arange(len(y)) % 6] * (np.arange(len(y)) // 6 % 3)[:, None]
+    res = cross_validate(FeatureSet(X, list(y)), classifiers=("nb",), selections=("none",), folds=3,
+                         baseline="majority", progress=False)
+    paths = write_report(res, tmp_path / "report")
+    seen = browser.open_page(paths["report_html"])
+    assert seen["severe"] == [], seen["severe"]
+    assert all(complete and width > 0 for complete, width, _ in seen["images"])
+
+    labels, legend = class_labels(names)
+    assert len(set(labels)) == len(names)  # four "neutrophil..." names no longer read alike
+    assert set(legend.values()) == {n for n, lab in zip(names, labels) if lab != n}
+    assert {legend[lab] for lab in legend} >= set(SHARED_PREFIX) | {LONG_NAME}
+
+    from selenium.webdriver.common.by import By
+
+    caption = browser.find_element(By.CSS_SELECTOR, "#fig-confusion figcaption").text
+    for label, full in legend.items():
+        assert f"{label} = {full}" in caption
+    image = browser.find_element(By.CSS_SELECTOR, "#fig-confusion img")
+    assert image.get_attribute("naturalWidth") and int(image.get_attribute("naturalWidth")) > 200
+    shot = tmp_path / "report_confusion_long_names.png"
+    image.screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _artefact(shot)

@@ -38,6 +38,7 @@ PYTHON_TO_CLI = {
     "experiment": "--experiment", "queries": "--queries", "episodes": "--episodes", "standardize": "--standardize",
     "test_fraction": "--test-fraction", "ways": "--ways", "shots": "--shots", "sizes": "--sizes",
     "inner_folds": "--inner-folds", "scheduler": "--scheduler", "resources": "--resources",
+    "n_per_class": "--n-per-class",
 }
 # Whole phrases whose CLI form is not a renamed parameter.
 PHRASES = {
@@ -45,6 +46,7 @@ PHRASES = {
     "on_error='skip'": "without --strict",
     "on_error='raise'": "--strict",
     " (remembered)": " (decided earlier for this model on this machine; --precision to choose)",
+    "synthetic=True": "--synthetic",
 }
 
 _NAMES = "|".join(sorted(map(re.escape, PYTHON_TO_CLI), key=len, reverse=True))

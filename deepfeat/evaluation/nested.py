@@ -25,7 +25,7 @@ from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.compare import compare_scores, fold_size_ratio
 from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM, BASELINE_MAJORITY, Fold, quiet_fits
 from deepfeat.evaluation.folds import make_folds
-from deepfeat.evaluation.intervals import mean_interval
+from deepfeat.evaluation.intervals import mean_interval, proportion_method
 from deepfeat.selection.mrmr import auto_n_features
 
 __all__ = ["HYPERPARAMETERS", "candidate_grid", "inner_splits", "nested_cross_validate", "nested_sizes"]
@@ -176,7 +176,8 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
     outer = pd.DataFrame(outer).sort_values(["repeat", "fold"]).reset_index(drop=True)
     ratio = fold_size_ratio(results)
     accs = outer["accuracy"].to_numpy()
-    interval = mean_interval(accs, test_train_ratio=ratio, bounds=(0.0, 1.0))
+    interval = mean_interval(accs, test_train_ratio=ratio, bounds=(0.0, 1.0),
+                             n_items=results.config["featureset"]["n_rows"])
     summary = results.summary
     deep = summary[summary["kind"] != "baseline"]
     best = deep.loc[deep["accuracy_mean"].idxmax()]
@@ -191,8 +192,7 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
         baseline = {"config": base_cfg, "accuracy": float(b.mean()),
                     **compare_scores(accs, b, ratio, repeats=repeats)}
     return {"estimate": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "std": interval.sd,
-            "interval": "95 % t interval over the outer folds, variance corrected for overlapping training sets "
-                        "(Nadeau & Bengio), clipped to [0, 1]",
+            "interval": f"95 % interval over the outer folds: {proportion_method(True)}",
             "outer": outer, "best_of_table": str(best["config"]),
             "best_of_table_accuracy": float(best["accuracy_mean"]),
             "gap": float(best["accuracy_mean"] - accs.mean()), "baseline": baseline,

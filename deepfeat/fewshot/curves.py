@@ -5,7 +5,8 @@ subject when the FeatureSet has subject ids, else by sha256 so byte-identical im
 set is FIXED within a repeat: every training size is scored on the same test images, and the training sets are
 nested (the first ``s`` images per class of one seeded permutation of the pool), so differences between sizes are
 not differences between test sets. Sizes larger than the smallest class's training pool are skipped (said so);
-"all" is the whole pool. Mean and 95 % interval over repeats (:func:`deepfeat.evaluation.intervals.mean_interval`).
+"all" is the whole pool. Mean and 95 % interval over repeats (:func:`deepfeat.evaluation.intervals.mean_interval`,
+logit scale, corrected for the shared training images).
 The colour-histogram baseline (when the images are reachable) is fitted with the same pipeline on the same splits.
 The splits come from the one fold maker (:func:`deepfeat.evaluation.folds.make_folds`).
 """
@@ -22,7 +23,7 @@ from sklearn.base import clone
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.folds import make_folds
-from deepfeat.evaluation.intervals import mean_interval
+from deepfeat.evaluation.intervals import mean_interval, proportion_method
 from deepfeat.evaluation.parameters import resolve_baseline
 from deepfeat.fewshot.evaluate import parse_list
 
@@ -155,7 +156,9 @@ def learning_curve(features, *, sizes=defaults.CURVE_SIZES, classifier=defaults.
     per = pd.DataFrame(rows)
     summ = []
     for (name, s), g in per.groupby(["features", "size"], sort=False):
-        iv = mean_interval(g["accuracy"])
+        # repeated splits share training images: corrected variance (Nadeau & Bengio), logit scale, inside [0, 1]
+        iv = mean_interval(g["accuracy"], test_train_ratio=float((g["n_test"] / g["n_train"]).mean()),
+                           bounds=(0.0, 1.0), n_items=float(g["n_test"].mean()))
         summ.append({"features": name, "size": s, "n_per_class": g["n_per_class"].mean(), "repeats": len(g),
                      "accuracy_mean": iv.mean, "accuracy_std": iv.sd, "ci95": iv.half, "ci_low": iv.low,
                      "ci_high": iv.high})
@@ -164,8 +167,8 @@ def learning_curve(features, *, sizes=defaults.CURVE_SIZES, classifier=defaults.
              "training size; training sets are nested subsets of the remaining pool. Standardisation and "
              + ("mRMR selection were" if select == "mrmr" else "the classifier was") + " fitted on the training "
              "images only.",
-             ("95 % CI: t-interval over repeats (the repeats share images, so it is narrower than a CI over "
-             "independent data sets).")]
+             f"95 % CI over repeats: {proportion_method(True)}; the repeats share images, so it describes this "
+             "data set, not independent ones."]
     if group_ids is None and features.sha256 is not None:
         lines.append("Byte-identical images (same sha256) were kept on one side of every split.")
     lines.append("Colour-histogram baseline on the same splits and pipeline." if hist is not None else

@@ -16,8 +16,10 @@ Choices (stated in every report):
 - An integer ``ways`` larger than the number of classes, or a (ways, shots) whose classes lack ``shots + queries``
   distinct images, is *skipped* with its reason in ``FewShotResults.skipped`` (a UserWarning too): the other rows
   of the table are still computed. "all" means every class with enough images.
-- 95 % CI: mean over episodes +- 1.96 x standard error (the standard few-shot convention); it describes the
-  uncertainty of the mean over episodes drawn from *this* data set, not over data sets.
+- 95 % CI: the logit-scale interval of :func:`deepfeat.evaluation.intervals.mean_interval` over the episodes (close
+  to the usual mean +- 1.96 x standard error, but never outside 0-100 %; joined with the Wilson interval of the
+  pooled queries, counted at most once per image of the FeatureSet); it describes the uncertainty of the mean over
+  episodes drawn from *this* data set, not over data sets.
 """
 from __future__ import annotations
 
@@ -171,11 +173,12 @@ def episode_accuracies(X, plan: EpisodePlan, method: str, *, standardize: str = 
     return acc
 
 
-def ci95(acc) -> tuple[float, float, float]:
-    """(mean, standard deviation, 1.96 x standard error) of per-episode accuracies."""
-    acc = np.asarray(acc, dtype=float)
-    sd = float(acc.std(ddof=1)) if len(acc) > 1 else float("nan")
-    return float(acc.mean()), sd, 1.96 * sd / np.sqrt(len(acc))
+def ci95(acc, n_queries: int | None = None):
+    """The 95 % :func:`~deepfeat.evaluation.intervals.mean_interval` of per-episode accuracies (a proportion, inside
+    [0, 1]); ``n_queries``: the distinct query images the episodes pooled."""
+    from deepfeat.evaluation.intervals import mean_interval
+
+    return mean_interval(acc, bounds=(0.0, 1.0), n_items=n_queries)
 
 
 @dataclass
@@ -206,9 +209,12 @@ class FewShotResults:
         return self.statements
 
     def display(self) -> pd.DataFrame:
-        """Compact table: ``mean ± ci`` in %, one column per method."""
+        """Compact table: ``mean (95 % interval)`` in %, one column per method."""
+        from deepfeat.evaluation.intervals import mean_with_interval
+
         t = self.table.copy()
-        t["acc"] = [f"{100 * m:.1f} ± {100 * c:.1f}" for m, c in zip(t["accuracy_mean"], t["ci95"])]
+        t["acc"] = [mean_with_interval(m, lo, hi)
+                    for m, lo, hi in zip(t["accuracy_mean"], t["ci_low"], t["ci_high"])]
         return t.pivot_table(index=["features", "ways", "shots"], columns="method", values="acc", aggfunc="first",
                              sort=False)
 
@@ -271,10 +277,11 @@ def _evaluate_plan(plan, k: int, sets, method_l, *, queries: int, episodes: int,
             t0 = time.perf_counter()
             acc = episode_accuracies(X, plan, m, standardize=standardize, seed=seed)
             dt = time.perf_counter() - t0
-            mean, sd, half = ci95(acc)
+            iv = ci95(acc, n_queries=min(queries * plan.n_ways * episodes, len(X)))
+            mean, half = iv.mean, iv.half
             rows.append({"features": set_name, "ways": plan.ways_label, "n_ways": plan.n_ways, "shots": k,
                          "queries": queries, "method": m, "episodes": episodes, "accuracy_mean": mean,
-                         "ci95": half, "ci_low": mean - half, "ci_high": mean + half, "accuracy_std": sd,
+                         "ci95": half, "ci_low": iv.low, "ci_high": iv.high, "accuracy_std": iv.sd,
                          "episodes_per_s": episodes / dt if dt > 0 else float("inf"),
                          "classes_used": len(plan.eligible), "classes_too_small": len(plan.too_small)})
             per_ep.append(pd.DataFrame({"features": set_name, "ways": plan.ways_label, "shots": k,

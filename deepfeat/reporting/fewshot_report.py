@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from deepfeat.evaluation.intervals import mean_with_interval
 from deepfeat.fileio import atomic_write_bytes, write_csv
 from deepfeat.reporting.plots import curve_png, fewshot_png
 from deepfeat.reporting.writing import (finish_report, fmt_number, render, start_report, table_block, write_json,
@@ -66,7 +66,7 @@ def write_fewshot_report(results, out_dir) -> dict:
              f"{cfg['class_counts_distinct_images']}; {cfg['episodes']} episodes per configuration, "
              f"{cfg['queries']} queries per class, seed {cfg['seed']}.")
     speed = results.table.groupby("method", sort=False)["episodes_per_s"].median()
-    tables = [table_block(results.display().reset_index(), title="Accuracy % (mean ± 95 % CI over episodes)",
+    tables = [table_block(results.display().reset_index(), title="Accuracy % (mean and 95 % CI over episodes)",
                           key="accuracy", open_=True),
               table_block(pd.DataFrame({"method": speed.index, "median episodes/s": [fmt_number(v, 1)
                                                                                       for v in speed]}),
@@ -97,13 +97,13 @@ def write_curve_report(results, out_dir) -> dict:
     """
     cfg = results.config
     s = results.summary
-    shown = s.assign(acc=[f"{100 * m:.1f} ± {100 * c:.1f}" if np.isfinite(c) else f"{100 * m:.1f}"
-                          for m, c in zip(s["accuracy_mean"], s["ci95"])])
+    shown = s.assign(acc=[mean_with_interval(m, lo, hi) for m, lo, hi in zip(s["accuracy_mean"], s["ci_low"],
+                                                                              s["ci_high"])])
     shown = shown.pivot_table(index="size", columns="features", values="acc", aggfunc="first", sort=False)
     intro = (f"{cfg['n_rows']} images, classes {cfg['classes']}; classifier {cfg['classifier']}, selection "
              f"{cfg['select']}; {cfg['repeats']} repeats, seed {cfg['seed']}.")
     tables = [table_block(shown.reset_index(), key="accuracy", open_=True,
-                          title="Test accuracy % by training images per class (mean ± 95 % CI over repeats)")]
+                          title="Test accuracy % by training images per class (mean and 95 % CI over repeats)")]
     if results.skipped:
         tables.append(_skipped_table(results.skipped, "Skipped sizes"))
     figure = {"stem": "curve", "png": curve_png(s),

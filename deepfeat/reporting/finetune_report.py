@@ -17,25 +17,10 @@ import pandas as pd
 from deepfeat.finetuning.checkpoints import sibling
 from deepfeat.reporting import plots
 from deepfeat.reporting.gallery import GALLERY_LIMITS, misclassified_gallery
+from deepfeat.evaluation.intervals import wilson_interval
 from deepfeat.reporting.writing import fmt_number, render, table_block, write_text
 
 __all__ = ["wilson_interval", "write_finetune_report"]
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (95 % by default).
-
-    Examples
-    --------
-    >>> [round(v, 4) for v in wilson_interval(45, 50)]
-    [0.7864, 0.9565]
-    """
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def _errors(metrics: dict, class_names, limits: dict) -> dict | None:

@@ -16,14 +16,69 @@ def _figure(w=6.0, h=4.5):
     return fig, ax
 
 
-def _png(fig) -> bytes:
+def _png(fig, *, tight: bool = False) -> bytes:
+    """The figure as PNG bytes; ``tight``: grow the canvas to hold text placed outside the axes (a legend)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight" if tight else None)
     plt.close(fig)
     return buf.getvalue()
+
+
+def class_labels(classes, width: int = 10) -> tuple[list[str], dict[str, str]]:
+    """Short, unique tick labels for class names, and the legend ``{label: full name}`` of those shortened.
+
+    Names of at most ``width`` characters are kept. Otherwise the prefix every name shares is dropped and each name
+    is cut to the shortest length (``width`` to ``width + 7``) that keeps all labels distinct, marked with
+    ``~``; when no cut is unique (names that differ only late), the labels are ``c1``, ``c2``, ... Any label that
+    is not the full name appears in the legend.
+
+    Examples
+    --------
+    >>> class_labels(["blast", "lymph"])
+    (['blast', 'lymph'], {})
+    >>> class_labels(["synthetic_blast", "synthetic_lymphocyte"])[0]
+    ['blast', 'lymphocyte']
+    """
+    names = [str(c) for c in classes]
+    if all(len(n) <= width for n in names):
+        return names, {}
+    prefix = _common_prefix(names) if len(names) > 1 else ""
+    rest = [n[len(prefix):] or n for n in names]
+    for cut in range(width, width + 8):
+        labels = [r if len(r) <= cut + 1 else r[:cut] + "~" for r in rest]
+        if len(set(labels)) == len(labels):
+            break
+    else:
+        labels = [f"c{i + 1}" for i in range(len(names))]
+    return labels, {lab: n for lab, n in zip(labels, names) if lab != n}
+
+
+def _common_prefix(names: list[str]) -> str:
+    """The longest prefix all ``names`` share, cut back to its last separator (``_``, ``-``, space or ``.``)."""
+    import os
+
+    prefix = os.path.commonprefix(names)
+    cut = max(prefix.rfind(s) for s in "_- .")
+    return prefix[:cut + 1] if cut >= 0 else ""
+
+
+def legend_text(legend: dict[str, str]) -> str:
+    """``"basoph~ = basophil; ..."``: the legend of :func:`class_labels`, one line for a caption."""
+    return "; ".join(f"{k} = {v}" for k, v in legend.items())
+
+
+def _legend_below(fig, legend: dict[str, str]) -> None:
+    """Write the label legend under a figure, wrapped to its width."""
+    if not legend:
+        return
+    import textwrap
+
+    width = max(40, int(fig.get_figwidth() * 13))
+    text = "\n".join(textwrap.wrap("class labels: " + legend_text(legend), width))
+    fig.text(0.01, 0.0, text, ha="left", va="top", fontsize=7, family="monospace")
 
 
 def confusion_png(matrix, classes, title: str) -> bytes:
@@ -37,12 +92,14 @@ def confusion_png(matrix, classes, title: str) -> bytes:
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    labels, legend = class_labels(classes)
+    ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), labels, fontsize=8)
+    _legend_below(fig, legend)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
-    return _png(fig)
+    return _png(fig, tight=bool(legend))
 
 
 def mrmr_scores_png(mrmr) -> bytes:
@@ -80,14 +137,14 @@ def _grid(n: int, cols: int, cell: float):
 
 
 def accuracy_intervals_png(intervals) -> bytes:
-    """Accuracy of every configuration, best on top, with 95 % t-interval bars; baselines as vertical lines."""
+    """Accuracy of every configuration, best on top, with 95 % interval bars; baselines as vertical lines."""
     deep = intervals[intervals["kind"] != "baseline"].iloc[::-1]
     base = intervals[intervals["kind"] == "baseline"]
     fig, ax = _figure(7.5, max(2.5, 0.38 * len(deep) + 1.4))
     y = np.arange(len(deep))
     colours = ["tab:orange" if "+mrmr" in c else "tab:blue" for c in deep["config"]]
     mean = 100 * deep["mean"].to_numpy()
-    err = 100 * np.vstack([deep["mean"] - deep["low"], deep["high"] - deep["mean"]])
+    err = np.nan_to_num(100 * np.vstack([deep["mean"] - deep["low"], deep["high"] - deep["mean"]]))
     ax.barh(y, mean, color=colours, alpha=0.85, height=0.65)
     ax.errorbar(mean, y, xerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
     for yi, m in zip(y, mean):
@@ -97,7 +154,7 @@ def accuracy_intervals_png(intervals) -> bytes:
                    label=f"{row['config'].removeprefix('baseline-')} {100 * row['mean']:.1f} %")
     ax.set_yticks(y, deep["config"], fontsize=9)
     ax.set_xlim(0, 100)
-    ax.set_xlabel("accuracy % (mean over folds, 95 % t-interval)")
+    ax.set_xlabel("accuracy % (mean over folds, 95 % interval, logit scale)")
     from matplotlib.patches import Patch
 
     handles = [Patch(color="tab:blue", label="all features"), Patch(color="tab:orange", label="mRMR-selected")]
@@ -132,8 +189,10 @@ def class_heatmap_png(per_class, configs, classes, metrics=("recall", "f1")) -> 
 
 
 def confusion_grid_png(confusion: dict, configs) -> bytes:
-    """Row-normalised confusion matrices of several configurations as small multiples (counts written in)."""
+    """Row-normalised confusion matrices of several configurations as small multiples (counts written in); class
+    names shortened to unique labels by :func:`class_labels`, with their legend under the grid."""
     fig, axes = _grid(len(configs), 4, 3.1)
+    legend = {}
     for ax, cfg in zip(axes, configs):
         m = np.asarray(confusion[cfg]["matrix"])
         classes = confusion[cfg]["classes"]
@@ -145,13 +204,16 @@ def confusion_grid_png(confusion: dict, configs) -> bytes:
                     if m[i, j]:
                         ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6,
                                 color="white" if share[i, j] > 0.6 else "black")
-        ax.set_xticks(range(len(classes)), [c[:6] for c in classes], rotation=90, fontsize=6)
-        ax.set_yticks(range(len(classes)), [c[:6] for c in classes], fontsize=6)
+        labels, shortened = class_labels(classes)
+        legend.update(shortened)
+        ax.set_xticks(range(len(classes)), labels, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(classes)), labels, fontsize=6)
         acc = np.trace(m) / max(m.sum(), 1)
         ax.set_title(f"{cfg}\n{100 * acc:.1f} % correct", fontsize=8)
     fig.supxlabel("predicted", fontsize=9)
     fig.supylabel("true", fontsize=9)
-    return _png(fig)
+    _legend_below(fig, legend)
+    return _png(fig, tight=bool(legend))
 
 
 def roc_grid_png(predictions, configs, classes) -> bytes:
@@ -230,7 +292,8 @@ def fewshot_png(table) -> bytes:
         sub = table[table["ways"] == w]
         for (name, method), g in sub.groupby(["features", "method"], sort=False):
             style = "-" if name == "features" else "--"
-            ax.errorbar(g["shots"], 100 * g["accuracy_mean"], yerr=100 * g["ci95"], capsize=3, linestyle=style,
+            yerr = [100 * (g["accuracy_mean"] - g["ci_low"]), 100 * (g["ci_high"] - g["accuracy_mean"])]
+            ax.errorbar(g["shots"], 100 * g["accuracy_mean"], yerr=yerr, capsize=3, linestyle=style,
                         marker="o", ms=3, label=method if name == "features" else f"{name}: {method}")
         ax.axhline(100 / sub["n_ways"].iloc[0], color="grey", lw=0.8, linestyle=":", label="chance")
         ax.set_xscale("log")

@@ -22,7 +22,8 @@ from deepfeat.reporting.gallery import GALLERY_LIMITS, correct_gallery, duplicat
 from deepfeat.reporting.saliency import attach_saliency
 from deepfeat.reporting.trust import trust_figures, trust_frames, trust_tables
 from deepfeat.reporting.verdict import build_verdict
-from deepfeat.reporting.writing import (COMPLETE_MARKER, DASH, check_report, finish_report, fmt_number, render,
+from deepfeat.reporting.writing import (COMPLETE_MARKER, DASH, check_report, finish_report, fmt_number,
+                                        fmt_probability, render,
                                         start_report, table_block, write_json, write_text)
 
 # check_report, fmt_number and render live in deepfeat.reporting.writing (shared by every report); they stay
@@ -65,7 +66,7 @@ def _table3(per_class: pd.DataFrame) -> pd.DataFrame:
 
 def _intervals_table(ivals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"config": ivals["config"], "accuracy %": [f"{100 * v:.2f}" for v in ivals["mean"]],
-                         "95 % t-interval": [f"{100 * a:.2f} to {100 * b:.2f}" if not math.isnan(a) else DASH
+                         "95 % interval": [f"{100 * a:.2f} to {100 * b:.2f}" if not math.isnan(a) else DASH
                                              for a, b in zip(ivals["low"], ivals["high"])],
                          "fold scores": [str(n) for n in ivals["n"]]})
 
@@ -77,7 +78,7 @@ def _comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
                                  zip(comparisons["ci_low"], comparisons["ci_high"])]
     for col in ("p_value", "p_better", "p_rope", "p_worse"):
         if col in comparisons.columns:
-            out[col] = [fmt_number(v, 3) for v in comparisons[col]]
+            out[col] = [fmt_probability(v) for v in comparisons[col]]
     return out
 
 
@@ -87,15 +88,23 @@ def _duplicates_table(dups: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["sha256", "paths", "labels", "conflict"])
 
 
+def _label_note(classes) -> str:
+    """The confusion matrices' class-label legend, for their caption (empty when every name is shown whole)."""
+    legend = plots.class_labels(classes)[1]
+    return f"; class labels: {plots.legend_text(legend)}" if legend else ""
+
+
 def _figures(results, verdict) -> list[dict]:
     """Every plot: stem, caption and PNG bytes, in reading order."""
     order = list(verdict["intervals"]["config"])
     informative = [c for c in order if not c.startswith(BASELINE_MAJORITY)]  # constant scores: nothing to see
-    figs = [("accuracy", "Accuracy of every configuration (95 % t-interval over folds); baselines as lines",
+    figs = [("accuracy", "Accuracy of every configuration with its 95 % interval over the folds; baselines as lines. "
+             f"Interval: {verdict['interval_method']}",
              plots.accuracy_intervals_png(verdict["intervals"])),
             ("class_heatmap", "Per-class recall and F1 (%, mean over folds): where each configuration fails",
              plots.class_heatmap_png(results.per_class, order, results.classes)),
-            ("confusion", "Confusion matrices (summed over folds; shading = share of the true class)",
+            ("confusion", "Confusion matrices (summed over folds; shading = share of the true class)"
+             + _label_note(results.classes),
              plots.confusion_grid_png(results.confusion, order)),
             ("roc", "ROC curves, one-vs-rest, pooled out-of-fold scores",
              plots.roc_grid_png(results.predictions, informative, results.classes))]
@@ -168,7 +177,8 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None, featur
     tables = [table_block(results.table().reset_index(), key="table2", open_=True,
                           title="Accuracy % (Table 2 at a glance, mean ± std over folds)"),
               table_block(_intervals_table(verdict["intervals"]), key="intervals",
-                          title="Accuracy with 95 % t-intervals, best first")]
+                          title="Accuracy with 95 % intervals, best first",
+                          note=f"Interval over the fold scores of each configuration: {verdict['interval_method']}.")]
     if comparisons is not None:
         tables.append(table_block(_comparisons_table(comparisons), key="comparisons",
                                   title="Pairwise comparisons (accuracy difference a - b, percentage points)"))

@@ -9,6 +9,7 @@ from pathlib import Path
 from deepfeat.evaluation.compare import lookup
 from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM as HIST
 from deepfeat.fileio import write_csv
+from deepfeat.reporting.writing import fmt_probability, probability_relation
 
 __all__ = ["comparison_lines", "nested_lines", "statistics_sections", "write_statistics_tables"]
 
@@ -18,7 +19,7 @@ def _pct(x: float) -> str:
 
 
 def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    return f"p {probability_relation(p)}"
 
 
 def nested_lines(results) -> list[str]:
@@ -78,7 +79,8 @@ def comparison_lines(results) -> list[str]:
                 f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], {_p(c['p_value'])}.")
         if "p_better" in c and c["p_better"] == c["p_better"]:
             text += (f" Bayesian correlated t-test (ROPE ±{100 * c['rope']:.1f} points): P(better) "
-                     f"{c['p_better']:.3f}, P(equivalent) {c['p_rope']:.3f}, P(worse) {c['p_worse']:.3f}.")
+                     f"{fmt_probability(c['p_better'])}, P(equivalent) {fmt_probability(c['p_rope'])}, P(worse) "
+                     f"{fmt_probability(c['p_worse'])}.")
         lines.append(text + " (This best row was picked after seeing the table; the nested estimate, when given, "
                             "is the honest figure.)")
     return lines

@@ -3,10 +3,13 @@ distinguishable from the colour-histogram baseline and from the runner-up, and t
 read it.
 
 Intervals are the 95 % intervals of :func:`deepfeat.evaluation.intervals.mean_interval` over the fold scores of one
-configuration (today Student-t: ``mean +- t * sd / sqrt(n)``).
-Folds share training data, so these intervals are too narrow to compare two configurations; the comparison
-statistics (``results.comparisons``, when a run computed them) are used for that, and when they are absent the
-verdict says plainly that no statistical test was run.
+configuration: a proportion's logit-scale interval, its variance corrected for the training data the folds share
+(Nadeau & Bengio), floored at the binomial error of the images tested, never outside 0-100 %.
+An interval of each configuration is not a comparison of two: the comparison statistics (``results.comparisons``,
+when a run computed them) are used for that, each test named with the question it asks (the corrected t-test: is
+the difference non-zero? the Bayesian test: is it larger than the ROPE?) and one sentence reconciling the two;
+when they are absent the verdict says plainly that no statistical test was run. Every probability is written by
+:func:`deepfeat.reporting.writing.fmt_probability`.
 """
 from __future__ import annotations
 
@@ -16,34 +19,36 @@ import pandas as pd
 
 from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM as HISTOGRAM
 from deepfeat.evaluation.fold_work import BASELINE_MAJORITY as MAJORITY
-from deepfeat.evaluation.intervals import mean_interval
+from deepfeat.evaluation.compare import fold_size_ratio
+from deepfeat.evaluation.intervals import mean_interval, proportion_method
 from deepfeat.evaluation.results import BASELINE_TEXT
+from deepfeat.reporting.writing import probability_relation as _p
 
-__all__ = ["build_verdict", "find_comparison", "fold_intervals"]
+__all__ = ["build_verdict", "find_comparison", "fold_design", "fold_intervals"]
 
 
-def t_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
-    """``(mean, low, high, n)`` of :func:`~deepfeat.evaluation.intervals.mean_interval`; for the report's bars a
-    single value is drawn as a point (low = high = mean).
-
-    Examples
-    --------
-    >>> m, lo, hi, n = t_interval([0.8, 0.9, 1.0])
-    >>> round(m, 3), round(lo, 3), round(hi, 3), n
-    (0.9, 0.652, 1.148, 3)
-    """
-    iv = mean_interval(values, level=level)
-    if iv.n == 1:
-        return iv.mean, iv.mean, iv.mean, 1
-    return iv.mean, iv.low, iv.high, iv.n
+def fold_design(results) -> tuple[float | None, int | None]:
+    """``(n_test / n_train, images)`` of the folds of ``results``, or ``(None, None)`` when it records no
+    out-of-fold predictions to measure them from."""
+    try:
+        ratio = fold_size_ratio(results)
+    except (KeyError, IndexError, ZeroDivisionError):
+        return None, None
+    return (ratio, int(results.config["featureset"]["n_rows"])) if ratio > 0 else (None, None)
 
 
 def fold_intervals(results, metric: str = "accuracy") -> pd.DataFrame:
-    """One row per configuration (run order): config, kind, mean, low, high, n (folds x repeats), best first."""
+    """One row per configuration (run order): config, kind, mean, low, high, n (folds x repeats), best first.
+
+    ``metric`` is a proportion (accuracy, F1, ...): the interval is :func:`mean_interval`'s logit-scale interval,
+    corrected for overlapping training sets, inside [0, 1].
+    """
+    ratio, images = fold_design(results)
     rows = []
     for cfg, part in results.per_fold.groupby("config", sort=False):
-        mean, lo, hi, n = t_interval(part[metric])
-        rows.append({"config": cfg, "kind": part["kind"].iloc[0], "mean": mean, "low": lo, "high": hi, "n": n})
+        iv = mean_interval(part[metric], test_train_ratio=ratio, bounds=(0.0, 1.0), n_items=images)
+        rows.append({"config": cfg, "kind": part["kind"].iloc[0], "mean": iv.mean, "low": iv.low, "high": iv.high,
+                     "n": iv.n})
     out = pd.DataFrame(rows, columns=["config", "kind", "mean", "low", "high", "n"])
     return out.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -65,6 +70,7 @@ def find_comparison(comparisons, a: str, b: str, metric: str = "accuracy") -> di
             better, worse = _get(r, "p_better"), _get(r, "p_worse")
             out["p_better"], out["p_worse"] = (better, worse) if sign > 0 else (worse, better)
             out["p_rope"] = _get(r, "p_rope")
+            out["rope"] = _get(r, "rope")
             return out
     return None
 
@@ -83,7 +89,8 @@ def _pp(x: float) -> str:
 
 
 def _versus(best: str, other: str, label: str, comparisons, ivals: pd.DataFrame) -> str:
-    """One sentence: is ``best`` distinguishable from ``other``?"""
+    """Is ``best`` distinguishable from ``other``? Each test with the question it asks, then one reconciling
+    sentence."""
     c = find_comparison(comparisons, best, other)
     if c is None:
         if comparisons is not None:
@@ -93,17 +100,38 @@ def _versus(best: str, other: str, label: str, comparisons, ivals: pd.DataFrame)
         overlap = "overlap" if o["high"] >= b["low"] else "do not overlap"
         return (f"Against {label} ({other}, {_pct(o['mean'])}): {_pp(b['mean'] - o['mean'])} percentage points; "
                 f"their fold intervals {overlap}, which is not a test.")
-    diff = (f"{_pp(c['mean_diff'])} percentage points (95 % interval {_pp(c['ci_low'])} to {_pp(c['ci_high'])}"
-            + (f", p = {c['p_value']:.3g}" if c["p_value"] is not None else "") + ")")
-    if c["p_better"] is not None:
-        probs = (f"P(better) = {c['p_better']:.2f}" + (f", P(practically equivalent) = {c['p_rope']:.2f}"
-                                                        if c["p_rope"] is not None else "")
-                 + (f", P(worse) = {c['p_worse']:.2f}" if c["p_worse"] is not None else ""))
-        clear = c["p_better"] >= 0.95 or (c["p_worse"] is not None and c["p_worse"] >= 0.95)
-        return (f"Against {label} ({other}): {diff}; {probs}: "
-                + ("distinguishable." if clear else "not clearly distinguishable."))
-    clear = c["ci_low"] > 0 or c["ci_high"] < 0
-    return f"Against {label} ({other}): {diff}: " + ("distinguishable." if clear else "not distinguishable.")
+    nonzero = c["ci_low"] > 0 or c["ci_high"] < 0
+    p = f", p {_p(c['p_value'])}" if c["p_value"] is not None else ""
+    text = (f"Against {label} ({other}): {_pp(c['mean_diff'])} percentage points. Corrected t-test (is the "
+            f"difference non-zero?): 95 % interval {_pp(c['ci_low'])} to {_pp(c['ci_high'])}{p}: "
+            + ("yes, at the 5 % level." if nonzero else "not shown at the 5 % level."))
+    if c["p_better"] is None:
+        return text + " " + _reconcile(c, nonzero, None)
+    rope = 100 * (c["rope"] if c["rope"] is not None else 0.01)
+    pts = f"{rope:g} point" + ("" if rope == 1 else "s")
+    text += (f" Bayesian correlated t-test (is it larger than +/-{pts}?): P(better by more) "
+             f"{_p(c['p_better'])}, P(within +/-{pts}) {_p(c['p_rope'])}"
+             + (f", P(worse by more) {_p(c['p_worse'])}" if c["p_worse"] is not None else "") + ".")
+    return text + " " + _reconcile(c, nonzero, pts)
+
+
+def _reconcile(c: dict, nonzero: bool, pts: str | None) -> str:
+    """One plain sentence that says what the two tests together mean."""
+    side = "better" if c["mean_diff"] > 0 else "worse"
+    if pts is None:
+        return (f"In short: {side}." if nonzero else "In short: not distinguishable with these folds.") + \
+            " (No Bayesian test: install baycomp for P(better) with a region of practical equivalence.)"
+    large = c["p_better"] if side == "better" else c["p_worse"]
+    if nonzero and large is not None and large >= 0.95:
+        return f"In short: {side}, by more than {pts}; both tests agree."
+    if c["p_rope"] is not None and c["p_rope"] >= 0.95:
+        return (f"In short: {side}, but by less than {pts} (a real but practically negligible difference)."
+                if nonzero else f"In short: practically equivalent (any difference is within +/-{pts}).")
+    if nonzero:
+        return f"In short: {side}, but whether by more than {pts} is not settled by these folds."
+    if large is not None and large >= 0.95:
+        return f"In short: probably {side} by more than {pts}, though the t-test cannot rule out no difference."
+    return "In short: not distinguishable with these folds; neither test can tell them apart."
 
 
 def _nested_text(nested) -> str | None:
@@ -138,15 +166,18 @@ def build_verdict(results) -> dict:
     """The verdict: ``text`` (the paragraph), ``sentences``, ``warnings``, ``best``, ``runner_up``, ``tested``
     (whether comparison statistics were used) and the ``intervals`` table."""
     ivals = fold_intervals(results)
+    method = proportion_method(fold_design(results)[0] is not None)
     deep = ivals[ivals["kind"] != "baseline"]
     comparisons = getattr(results, "comparisons", None)
     if deep.empty:
         return {"text": "No deep-feature configuration was scored.", "sentences": [], "warnings":
-                reading_warnings(results), "best": None, "runner_up": None, "tested": False, "intervals": ivals}
+                reading_warnings(results), "best": None, "runner_up": None, "tested": False, "intervals": ivals,
+                "interval_method": method}
     best = deep.iloc[0]
     folds = "fold" if results.config["parameters"].get("repeats", 1) == 1 else "fold x repeat"
     sentences = [f"Best configuration: {best['config']}, accuracy {_pct(best['mean'])} "
-                 f"(95 % t-interval over {best['n']} {folds} scores: {_pct(best['low'])} to {_pct(best['high'])})."]
+                 f"(95 % interval over {best['n']} {folds} scores, logit scale: {_pct(best['low'])} to "
+                 f"{_pct(best['high'])})."]
     configs = set(ivals["config"])
     above = ivals[(ivals["kind"] == "baseline") & (ivals["mean"] >= best["mean"])]
     for _, b in above.iterrows():
@@ -172,4 +203,5 @@ def build_verdict(results) -> dict:
     return {"text": " ".join(sentences), "sentences": sentences, "warnings": reading_warnings(results),
             "best": best["config"], "best_mean": float(best["mean"]), "best_low": float(best["low"]),
             "best_high": float(best["high"]), "runner_up": None if runner is None else runner["config"],
-            "tested": comparisons is not None, "intervals": ivals, "baseline_names": BASELINE_TEXT}
+            "tested": comparisons is not None, "intervals": ivals, "baseline_names": BASELINE_TEXT,
+            "interval_method": method}

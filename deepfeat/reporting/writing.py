@@ -32,6 +32,36 @@ DASH = "—"
 COMPLETE_MARKER = "report.complete.json"
 
 
+def fmt_probability(p) -> str:
+    """THE rounding rule for a probability (p-value, P(better), P(practically equivalent), ...) in every report:
+    three decimals, and never rounded to a certainty: below 0.001 is ``"< 0.001"``, above 0.999 ``"> 0.999"``;
+    missing is an em dash.
+
+    Examples
+    --------
+    >>> fmt_probability(0.0196), fmt_probability(0.9962), fmt_probability(0.99996), fmt_probability(0.0)
+    ('0.020', '0.996', '> 0.999', '< 0.001')
+    """
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return DASH
+    p = float(p)
+    if p < 0.001:
+        return "< 0.001"
+    if p > 0.999:
+        return "> 0.999"
+    return f"{p:.3f}"
+
+
+def probability_relation(p) -> str:
+    """``"= 0.020"`` or ``"< 0.001"``: :func:`fmt_probability` after a name (``p = 0.020``, ``P(better) > 0.999``).
+
+    >>> "p " + probability_relation(0.0196), "p " + probability_relation(1e-9)
+    ('p = 0.020', 'p < 0.001')
+    """
+    shown = fmt_probability(p)
+    return shown if shown[0] in "<>" else f"= {shown}"
+
+
 def fmt_number(x, digits: int = 2) -> str:
     """A number as a reader wants it: whole numbers without ``.0``, missing values as an em dash.
 
