@@ -36,7 +36,7 @@ def test_report_writes_every_file_with_embedded_plots_and_honesty_on_top(tmp_pat
     assert config["parameters"]["n_features"] == 4 and config["versions"]["numpy"] == np.__version__
     assert config["honesty"]["duplicates"]["n_pairs"] == 1
     md = paths["report_md"].read_text(encoding="utf-8")  # the interval method is named in the report (issue 25)
-    assert "Interval: logit-scale t interval over the scores" in md and "Nadeau & Bengio" in md
+    assert "Interval: logit-scale t interval over the scores" in md and "Nadeau and Bengio" in md
 
     pngs = [k for k in paths if k.startswith("plot_")]
     # one picture per question: confusion matrices and ROC curves as small multiples, not one plot per configuration
@@ -85,7 +85,7 @@ def test_verdict_without_comparisons_says_no_test_was_run(cells_run):
     assert abs(mean - best["accuracy_mean"]) < 1e-12 and 0 <= lo <= mean <= hi <= 1
     assert v["sentences"][0] == (f"Best configuration: {best['config']}, accuracy {100 * mean:.1f} % (95 % interval "
                                  f"over 3 fold scores, logit scale: {100 * lo:.1f} % to {100 * hi:.1f} %).")
-    assert "logit-scale" in v["interval_method"] and "Nadeau & Bengio" in v["interval_method"]
+    assert "logit-scale" in v["interval_method"] and "Nadeau and Bengio" in v["interval_method"]
     assert "No statistical test was run" in v["text"] and not v["tested"]
     assert "colour-histogram baseline (baseline-histogram-svm" in v["text"]
     # the cells differ by colour, so colour alone wins, and the verdict says so in words

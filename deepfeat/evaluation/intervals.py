@@ -37,7 +37,7 @@ PROPORTION_METHOD = ("logit-scale t interval over the scores (delta method, +0.5
 def proportion_method(corrected: bool) -> str:
     """The name of the proportion interval, as a report states it (``corrected``: folds share training data)."""
     if corrected:
-        return PROPORTION_METHOD[:-1] + "; variance corrected for overlapping training sets, Nadeau & Bengio)"
+        return PROPORTION_METHOD[:-1] + "; variance corrected for overlapping training sets, Nadeau and Bengio)"
     return PROPORTION_METHOD
 
 

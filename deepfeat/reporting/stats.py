@@ -86,7 +86,7 @@ def comparison_lines(results) -> list[str]:
     return lines
 
 
-_NOTE = ("p-values and 95 % intervals come from the corrected resampled t-test (Nadeau & Bengio 2003; Bouckaert & "
+_NOTE = ("p-values and 95 % intervals come from the corrected resampled t-test (Nadeau and Bengio 2003; Bouckaert and "
          "Frank 2004 for repeated CV) on per-fold accuracy differences; all pairs in comparisons.csv.")
 
 
