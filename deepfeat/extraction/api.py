@@ -174,7 +174,8 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
                             "instead.")
     if scheduler is not None:
         if runtime != defaults.RUNTIME:
-            raise DeepfeatError("runtime= is chosen per worker with a scheduler ('auto'); leave it out")
+            raise DeepfeatError("runtime=: extraction on a scheduler runs eager torch on every worker (one runtime "
+                                "for all shards); leave runtime out with scheduler=")
         return _on_scheduler(source, models, layers, tta, options, scheduler=scheduler, batch_size=batch_size,
                              cache=cache, on_error=on_error, progress=progress, manifest=manifest,
                              shard_size=shard_size, resources=resources, t0=t0)

@@ -141,6 +141,8 @@ class Engine:
         self.precision_settled = False  # False while the decision could still change with other images
         self.built_here = not isinstance(model, torch.nn.Module)
         self.requested_runtime, self.runtime, self.runtime_reason = runtime, None, None
+        if runtime == "torch":
+            self.runtime, self.runtime_reason = "torch", "runtime: torch (requested)"
         self.compiled = None  # a CompiledForward once settle_runtime kept one
         available_runtime(runtime)  # an unknown or missing runtime fails here, before any image is read
 
