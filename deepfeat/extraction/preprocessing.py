@@ -138,8 +138,11 @@ class NormalisedTensor:
             raise ValueError(f"std evaluated to zero, leading to division by zero: {std}")
 
     def __call__(self, img) -> torch.Tensor:
-        if not isinstance(img, Image.Image) or img.mode != "RGB":
-            raise TypeError(f"NormalisedTensor needs an RGB PIL image; got {type(img).__name__}")
+        if not isinstance(img, Image.Image) or img.mode != "RGB":  # anything else: torchvision's own path, as before
+            from torchvision.transforms import functional as F
+
+            return F.normalize(img if isinstance(img, torch.Tensor) else F.to_tensor(img),
+                               self.mean.ravel().tolist(), self.std.ravel().tolist())
         chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
         chw /= np.float32(255)
         chw -= self.mean
