@@ -24,6 +24,7 @@ defaults, and checks that the library signatures use this table.
 | recipe (fine-tuning) | ``transfer`` (LP-FT, discriminative rates, frozen BN; ``study`` = the paper's MATLAB settings) | finetune, FinetuneConfig, TOML ``[finetune] recipe`` |
 | nested / fold_cache / rope | off / ``auto`` / 0.01 | cv, cross_validate, TOML ``[cv]`` |
 | tta | ``none`` | extract, extract_features, TOML ``[features]`` |
+| runtime | ``auto`` (OpenVINO / ONNX Runtime when installed, for fp32 on the CPU, if it matches eager torch) | extract, extract_features, FeatureExtractor |
 | select (fit) | ``none`` | fit, fit_model |
 | ways / shots / queries / episodes | (2, 5, all) / (1, 5, 10, 20) / 15 / 1000 | fewshot, few_shot_evaluate |
 | classifiers / standardize (few-shot) | prototype, knn, logreg, svm / ``support`` | fewshot, few_shot_evaluate |
@@ -45,6 +46,8 @@ LAYERS = ("logits", "pooled")
 DEVICE = "auto"
 PRECISION = "auto"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RUNTIME = "auto"
+RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 N_FEATURES = "auto"
 MRMR_METHOD = "fcq"
 MRMR_METHODS = ("fcq", "fcd", "miq", "mid")

@@ -48,6 +48,9 @@ def extract(
     workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes (default: auto).")]
     = None,
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = defaults.PRECISION,
+    runtime: Annotated[str, typer.Option(help="auto (OpenVINO / ONNX Runtime when installed, fp32 on the CPU, kept "
+                                              "only if it matches eager torch within 1e-4), torch, openvino or "
+                                              "onnxruntime.")] = defaults.RUNTIME,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the on-disk feature cache.")] = True,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default $DEEPFEAT_CACHE_DIR "
                                                            "or ~/.cache/deepfeat).")] = None,
@@ -84,7 +87,7 @@ def extract(
                                device=device, num_workers=workers, cache=(cache_dir or True) if cache else False,
                                precision=precision, crop_border=crop_border, image_size=image_size,
                                progress=progress, tta=tta, scheduler=scheduler, shard_size=shard_size,
-                               resources=resources)
+                               resources=resources, runtime=runtime)
     fs, meta = done.features, done.features.meta
     typer.echo(f"wrote {output}: {len(fs)} images x {fs.n_features} features, cache hits "
                f"{meta.get('cache_hits', 0)}/{meta.get('n_input', len(fs))}, skipped {len(done.skipped)}, "

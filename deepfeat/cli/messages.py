@@ -25,7 +25,7 @@ __all__ = ["PYTHON_TO_CLI", "CliFormatter", "echo_err", "models_text", "say_inte
 
 # Python parameter -> CLI option (the option a user types to change it)
 PYTHON_TO_CLI = {
-    "precision": "--precision", "n_features": "--n-features", "threshold": "--mrmr-threshold",
+    "precision": "--precision", "runtime": "--runtime", "n_features": "--n-features", "threshold": "--mrmr-threshold",
     "mrmr_method": "--mrmr-method", "selections": "--select", "selection": "--select", "select": "--select",
     "selector": "--select", "classifiers": "--classifier", "classifier": "--classifier", "batch_size": "--batch-size",
     "num_workers": "--workers", "workers": "--workers", "layer": "--layer", "device": "--device",

@@ -84,7 +84,7 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
                      batch_size=None, device=defaults.DEVICE, num_workers=None, cache=True,
                      precision=defaults.PRECISION, channels_last="auto", crop_border=False, image_size=None,
                      on_error="raise", progress=True, manifest=None, tta=defaults.TTA, scheduler=defaults.SCHEDULER,
-                     shard_size=defaults.SHARD_SIZE, resources=None) -> FeatureSet:
+                     shard_size=defaults.SHARD_SIZE, resources=None, runtime=defaults.RUNTIME) -> FeatureSet:
     """Deep features of every image in ``source``, through the on-disk cache.
 
     Parameters
@@ -145,6 +145,13 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
         Images per shard task.
     resources : str or dict, optional
         Dask worker resources each task needs, e.g. ``"GPU=1"`` (workers started with ``--resources GPU=1``).
+    runtime : {'auto', 'torch', 'openvino', 'onnxruntime'}, default 'auto'
+        What runs the network (:mod:`deepfeat.extraction.runtime`). 'auto': on the CPU at fp32, for logits /
+        pooled of a named backbone and at least 64 images to compute, OpenVINO (else ONNX Runtime) when installed
+        (``pip install "deepfeat[fast]"``), kept only when its outputs on the first images are within 1e-4 x the
+        largest |eager timm| value; else eager torch. The choice and its reason are in ``meta["runtime"]`` /
+        ``meta["runtime_reason"]`` (``meta["blocks"]`` for fused requests). Not part of the cache key (the
+        features agree within that tolerance). 'torch' = always eager torch.
 
     Returns
     -------
@@ -162,7 +169,13 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
                                    channels_last=channels_last, on_error=on_error, batch_size=batch_size)
     options = {"weights": weights, "device": device, "precision": precision, "channels_last": channels_last,
                "crop_border": crop_border, "image_size": image_size}
+    if runtime not in defaults.RUNTIMES:
+        raise DeepfeatError(f"The 'runtime' parameter must be one of {list(defaults.RUNTIMES)}. Got {runtime!r} "
+                            "instead.")
     if scheduler is not None:
+        if runtime != defaults.RUNTIME:
+            raise DeepfeatError("runtime=: extraction on a scheduler runs eager torch on every worker (one runtime "
+                                "for all shards); leave runtime out with scheduler=")
         return _on_scheduler(source, models, layers, tta, options, scheduler=scheduler, batch_size=batch_size,
                              cache=cache, on_error=on_error, progress=progress, manifest=manifest,
                              shard_size=shard_size, resources=resources, t0=t0)
@@ -173,7 +186,7 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
     hashed = hash_all(listed[0])
     blocks, failures = [], dict(hashed[1])
     for one in models:
-        got, fails = _blocks_of(one, layers, tta, listed[0], hashed, store=store, options=options,
+        got, fails = _blocks_of(one, layers, tta, listed[0], hashed, store=store, options=options, runtime=runtime,
                                 batch_size=batch_size, num_workers=num_workers, progress=progress)
         blocks += got
         failures.update(fails)
@@ -194,7 +207,7 @@ def _on_scheduler(source, models, layers, tta, options, **run) -> FeatureSet:
     return extract_with_scheduler(source, model=models[0], layer=layers[0], **options, **run)
 
 
-def _blocks_of(model, layers, tta, paths, hashed, *, store, options, batch_size, num_workers,
+def _blocks_of(model, layers, tta, paths, hashed, *, store, options, runtime, batch_size, num_workers,
                progress) -> tuple[list[Block], dict]:
     """The blocks of one model (one per layer; one for a hand-crafted model) and their failures ``{index: reason}``."""
     shas = hashed[0]
@@ -209,7 +222,7 @@ def _blocks_of(model, layers, tta, paths, hashed, *, store, options, batch_size,
     from deepfeat.extraction.engine import Engine  # torch, timm and the model from here on
 
     engine = Engine(model=model, layers=layers, tta=tta, batch_size=batch_size, num_workers=num_workers,
-                    cache=store, progress=progress, **options)
+                    cache=store, progress=progress, runtime=runtime, **options)
     run = engine.run(paths, hashed)
     blocks = []
     for layer in layers:

@@ -27,7 +27,7 @@ TTA_OPTIONS = ("none", "flip", "d4")
 _STAGE = re.compile(r"stage[1-9][0-9]*$")
 #: what a deep block's record copies from the single-layer meta of its (model, layer)
 _DEEP_FIELDS = ("weights", "weights_source", "weights_sha256", "model_sha256", "precision", "precision_reason",
-                "preprocessing", "input_size", "device", "finetune")
+                "preprocessing", "input_size", "device", "runtime", "runtime_reason", "finetune")
 _CHUNK = 64  # hand-crafted rows written to the cache per batch (an interrupted run keeps what it finished)
 
 

@@ -79,7 +79,7 @@ def _build(request, device, precision, cache_root):
     return Engine(model=request["model"], weights=request["weights"], layers=[request["layer"]], device=device,
                   precision=precision, channels_last=request["channels_last"], crop_border=request["crop_border"],
                   image_size=request["image_size"], batch_size=request["batch_size"], num_workers=0,
-                  cache=cache_root or False, progress=False)
+                  cache=cache_root or False, progress=False, runtime="torch")  # one runtime for every worker
 
 
 def _settle(request, probe_paths, cache_root, driver_pid, torch_threads):

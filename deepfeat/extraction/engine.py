@@ -39,6 +39,7 @@ from deepfeat.extraction.device import (
     resolve_precision,
 )
 from deepfeat.extraction.forward import forward_layers
+from deepfeat.extraction.runtime import CompiledForward, available_runtime, check_runtime, runtime_obstacle
 from deepfeat.extraction.inputs import (
     UnreadableImagesError,
     hash_all,
@@ -108,7 +109,7 @@ class Engine:
     """
 
     def __init__(self, *, model, weights, layers, tta="none", device, precision, channels_last, crop_border,
-                 image_size, batch_size, num_workers, cache, progress):
+                 image_size, batch_size, num_workers, cache, progress, runtime=defaults.RUNTIME):
         from deepfeat.backbones import create_backbone, resolve_data_config
 
         self.progress, self.layers, self.tta = progress, list(layers), tta
@@ -138,6 +139,12 @@ class Engine:
         self.requested_precision = precision
         self.precision = None  # decided on the first run (may need images to check)
         self.precision_settled = False  # False while the decision could still change with other images
+        self.built_here = not isinstance(model, torch.nn.Module)
+        self.requested_runtime, self.runtime, self.runtime_reason = runtime, None, None
+        if runtime == "torch":
+            self.runtime, self.runtime_reason = "torch", "runtime: torch (requested)"
+        self.compiled = None  # a CompiledForward once settle_runtime kept one
+        available_runtime(runtime)  # an unknown or missing runtime fails here, before any image is read
 
     def _check_stages(self, net):
         stages = [int(layer[5:]) for layer in self.layers if layer.startswith("stage")]
@@ -160,7 +167,30 @@ class Engine:
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return forward_layers(self.net, x, self.layers, precision, self.device, tta)
+        compiled = self.compiled if precision == "fp32" else None
+        return forward_layers(self.net, x, self.layers, precision, self.device, tta, compiled)
+
+    def settle_runtime(self, probe, n_images: int) -> None:
+        """Choose eager torch or a compiled runtime (:mod:`deepfeat.extraction.runtime`) on the first real batch
+        ``probe``, before any of its features is kept; ``n_images``: how many images this run computes."""
+        if self.runtime is not None:
+            return
+        name, requested = available_runtime(self.requested_runtime), self.requested_runtime
+        why = runtime_obstacle(self, n_images)
+        if name is None or why:
+            if requested not in ("auto", "torch"):
+                raise DeepfeatError(f"runtime={requested!r}: {why}; use runtime='auto' or 'torch'")
+            self.runtime = "torch"
+            self.runtime_reason = ("runtime: torch (requested)" if requested == "torch" else
+                                   f"runtime: auto -> torch ({why or 'neither openvino nor onnxruntime is installed'})")
+        else:
+            compiled = CompiledForward(self.net, self.layers, self.data_config["input_size"], name)
+            probe = probe[:8]
+            keep, reason = check_runtime(compiled, lambda x: {k: torch.from_numpy(v) for k, v in
+                                                              self.forward(x, "fp32").items()}, probe)
+            self.runtime, self.runtime_reason = (name if keep else "torch"), reason
+            self.compiled = compiled if keep else None
+        say(self.runtime_reason, self.progress)
 
     def decide_precision(self, paths):
         """Settle 'auto' precision before the cache lookup (precision is part of the cache key)."""
@@ -274,6 +304,7 @@ class Engine:
             for x, idx, bad in self._loader(todo_paths):
                 failures += [(i, f.reason) for j, f in bad for i in by_sha[todo[j]]]
                 if x is not None:
+                    self.settle_runtime(x, len(todo))
                     done = [todo[j] for j in idx.tolist()]
                     for layer, feats in self.forward(x, self.precision, self.tta).items():
                         new = [k for k, sha in enumerate(done) if sha in missing[layer]]
@@ -293,7 +324,9 @@ class Engine:
             "model_sha256": self.model_sha256, "layer": layer or self.layers[0],
             "input_size": list(self.data_config["input_size"]), "preprocessing": self.preprocessing,
             "device": str(self.device), "precision": self.precision, "precision_reason": self.precision_reason,
-            "channels_last": self.channels_last, "batch_size": self.batch_size, "num_workers": self.num_workers,
+            "channels_last": self.channels_last, "runtime": self.runtime or "torch",
+            "runtime_reason": self.runtime_reason or "runtime: nothing computed (every row was cached)",
+            "batch_size": self.batch_size, "num_workers": self.num_workers,
             "versions": package_versions(("deepfeat", "torch", "timm", "numpy"), python=False),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -335,11 +368,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         "channels_last": [StrOptions({"auto"}), "boolean"], "crop_border": ["boolean"],
         "image_size": [Interval(Integral, 8, None, closed="left"), None],
         "on_error": [StrOptions({"raise", "nan"})], "progress": ["boolean"],
+        "runtime": [StrOptions(set(defaults.RUNTIMES))],
     }
 
     def __init__(self, model=defaults.MODEL, *, weights=defaults.WEIGHTS, layer=defaults.LAYER, batch_size=None,
                  device=defaults.DEVICE, num_workers=None, cache=True, precision=defaults.PRECISION, channels_last="auto",
-                 crop_border=False, image_size=None, on_error="raise", progress=True):
+                 crop_border=False, image_size=None, on_error="raise", progress=True,
+                 runtime=defaults.RUNTIME):
         self.model = model
         self.weights = weights
         self.layer = layer
@@ -353,6 +388,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.image_size = image_size
         self.on_error = on_error
         self.progress = progress
+        self.runtime = runtime
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -15,6 +15,10 @@ k = 0..3 of ``x`` and of its horizontal flip (V = 8, needs H == W). Each image's
 mean over its V views. Each (layer, tta) is its own cache entry (``model_key(..., tta=...)``). The plain
 request (one of logits / pooled, no TTA) runs exactly release 0.1's ops: ``model(x)``, or
 ``forward_head(forward_features(x), pre_logits=True)``.
+
+``compiled``: a :class:`deepfeat.extraction.runtime.CompiledForward` of the same network (fp32 on the CPU, layers
+logits / pooled), run on the same views in place of eager torch; the engine only passes one that
+:func:`deepfeat.extraction.runtime.check_runtime` kept.
 """
 from __future__ import annotations
 
@@ -42,11 +46,14 @@ def tta_views(x: torch.Tensor, tta: str) -> torch.Tensor:
     raise DeepfeatError(f"The 'tta' parameter must be one of {list(TTA_VIEWS)}. Got {tta!r} instead.")
 
 
-def forward_layers(net, x: torch.Tensor, layers, precision: str, device: torch.device, tta: str = "none") -> dict:
+def forward_layers(net, x: torch.Tensor, layers, precision: str, device: torch.device, tta: str = "none",
+                   compiled=None) -> dict:
     """``{layer: (B, d) float32 ndarray}`` for every layer in ``layers``, from one forward pass of the views."""
     b = x.shape[0]
     v = tta_views(x, tta)
     n_views = v.shape[0] // b
+    if compiled is not None:
+        return {layer: _view_mean(t, n_views, b) for layer, t in compiled(v).items()}
     stages = sorted({int(layer[5:]) for layer in layers if layer.startswith("stage")})
     out = {}
     with torch.inference_mode(), autocast(device, precision):
@@ -65,8 +72,13 @@ def forward_layers(net, x: torch.Tensor, layers, precision: str, device: torch.d
                 t = net.forward_head(final, pre_logits=True)
             else:
                 t = pooled_stage[int(layer[5:])]
-            t = t.float().flatten(1)
-            if n_views > 1:
-                t = t.reshape(n_views, b, -1).mean(0)
-            out[layer] = t.cpu().numpy()
+            out[layer] = _view_mean(t, n_views, b)
     return out
+
+
+def _view_mean(t: torch.Tensor, n_views: int, b: int):
+    """(V * B, ...) outputs -> (B, d) float32 ndarray: each image's mean over its V views."""
+    t = t.float().flatten(1)
+    if n_views > 1:
+        t = t.reshape(n_views, b, -1).mean(0)
+    return t.cpu().numpy()

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 __all__ = [
-    "Compose", "DarknetResize", "ImageDataset", "ImageFailure", "build_transform",
+    "Compose", "DarknetResize", "ImageDataset", "ImageFailure", "NormalisedTensor", "build_transform",
     "collate_images", "preprocessing_config",
 ]
 
@@ -120,8 +120,47 @@ def build_transform(data_config: dict, *, crop_border: bool = False):
         from timm.data import create_transform
 
         timm_cfg = {k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in _TIMM_KEYS if k in cfg}
-        steps.append(create_transform(**timm_cfg, is_training=False))
+        steps.append(_numpy_tail(create_transform(**timm_cfg, is_training=False)))
     return steps[0] if len(steps) == 1 else Compose(steps)
+
+
+class NormalisedTensor:
+    """PIL RGB image -> normalised float32 tensor (C, H, W) in numpy: bit-identical to torchvision's ``to_tensor``
+    then ``normalize`` (the same IEEE float32 operations in the same order: ``/ 255``, ``- mean``, ``/ std``), but
+    single-threaded, so it does not wake torch's OpenMP pool for every image (measured in
+    ``benchmarks/bench_extract.py --part levers``: the timm transform's tensor tail cost more than the network on a
+    busy 2-core machine)."""
+
+    def __init__(self, mean, std):
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+        if (self.std == 0).any():
+            raise ValueError(f"std evaluated to zero, leading to division by zero: {std}")
+
+    def __call__(self, img) -> torch.Tensor:
+        if not isinstance(img, Image.Image) or img.mode != "RGB":  # anything else: torchvision's own path, as before
+            from torchvision.transforms import functional as F
+
+            return F.normalize(img if isinstance(img, torch.Tensor) else F.to_tensor(img),
+                               self.mean.ravel().tolist(), self.std.ravel().tolist())
+        chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
+        chw /= np.float32(255)
+        chw -= self.mean
+        chw /= self.std
+        return torch.from_numpy(chw)
+
+    def __repr__(self) -> str:
+        return f"NormalisedTensor(mean={self.mean.ravel().tolist()}, std={self.std.ravel().tolist()})"
+
+
+def _numpy_tail(transform):
+    """timm's eval transform with its ``MaybeToTensor`` + ``Normalize`` tail replaced by :class:`NormalisedTensor`
+    (same pixels, bit for bit); any other shape of transform is returned as it is."""
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) < 2 or type(steps[-2]).__name__ not in ("MaybeToTensor", "ToTensor") \
+            or type(steps[-1]).__name__ != "Normalize" or getattr(steps[-1], "inplace", False):
+        return transform
+    return Compose(steps[:-2] + [NormalisedTensor(steps[-1].mean, steps[-1].std)])
 
 
 class ImageFailure(NamedTuple):
