@@ -26,7 +26,7 @@ CV_OPTIONS = {"classifier": "classifiers", "select": "selections", "n_features":
               "mrmr_threshold": "threshold", "mrmr_method": "mrmr_method", "folds": "folds", "repeats": "repeats",
               "groups": "groups", "seed": "seed", "n_jobs": "n_jobs", "class_weight": "class_weight",
               "baseline": "baseline", "nested": "nested", "inner_folds": "inner_folds", "fold_cache": "fold_cache",
-              "scheduler": "scheduler"}
+              "scheduler": "scheduler", "resources": "resources"}
 
 
 def cv(
@@ -73,8 +73,12 @@ def cv(
                                                       "by identity (default: <cache root>/cv-folds); 'none' "
                                                       "disables.")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP + " One task per fold x feature set x "
-                                                     "classifier x selection; results equal a local run.")]
+                                                     "classifier x selection; results equal a local run. With "
+                                                     "--finetune: one task per fold's fine-tuning.")]
     = defaults.SCHEDULER,
+    resources: Annotated[Optional[str], typer.Option(help="Dask worker resources each fold's fine-tuning task needs "
+                                                     "with --finetune and --scheduler (e.g. GPU=1 with workers "
+                                                     "started with --resources GPU=1).")] = None,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.reporting.stats import comparison_lines, nested_lines
