@@ -57,8 +57,10 @@ def _outcome(res) -> dict:
             "accuracy": {c: part["accuracy"].tolist() for c, part in per.groupby("config")}}
 
 
-def _feature_paths(src, res, work: Path, args) -> None:
-    """Fold 0's features both ways, side by side: full forward pass vs the suffix on the cached trunk."""
+def _feature_paths(src, ckpt: Path, args) -> None:
+    """One fold's features both ways, side by side: a full forward pass (``extract_features``, no feature cache, as
+    0.2's in-fold CV ran it) vs the fine-tuned suffix on the frozen stages' activations, first with an empty
+    activation cache (the frozen stages run too), then with it filled (as in-fold CV finds it after training)."""
     try:
         from deepfeat.finetuning.trunk_features import features_from_trunk
     except ImportError:
@@ -66,26 +68,37 @@ def _feature_paths(src, res, work: Path, args) -> None:
         return
     from deepfeat.data.images import sha256_file
     from deepfeat.extraction.api import extract_features
+    from deepfeat.finetuning.trunk import clear_trunk_cache
 
-    ckpt = work / "fold00.pt"
     sha = [sha256_file(p) for p in src.paths]
-    times = {"full": [], "trunk": []}
+
+    def timed(fn):
+        c0, w0 = _cpu(), time.perf_counter()
+        out = fn()
+        return out, _cpu() - c0, time.perf_counter() - w0
+
+    fig = {}
     for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        full = extract_features(src, model=args.model, weights=str(ckpt), layer=args.layer, cache=False,
-                                progress=False, batch_size=32).X
-        times["full"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        fast = features_from_trunk(ckpt, src.paths, sha, layer=args.layer)
-        times["trunk"].append(time.perf_counter() - t0)
+        for precision in ("auto", "fp32"):
+            full, *fig[f"full pass ({precision})"] = timed(lambda: extract_features(
+                src, model=args.model, weights=str(ckpt), layer=args.layer, cache=False, progress=False,
+                precision=precision, batch_size=32).X)
+            if precision == "fp32":
+                full32 = full
+        clear_trunk_cache()
+        fast, *fig["suffix, activations not cached"] = timed(
+            lambda: features_from_trunk(ckpt, src.paths, sha, layer=args.layer))
+        fast, *fig["suffix on the cached activations"] = timed(
+            lambda: features_from_trunk(ckpt, src.paths, sha, layer=args.layer))
     if fast is None:
         print("fold features: the fold's run did not cache its trunk; nothing to compare")
         return
-    full_s, fast_s = min(times["full"]), min(times["trunk"])
-    rel = np.abs(fast - full).max() / max(np.abs(full).max(), 1e-12)
-    print(f"fold 0 features of {len(src)} images ({args.layer}): full pass {full_s:.2f} s, suffix on the cached "
-          f"trunk {fast_s:.2f} s: {full_s / fast_s:.1f}x; max |diff| {np.abs(fast - full).max():.2e} "
-          f"({rel:.2e} of max |x|) (best of {args.rounds})")
+    base = fig["full pass (auto)"]
+    print(f"fold features of {len(src)} images ({args.layer}, {ckpt.name}); load {os.getloadavg()[0]:.2f}")
+    for name, (cpu, wall) in fig.items():
+        print(f"  {name:34s} {cpu:7.1f} CPU-s {wall:7.1f} s wall   full(auto)/this: CPU {base[0] / cpu:5.1f}x")
+    diff = np.abs(fast - full32).max()
+    print(f"  suffix vs full pass (fp32): max |diff| {diff:.2e} ({diff / np.abs(full32).max():.1e} of max |x|)")
 
 
 def main(argv=None) -> int:
@@ -94,9 +107,11 @@ def main(argv=None) -> int:
     ap.add_argument("--experiment", default=str(HERE / "bench_finetune_infold.toml"))
     ap.add_argument("--threads", type=int, default=None, help="torch threads of this process")
     ap.add_argument("--scheduler", default=None, help="local:N or tcp://... (a release that supports it)")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds of the fold-feature comparison")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the fold-feature comparison")
     ap.add_argument("--save", default=None)
     ap.add_argument("--compare", default=None)
+    ap.add_argument("--fold-checkpoint", default=None,
+                    help="only compare the two feature paths on this fold checkpoint (e.g. fold00.pt of a run)")
     args = ap.parse_args(argv)
     if not Path(args.source).is_dir():
         print(f"{args.source} is absent; nothing to measure")
@@ -118,6 +133,9 @@ def main(argv=None) -> int:
     if args.scheduler:
         cv["scheduler"] = args.scheduler
     src = open_source(args.source)
+    if args.fold_checkpoint:
+        _feature_paths(src, Path(args.fold_checkpoint), args)
+        return 0
     print(f"deepfeat {deepfeat.__file__}; {src.name}: {len(src)} images; {exp.name}: {cfg.epochs} epochs, "
           f"{cv.get('folds')} folds; torch threads {torch.get_num_threads()}; scheduler {args.scheduler}; "
           f"load {os.getloadavg()[0]:.2f}")
@@ -141,7 +159,7 @@ def main(argv=None) -> int:
             for c in ref["accuracy"]:
                 print(f"  {c}: {ref['accuracy'][c]} vs {out['accuracy'].get(c)}")
     if not args.scheduler:
-        _feature_paths(src, res, work, args)
+        _feature_paths(src, work / "fold00.pt", args)
     return 0
 
 
