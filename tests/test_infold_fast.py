@@ -79,7 +79,7 @@ def _outcome(res):
     return pred[["config", "row", "fold", "pred"]], pred.filter(regex="^score_(?!kind)").to_numpy(np.float64)
 
 
-@pytest.mark.slow  # two worker processes import torch: ~40 s on a quiet 2-core machine
+@pytest.mark.slow  # two worker processes import torch and fine-tune: 3-6 min here at load average 20-28
 def test_fold_finetuning_on_dask_equals_local(cells, tmp_path):
     pytest.importorskip("distributed")
     cv = dict(classifiers=["svm"], selections=["none"], folds=2, baseline="majority", progress=False, **MODEL)
