@@ -162,9 +162,10 @@ def test_cv_on_the_scheduler_fills_and_reads_the_fold_cache(client, tmp_path):
     _assert_same(first, cross_validate(fs, n_jobs=1, **CV))
 
 
-def test_cv_scheduler_refuses_fold_features(client):
-    with pytest.raises(DeepfeatError, match="fold_features cannot run on a Dask scheduler"):
-        cross_validate(_features(), scheduler=client, fold_features=lambda i, tr, te: None, **CV)
+def test_cv_scheduler_resources_are_for_fold_features_only(client):
+    # fold_features on a scheduler (one task per fold) is tested in test_infold_fast.py
+    with pytest.raises(DeepfeatError, match="'resources' parameter"):
+        cross_validate(_features(), scheduler=client, resources="GPU=1", **CV)
 
 
 def test_cv_on_a_processes_local_cluster_equals_n_jobs_1():

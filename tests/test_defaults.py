@@ -72,7 +72,7 @@ PAIRS = [
                                        "n_features": "n_features", "mrmr_method": "mrmr_method", "folds": "folds",
                                        "repeats": "repeats", "groups": "groups", "seed": "seed", "n_jobs": "n_jobs",
                                        "class_weight": "class_weight", "baseline": "baseline",
-                                       "scheduler": "scheduler", "mrmr_threshold": "threshold",
+                                       "scheduler": "scheduler", "resources": "resources", "mrmr_threshold": "threshold",
                                        "progress": "progress", "conformal_score": "conformal_score",
                                        "class_conditional": "class_conditional"}),
     (cli_evaluate.fit, workflows.fit_model, {"classifier": "classifier", "select": "select",

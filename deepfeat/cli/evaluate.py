@@ -26,8 +26,8 @@ CV_OPTIONS = {"classifier": "classifiers", "select": "selections", "n_features":
               "mrmr_threshold": "threshold", "mrmr_method": "mrmr_method", "folds": "folds", "repeats": "repeats",
               "groups": "groups", "seed": "seed", "n_jobs": "n_jobs", "class_weight": "class_weight",
               "baseline": "baseline", "nested": "nested", "inner_folds": "inner_folds", "fold_cache": "fold_cache",
-              "scheduler": "scheduler", "coverage": "coverage", "conformal_score": "conformal_score",
-              "class_conditional": "class_conditional"}
+              "scheduler": "scheduler", "resources": "resources", "coverage": "coverage",
+              "conformal_score": "conformal_score", "class_conditional": "class_conditional"}
 COVERAGE_HELP = ("Conformal prediction sets: the share of images whose set must hold the true class, e.g. 0.95 "
                  "(README, 'Trusting one prediction').")
 SCORE_HELP = "Conformal score: lac (smallest sets) or aps (adaptive sets)."
@@ -78,7 +78,8 @@ def cv(
                                                       "by identity (default: <cache root>/cv-folds); 'none' "
                                                       "disables.")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP + " One task per fold x feature set x "
-                                                     "classifier x selection; results equal a local run.")]
+                                                     "classifier x selection; results equal a local run. With "
+                                                     "--finetune: one task per fold's fine-tuning.")]
     = defaults.SCHEDULER,
     coverage: Annotated[Optional[list[float]], typer.Option(help="Also measure conformal prediction sets at this "
                                                             "coverage on the outer folds (repeatable, e.g. 0.9 "
@@ -88,6 +89,9 @@ def cv(
     conformal_score: Annotated[str, typer.Option(help=SCORE_HELP)] = defaults.CONFORMAL_SCORE,
     class_conditional: Annotated[bool, typer.Option("--class-conditional", help=MONDRIAN_HELP)]
     = defaults.CLASS_CONDITIONAL,
+    resources: Annotated[Optional[str], typer.Option(help="Dask worker resources each fold's fine-tuning task needs "
+                                                     "with --finetune and --scheduler (e.g. GPU=1 with workers "
+                                                     "started with --resources GPU=1).")] = None,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.reporting.stats import comparison_lines, nested_lines

@@ -54,7 +54,7 @@ def _estimators(classifiers, seed, class_weight) -> tuple[dict, list[str]]:
     return estimators, notes
 
 
-def _check_options(*, selections, nested, inner_folds, rope, scheduler, fold_features, named):
+def _check_options(*, selections, nested, inner_folds, rope, scheduler, fold_features, named, resources=None):
     """Every option that needs no data, checked once before any work."""
     if not isinstance(nested, bool):
         raise DeepfeatError(f"nested must be True or False; got {nested!r}")
@@ -62,9 +62,10 @@ def _check_options(*, selections, nested, inner_folds, rope, scheduler, fold_fea
         check_count("inner_folds", inner_folds, 2)
     if rope is not None and not (isinstance(rope, (int, float)) and 0 <= rope < 1):
         raise DeepfeatError(f"rope must be an accuracy difference in [0, 1) or None; got {rope!r}")
-    if scheduler is not None and fold_features is not None:
-        raise DeepfeatError("fold_features cannot run on a Dask scheduler (it is a callable of this process); "
-                            "drop scheduler= or fold_features=")
+    if resources is not None and (scheduler is None or fold_features is None):
+        raise DeepfeatError("The 'resources' parameter (--resources) is what each fold_features task needs on a "
+                            "Dask scheduler (in-fold fine-tuning: --finetune with --scheduler); "
+                            f"got resources={resources!r} with scheduler={scheduler!r}")
     if fold_features is not None and (named or nested):
         raise DeepfeatError("fold_features works with one FeatureSet and nested=False only")
     unknown = [s for s in selections if s not in _SELECTIONS]
@@ -146,7 +147,11 @@ def _plan(features, o: dict) -> _Plan:
     sets = sets if named else {None: features}
     _check_options(selections=o["selections"], nested=o["nested"],
                    inner_folds=o["inner_folds"], rope=o["rope"], scheduler=o["scheduler"],
-                   fold_features=o["fold_features"], named=named)
+                   fold_features=o["fold_features"], named=named, resources=o["resources"])
+    if o["resources"] is not None:
+        from deepfeat.dask_client import parse_resources
+
+        o["resources"] = parse_resources(o["resources"])
     sizes = {}
     for name, fs in sets.items():
         fs.check_trainable("cross-validation")
@@ -173,7 +178,12 @@ def _plan(features, o: dict) -> _Plan:
 def _run_folds(plan: _Plan, client, bar) -> list[dict]:
     """Every fold x feature set: on the Dask client, in joblib workers, or here; in the local runner's order."""
     o, majority = plan.options, plan.options["baseline"] != "none"
-    if client is not None:
+    fold_features = o["fold_features"]
+    if client is not None and fold_features is not None:  # each fold's features as one task; scored here
+        from deepfeat.evaluation.distributed import run_fold_features
+
+        fold_features = run_fold_features(client, fold_features, plan.tasks, resources=o["resources"])
+    elif client is not None:
         from deepfeat.evaluation.distributed import run_fold_tasks
 
         return run_fold_tasks(client, sets={name: (fs.identity() if plan.cache is not None else None, fs.X)
@@ -183,7 +193,7 @@ def _run_folds(plan: _Plan, client, bar) -> list[dict]:
                               tick=bar.update)
     data = {name: plan.data(name) for name in plan.sets}  # each identity hashed once
     jobs = [((t, data[name], plan.y, plan.estimators, o["selections"], plan.selectors[name],
-              majority and i == 0, plan.hist if i == 0 else None, o["fold_features"]), name)
+              majority and i == 0, plan.hist if i == 0 else None, fold_features), name)
             for t in plan.tasks for i, name in enumerate(plan.sets)]
     if o["n_jobs"] == 1:
         return [_run_fold(*job, tick=lambda n=1: bar.update(n), cache=plan.cache, name=name) for job, name in jobs]
@@ -216,6 +226,8 @@ def _parameters(plan: _Plan, client, wall: float) -> dict:
         params["features"] = list(plan.sets)
     if client is not None:
         params["scheduler"] = f"dask {client.scheduler.address}"
+        if o["resources"]:
+            params["resources"] = o["resources"]
     params.update(fold_cache=str(plan.cache.root) if plan.cache is not None else None, nested=o["nested"],
                   inner_folds=o["inner_folds"] if o["nested"] else None, rope=o["rope"])
     return params
@@ -279,7 +291,8 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
                    seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
                    baseline=defaults.BASELINE, fold_features: Callable | None = None, progress: bool = True,
                    nested: bool = defaults.NESTED, inner_folds: int = defaults.INNER_FOLDS, fold_cache=defaults.FOLD_CACHE,
-                   rope: float = defaults.ROPE, scheduler=defaults.SCHEDULER, coverage=None,
+                   rope: float = defaults.ROPE, scheduler=defaults.SCHEDULER, resources=None,
+                   coverage=None,
                    conformal_score: str = defaults.CONFORMAL_SCORE,
                    class_conditional: bool = defaults.CLASS_CONDITIONAL) -> CVResults:
     """Cross-validate classifiers on all vs mRMR-selected features, with baselines on the same folds.
@@ -340,7 +353,12 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         matrix scattered once, dead workers' tasks retried; results equal those of ``n_jobs=1``
         (:mod:`deepfeat.evaluation.distributed`; the same fold functions as a local run,
         :mod:`deepfeat.evaluation.fold_work`). ``n_jobs`` is then ignored; nested CV runs its outer folds on
-        the same cluster (joblib's Dask backend). Not with ``fold_features``.
+        the same cluster (joblib's Dask backend). With ``fold_features``, each fold's ``fold_features`` call is
+        one task instead (it must be picklable, and what it reads reachable by the workers) and the classifiers
+        are scored here, as without a scheduler.
+    resources : str or dict, optional
+        Dask worker resources each ``fold_features`` task needs, e.g. ``"GPU=1"`` (workers started with
+        ``--resources GPU=1``); only with ``scheduler`` and ``fold_features``.
     coverage : float or sequence of float, optional
         Also measure conformal prediction sets at these nominal coverages (e.g. ``(0.9, 0.95, 0.99)``) on the
         outer test folds, calibrated by cross-conformal scores inside each outer training part only

@@ -11,6 +11,10 @@ CV; this module only submits and gathers. Task graph, per fold x feature set:
   shared, and the inputs of every fit are the bytes the local runner would give it;
 - one *baseline* task per fold (majority class, colour histogram + SVM), for the first feature set only.
 
+With ``fold_features`` (in-fold fine-tuning: each fold's features come from a network trained on that fold),
+:func:`run_fold_features` runs one task per fold instead -- the fold's ``fold_features`` call, with the worker
+``resources`` asked for (``GPU=1``) -- and the classifiers are scored by the local runner on what they return.
+
 Each feature matrix, the labels, the histogram features and every fold's row indices are scattered once and
 broadcast to every worker (scattered data has no lineage: a copy held by one worker only would die with it and
 cancel every task that needs it); tasks receive futures, never copies in the task graph. Every task is submitted with
@@ -24,9 +28,12 @@ from __future__ import annotations
 import logging
 import uuid
 
+import numpy as np
+
+from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.fold_work import Fold, fold_record
 
-__all__ = ["RETRIES", "RUN_TIMEOUT_S", "run_fold_tasks"]
+__all__ = ["RETRIES", "RUN_TIMEOUT_S", "run_fold_features", "run_fold_tasks"]
 
 log = logging.getLogger("deepfeat.evaluation")
 #: How often the scheduler reruns a task whose worker died (or that raised) before the run fails.
@@ -114,3 +121,44 @@ def run_fold_tasks(client, *, sets: dict, y, tasks, estimators: dict, selections
             results.update(got.get((pos, name, "baselines"), {}))
             out.append(fold_record(task, name, X.shape[1], selections, prep_out[(pos, name)]["mrmr"], results))
     return out
+
+
+class FoldOutputs:
+    """``fold_features`` answered from the fold tasks' results: ``(fold_index, train_idx, test_idx) -> output``.
+    The rows are checked: a split that differs from the one the task was given is an error, never a mix-up."""
+
+    def __init__(self, outputs: dict, splits: dict):
+        self.outputs, self.splits = outputs, splits
+
+    def __call__(self, fold_index, train_idx, test_idx):
+        tr, te = self.splits[fold_index]
+        if not (np.array_equal(tr, train_idx) and np.array_equal(te, test_idx)):
+            raise DeepfeatError(f"fold {fold_index}: the rows differ from those its fold_features task was given")
+        return self.outputs[fold_index]
+
+
+def _fold_features(fold_features, fold_index, train_idx, test_idx):
+    return fold_features(fold_index, train_idx, test_idx)
+
+
+def run_fold_features(client, fold_features, tasks, *, resources=None, retries: int = RETRIES,
+                      timeout: float | None = None) -> FoldOutputs:
+    """Every fold's ``fold_features(fold_index, train_idx, test_idx)`` as one task on ``client`` (with worker
+    ``resources`` such as ``{"GPU": 1}``); returns their outputs as a ``fold_features`` for the local runner.
+
+    A fold task that fails is retried ``retries`` times (in-fold fine-tuning resumes from the fold's last
+    checkpoint), then the run stops with its error.
+    """
+    from distributed import as_completed
+
+    timeout = RUN_TIMEOUT_S if timeout is None else timeout
+    run = uuid.uuid4().hex[:8]
+    fn = client.scatter(fold_features, broadcast=True, hash=False)  # one copy per worker, not one per task
+    futures = {client.submit(_fold_features, fn, fold_index, tr, te, key=f"deepfeat-fold-features-{fold_index}-{run}",
+                             pure=False, retries=retries, resources=resources): fold_index
+               for _, _, tr, te, fold_index in tasks}
+    outputs = {}
+    for fut in as_completed(list(futures), timeout=timeout):
+        outputs[futures[fut]] = fut.result()
+        log.info("fold %d features done (%d of %d)", futures[fut], len(outputs), len(futures))
+    return FoldOutputs(outputs, {fold_index: (tr, te) for _, _, tr, te, fold_index in tasks})

@@ -9,6 +9,8 @@ metrics and the honesty report are the same code as the ordinary cross-validatio
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,15 +29,23 @@ __all__ = ["cross_validate_finetuned"]
 class FoldFinetuner:
     """``fold_features`` for :func:`deepfeat.evaluation.cross_validation.cross_validate`: fine-tune on ``train_idx``, extract all.
 
-    Picklable (plain attributes), so folds may run in joblib workers. A fold whose checkpoint in ``work_dir`` is
-    complete and was trained on the same images with the same options is reused, and an interrupted one resumes,
-    so an interrupted in-fold run picks up where it stopped (extraction goes through the feature cache).
+    Picklable (plain attributes), so folds may run in joblib workers or as Dask tasks. A fold whose checkpoint in
+    ``work_dir`` is complete and was trained on the same images with the same options is reused, and an
+    interrupted one resumes, so an interrupted in-fold run picks up where it stopped.
+
+    With a cached frozen trunk (the transfer recipe on a CPU), the fold's features are the fine-tuned stages run on
+    the cached activations of every image (:func:`~deepfeat.finetuning.trunk_features.features_from_trunk`), not
+    a full forward pass; the run caches the whole source's activations first, in source order, so they are the
+    same bits whichever fold or worker computes them. ``on_cluster`` (a Dask task): torch runs with
+    ``$DEEPFEAT_WORKER_TORCH_THREADS`` threads (default 1, as extraction's shard tasks), images are decoded in
+    the task's thread (a Dask worker cannot fork DataLoader workers) and there is no progress bar.
     """
 
     def __init__(self, source, *, config: FinetuneConfig, model: str, weights, layer: str, work_dir,
-                 progress: bool = True):
+                 progress: bool = True, sha256=None, on_cluster: bool = False):
         self.source, self.config, self.model, self.weights = source, config, model, weights
-        self.layer, self.work_dir, self.progress = layer, Path(work_dir), progress
+        self.layer, self.work_dir, self.progress = layer, Path(work_dir), progress and not on_cluster
+        self.sha256, self.on_cluster = list(sha256) if sha256 is not None else None, on_cluster
 
     def __repr__(self) -> str:  # recorded in the CV config as the source of the fold features
         return f"FoldFinetuner(model={self.model!r}, weights={str(self.weights)!r}, layer={self.layer!r})"
@@ -56,22 +66,41 @@ class FoldFinetuner:
             return "new"
         return "done" if ckpt["epoch"] >= self.config.epochs or ckpt.get("finished") else "resume"
 
-    def __call__(self, fold_index, train_idx, test_idx) -> np.ndarray:
+    def __call__(self, fold_index, train_idx, test_idx) -> FoldFeatures:
         from deepfeat.data.images import sha256_file
         from deepfeat.extraction.api import extract_features
+        from deepfeat.finetuning.trunk_features import features_from_trunk
 
         cfg = self.config
+        if self.on_cluster:
+            _worker_threads()
+            cfg = dataclasses.replace(cfg, workers=0)
+        sha = self.sha256 if self.sha256 is not None else [sha256_file(p) for p in self.source.paths]
         out = self.checkpoint(fold_index)
         train_src = self.source.subset(train_idx)
-        state = self._reusable(out, {sha256_file(p) for p in train_src.paths})
+        state = self._reusable(out, {sha[i] for i in train_idx})
         if state != "done":
             finetune(train_src, model=self.model, weights=self.weights, out=out, config=cfg,
-                     resume=sibling(out, "last") if state == "resume" else None, progress=self.progress)
-        fs = extract_features(self.source, model=self.model, weights=str(out), layer=self.layer,
-                              batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
-                              image_size=cfg.image_size, progress=self.progress,
-                              **({} if cfg.workers is None else {"num_workers": cfg.workers}))
-        return FoldFeatures(fs.X, end_to_end(out, fs.X, test_idx, self.layer, self.source.class_names))
+                     resume=sibling(out, "last") if state == "resume" else None, progress=self.progress,
+                     trunk_images=(list(self.source.paths), sha))
+        X = features_from_trunk(out, self.source.paths, sha, layer=self.layer, batch_size=min(cfg.batch_size, 64),
+                                workers=cfg.workers or 0)
+        if X is None:  # no cached trunk (a GPU run trains the whole network) or another layer: a full pass
+            X = extract_features(self.source, model=self.model, weights=str(out), layer=self.layer,
+                                 batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
+                                 image_size=cfg.image_size, progress=self.progress,
+                                 **({} if cfg.workers is None else {"num_workers": cfg.workers})).X
+        return FoldFeatures(X, end_to_end(out, X, test_idx, self.layer, self.source.class_names))
+
+
+def _worker_threads() -> None:
+    """Torch threads of a fold task on a Dask worker: ``$DEEPFEAT_WORKER_TORCH_THREADS``, else 1 (Dask starts one
+    task per worker thread, and sets OpenMP / MKL to one thread in its worker processes)."""
+    import torch
+
+    n = int(os.environ.get("DEEPFEAT_WORKER_TORCH_THREADS") or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 class FoldFeatures:
@@ -147,6 +176,11 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
     classifiers, selections, n_features, folds, seed, **cv_options :
         As :func:`deepfeat.evaluation.cross_validation.cross_validate` (``repeats``, ``groups``, ``threshold``, ``mrmr_method``,
         ``n_jobs``, ``class_weight``, ``baseline``...). ``repeats * folds`` fine-tunings are run.
+        ``scheduler`` (``"local:N"``, ``"tcp://HOST:8786"`` or a ``distributed.Client``) runs each fold's
+        fine-tuning and features as one Dask task, with ``resources`` (e.g. ``"GPU=1"``) when given; the
+        classifiers are then scored here. The images and ``work_dir`` must be reachable by the workers (a shared
+        file system for a remote cluster). Results equal a local run with the same seed and torch thread count
+        (fold tasks use ``$DEEPFEAT_WORKER_TORCH_THREADS`` threads, default 1).
     work_dir : str or Path, optional
         Where the fold checkpoints go (kept, and reused or resumed by a later call). Default: a temporary folder
         removed at the end.
@@ -183,8 +217,9 @@ def cross_validate_finetuned(source, *, finetune: FinetuneConfig | None = None, 
     work = Path(tempfile.mkdtemp(prefix="deepfeat-infold-")) if temp else Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        fold_fn = FoldFinetuner(src, config=config, model=model, weights=weights, layer=layer,
-                                work_dir=work, progress=progress)
+        fold_fn = FoldFinetuner(src, config=config, model=model, weights=weights, layer=layer, work_dir=work,
+                                progress=progress, sha256=sha,
+                                on_cluster=cv_options.get("scheduler", defaults.SCHEDULER) is not None)
         results = cross_validate(skeleton, classifiers=classifiers, selections=selections, n_features=n_features,
                                  folds=folds, seed=seed, fold_features=fold_fn, progress=progress, **cv_options)
         records = _records(results, fold_fn, sha, folds)

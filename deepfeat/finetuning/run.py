@@ -113,7 +113,7 @@ def _improved(best: dict | None, val, monitor: str) -> bool:
 
 
 def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, config: FinetuneConfig | None = None,
-             resume=None, progress: bool = True, on_epoch_end=None, **options) -> FinetuneResult:
+             resume=None, progress: bool = True, on_epoch_end=None, trunk_images=None, **options) -> FinetuneResult:
     """Fine-tune the network ``model`` on the labelled images of ``source`` and write the best checkpoint to ``out``.
 
     Parameters
@@ -138,6 +138,11 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
     on_epoch_end : callable, optional
         ``on_epoch_end(epochs_done, row, model)`` after each epoch's checkpoints and curves are written (``row``:
         that epoch's curves; ``model``: the end-to-end network, in training mode: leave it so).
+    trunk_images : (paths, sha256), optional
+        More images whose frozen-stage output the run caches (every view it trains on) before its own, in this
+        order, when it caches its trunk. In-fold CV passes the whole source: each fold's test images are then
+        cached for :func:`deepfeat.finetuning.trunk_features.features_from_trunk`, and the activations do not
+        depend on which fold (or Dask worker) computed them first.
 
     Returns
     -------
@@ -174,7 +179,8 @@ def finetune(source, *, model: str = defaults.MODEL, weights="imagenet", out, co
         ckpt = read_checkpoint(resume)
         check_resumable(ckpt, cfg.to_dict(), model, resume)
         check_same_data(ckpt, split["train_sha"], split["val_sha"], resume)
-    run = _prepare(src, split, plan, cfg, model=model, weights=weights, ckpt=ckpt, resume=resume)
+    run = _prepare(src, split, plan, cfg, model=model, weights=weights, ckpt=ckpt, resume=resume,
+                   trunk_images=trunk_images)
     meta = _checkpoint_meta(src, split, plan, cfg, model=model, init_info=run.init_info, data_config=run.data_config)
     meta["linear_probe"] = probe = _linear_probe(run, split, plan, cfg, ckpt)
     curves, files, stopped = _train_epochs(run, split, plan, cfg, meta=meta, ckpt=ckpt, out=out, progress=progress,
@@ -220,7 +226,8 @@ class _Training:
     init_info: dict
 
 
-def _prepare(src, split: dict, plan, cfg: FinetuneConfig, *, model, weights, ckpt, resume) -> _Training:
+def _prepare(src, split: dict, plan, cfg: FinetuneConfig, *, model, weights, ckpt, resume,
+             trunk_images=None) -> _Training:
     """Device, network (restored from ``ckpt`` when resuming), trunk, data, optimizer and loss, in that order."""
     import torch
 
@@ -237,7 +244,8 @@ def _prepare(src, split: dict, plan, cfg: FinetuneConfig, *, model, weights, ckp
     device, _ = resolve_device(cfg.device)
     net, data_config, init_info, channels_last = _build_network(model, weights, cfg, len(src.class_names), device,
                                                                 ckpt, resume)
-    trunk = P.settle_trunk(plan, net, cfg, device, n_images=len(train_t) + len(val_t),
+    n_images = len({*split["train_sha"], *split["val_sha"], *(trunk_images[1] if trunk_images else ())})
+    trunk = P.settle_trunk(plan, net, cfg, device, n_images=n_images,
                            input_size=tuple(data_config["input_size"]))
     for note in plan.notes:
         log.info("fine-tuning: %s", note)
@@ -246,7 +254,8 @@ def _prepare(src, split: dict, plan, cfg: FinetuneConfig, *, model, weights, ckp
     workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if cfg.workers is None else cfg.workers
     eval_tf = build_transform(data_config, crop_border=cfg.crop_border)
     data = _datasets(src, split, plan, cfg, trunk=trunk, eval_tf=eval_tf, model=model, data_config=data_config,
-                     device=device, amp_dtype=amp_dtype, channels_last=channels_last, workers=workers)
+                     device=device, amp_dtype=amp_dtype, channels_last=channels_last, workers=workers,
+                     trunk_images=trunk_images)
     train_ds, probe_ds, val_ds, loader_of = data
     optimizer, scheduler = P.make_optimizer(net, cfg, ckpt, plan, trunk)
     stepper = T.Stepper(trunk.suffix if plan.cached else net, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
@@ -262,7 +271,7 @@ def _prepare(src, split: dict, plan, cfg: FinetuneConfig, *, model, weights, ckp
 
 
 def _datasets(src, split: dict, plan, cfg: FinetuneConfig, *, trunk, eval_tf, model, data_config, device, amp_dtype,
-              channels_last, workers):
+              channels_last, workers, trunk_images=None):
     """(train, linear-probe and validation datasets, ``loader_of(dataset, order)``): on images, or on the frozen
     stages' cached output when the plan caches the trunk."""
     import torch
@@ -284,10 +293,11 @@ def _datasets(src, split: dict, plan, cfg: FinetuneConfig, *, trunk, eval_tf, mo
     # the frozen stages' output, once per image and view (shared by the folds of one run)
     from deepfeat.finetuning import trunk as TR
 
-    identity = "|".join(map(str, (model, trunk.fingerprint(), plan.frozen_stages, plain(data_config),
-                                  cfg.crop_border, str(device), amp_dtype)))
+    identity = TR.trunk_identity(model, trunk, data_config, cfg.crop_border, device, amp_dtype)
     shared = dict(device=device, amp_dtype=amp_dtype, channels_last=channels_last,
                   batch_size=min(64, max(plan.batch_size, 8)), workers=workers)
+    if trunk_images is not None:  # first, in their order: the batches (hence the bits) do not depend on the split
+        TR.trunk_activations(trunk, identity, *trunk_images, plan.views, eval_tf, **shared)
     rows = TR.trunk_activations(trunk, identity, train_paths, train_sha, plan.views, eval_tf, **shared)
     rows = TR.trunk_activations(trunk, identity, val_paths, val_sha, [0], eval_tf, **shared)
     train_ds = TR.CachedEpoch(rows, train_sha, train_t, ops=ops, seed=cfg.seed)

@@ -26,7 +26,8 @@ from torch import nn
 from deepfeat.errors import DeepfeatError
 from deepfeat.finetuning.training import backbone_of
 
-__all__ = ["D4_VIEWS", "TrunkSplit", "apply_view", "network_stages", "resolve_freeze_stages", "view_of_draw"]
+__all__ = ["D4_VIEWS", "TrunkSplit", "apply_view", "network_stages", "resolve_freeze_stages", "trunk_identity",
+           "view_of_draw"]
 
 
 def network_stages(body: nn.Module) -> list[nn.Module]:
@@ -192,6 +193,15 @@ class _ViewOf:
 # once per run, not once per fold. Keyed by the trunk's identity (model, weights hash, k, input transform) and the
 # image's sha256; one trunk identity is kept at a time, so memory is bounded by one network's activations.
 _CACHE: dict = {"identity": None, "rows": {}}
+
+
+def trunk_identity(model: str, split: TrunkSplit, data_config: dict, crop_border, device, amp_dtype) -> str:
+    """What the cached activations depend on besides the image: the network, its frozen stages' weights, the input
+    transform, the device and the autocast dtype. The training run and the fold features both key the cache so."""
+    from deepfeat.finetuning.checkpoints import plain
+
+    return "|".join(map(str, (model, split.fingerprint(), split.k, plain(data_config), crop_border, str(device),
+                              amp_dtype)))
 
 
 def trunk_activations(split: TrunkSplit, identity: str, paths, sha256, views, transform, *, device, amp_dtype,
