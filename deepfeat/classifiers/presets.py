@@ -68,6 +68,7 @@ from sklearn.svm import SVC, LinearSVC
 
 from deepfeat.classifiers.estimators import (
     BalancedSampleWeight,
+    FullBatchMLP,
     GramSVC,
     KernelNaiveBayes,
 )
@@ -114,7 +115,10 @@ PRESETS: dict[str, Preset] = {
                                                               method="sigmoid", cv=5, ensemble=False)),
     "knn": Preset("k-nearest neighbours, k=5, Euclidean, uniform votes",
                   lambda s: KNeighborsClassifier(n_neighbors=5)),
-    "ann": Preset("MLP 1x100 ReLU, adam, batch 64, early stopping (10% validation, patience 10), max 300 epochs",
+    "ann": Preset("MLP 1x100 ReLU, full-batch L-BFGS (float32), early stopping (10% validation loss, patience 10), "
+                  "max 200 iterations", lambda s: FullBatchMLP(random_state=s)),
+    "ann-adam": Preset("deepfeat 0.2's ann: MLP 1x100 ReLU, adam, batch 64, early stopping (10% validation, "
+                       "patience 10), max 300 epochs",
                   lambda s: EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
                                             n_iter_no_change=10, max_iter=300, batch_size=64,
                                             random_state=s)),
