@@ -65,11 +65,31 @@ class GramSVC(ClassifierMixin, BaseEstimator):
         if not (isinstance(self.kernel_scale, (int, float)) and self.kernel_scale > 0):
             raise ValueError("The 'kernel_scale' parameter of GramSVC must be a float > 0. "
                              f"Got {self.kernel_scale!r} instead.")
+        self.gamma_ = self.gamma_for(X)
+        return self._fit_gram(X, rbf_kernel(X, X, gamma=self.gamma_), y, sample_weight)
+
+    def gamma_for(self, X) -> float:
+        """The ``gamma`` a fit on ``X`` uses: ``1 / (kernel_scale^2 * P * X.var())`` (1 when X is constant)."""
         var = X.var()
-        self.gamma_ = 1.0 / (self.kernel_scale ** 2 * X.shape[1] * var) if var > 0 else 1.0
+        return 1.0 / (self.kernel_scale ** 2 * X.shape[1] * var) if var > 0 else 1.0
+
+    def fit_gram(self, X, K, y):
+        """:meth:`fit` given ``K = rbf_kernel(X, X, gamma=self.gamma_for(X))`` already computed: candidates that
+        differ only in ``C`` (nested CV's search) share one kernel matrix. The same model as ``fit(X, y)``."""
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.gamma_ = self.gamma_for(X)
+        return self._fit_gram(X, K, y, None)
+
+    def predict_gram(self, K):
+        """Predictions from ``K = rbf_kernel(X_test, X_train, gamma=self.gamma_)`` against every training row."""
+        check_is_fitted(self)
+        return self.svc_.predict(K)
+
+    def _fit_gram(self, X, K, y, sample_weight):
         self.svc_ = SVC(kernel="precomputed", C=self.C, class_weight=self.class_weight, tol=self.tol,
                         max_iter=self.max_iter, random_state=self.random_state)
-        self.svc_.fit(rbf_kernel(X, X, gamma=self.gamma_), y, sample_weight=sample_weight)
+        self.svc_.fit(K, y, sample_weight=sample_weight)
         self.classes_ = self.svc_.classes_
         self.support_vectors_ = X[self.svc_.support_]
         self.n_iter_ = self.svc_.n_iter_
