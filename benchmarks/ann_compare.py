@@ -78,7 +78,7 @@ def load(name):
     return np.asarray(fs.X, dtype=np.float32), np.unique(np.asarray(fs.y), return_inverse=True)[1]
 
 
-def compare(name, folds: int):
+def compare(name, folds: int, makers: dict):
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
 
@@ -87,7 +87,7 @@ def compare(name, folds: int):
     prepared = [(StandardScaler().fit(X[tr]), tr, te) for tr, te in splits]
     print(f"\n{name}: {X.shape[0]} x {X.shape[1]}, {len(np.unique(y))} classes, {folds} folds")
     rows = {}
-    for label, make in variants().items():
+    for label, make in makers.items():
         accs, cpu = [], 0.0
         for i, (sc, tr, te) in enumerate(prepared):
             a, b = sc.transform(X[tr]), sc.transform(X[te])
@@ -107,12 +107,15 @@ def main(argv=None):
     ap.add_argument("features", nargs="*", default=["synthetic"])
     ap.add_argument("--folds", type=int, default=10)
     args = ap.parse_args(argv)
+    import scipy.optimize  # noqa: F401  (load every BLAS before limiting: threadpoolctl limits loaded ones only;
+    import sklearn.model_selection  # noqa: F401  an unlimited one spin-waits on a loaded machine, inflating CPU)
     from threadpoolctl import threadpool_limits
 
+    makers = variants()
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning of ann-adam at its epoch limit
         for name in args.features:
-            compare(name, args.folds)
+            compare(name, args.folds, makers)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,16 @@ Base presets (the reference study's four)
          probabilities (the replacement scikit-learn recommends); predictions are the argmax of those probabilities,
          which can differ from ``svm`` near the decision boundary.
 ``knn``  ``KNeighborsClassifier(n_neighbors=5)`` (Euclidean, uniform votes; ``knn-fine`` is MATLAB's k=1).
-``ann``  ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
-         n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)`` (scikit-learn's MLPClassifier:
-         adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get enough updates before early
-         stopping). When the 10 % validation part cannot hold every class, early stopping is off for that fit,
-         with a warning (:mod:`deepfeat.classifiers.small_data`).
+``ann``  ``FullBatchMLP(hidden_units=100, alpha=1e-4, max_iter=200, early_stopping=True, validation_fraction=0.1,
+         n_iter_no_change=10, random_state=seed)``: one hidden layer of 100 ReLU units, softmax output, trained on
+         the whole training set at once by L-BFGS in float32 (as MATLAB's fitcnet); early stopping keeps the weights
+         of the iteration with the lowest loss on a stratified 10 % validation part (patience 10 iterations).
+         Takes ``class_weight``. When the 10 % validation part cannot hold every class, early stopping is off for
+         that fit, with a warning (:mod:`deepfeat.classifiers.small_data`).
+``ann-adam``  deepfeat 0.2's ``ann``: ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True,
+         validation_fraction=0.1, n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)``
+         (scikit-learn's MLPClassifier: adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get
+         enough updates before early stopping); slower than ``ann`` (README "Classifier presets").
 ``nb``   ``FlooredGaussianNB()``: scikit-learn's GaussianNB, except that all-constant features give the class
          priors instead of NaN probabilities.
 
