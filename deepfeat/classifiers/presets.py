@@ -23,6 +23,8 @@ Base presets (the reference study's four)
          of the iteration with the lowest loss on a stratified 10 % validation part (patience 10 iterations).
          Takes ``class_weight``. When the 10 % validation part cannot hold every class, early stopping is off for
          that fit, with a warning (:mod:`deepfeat.classifiers.small_data`).
+``ann-budget``  ``FullBatchMLP(early_stopping=False, random_state=seed)``: the same network on every training row,
+         a fixed budget of 200 L-BFGS iterations (fewer when L-BFGS converges).
 ``ann-adam``  deepfeat 0.2's ``ann``: ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True,
          validation_fraction=0.1, n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)``
          (scikit-learn's MLPClassifier: adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get
@@ -122,6 +124,8 @@ PRESETS: dict[str, Preset] = {
                   lambda s: KNeighborsClassifier(n_neighbors=5)),
     "ann": Preset("MLP 1x100 ReLU, full-batch L-BFGS (float32), early stopping (10% validation loss, patience 10), "
                   "max 200 iterations", lambda s: FullBatchMLP(random_state=s)),
+    "ann-budget": Preset("ann without early stopping: every training row, L-BFGS to convergence or 200 iterations",
+                         lambda s: FullBatchMLP(early_stopping=False, random_state=s)),
     "ann-adam": Preset("deepfeat 0.2's ann: MLP 1x100 ReLU, adam, batch 64, early stopping (10% validation, "
                        "patience 10), max 300 epochs",
                   lambda s: EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
