@@ -36,7 +36,7 @@ def make_features(n=3256, d=1000, n_classes=4, seed=0):
     return FeatureSet(X.astype(np.float32), [f"class{c}" for c in y], meta={"backbone": "synthetic"})
 
 
-def _run_cli(path, out, classifiers) -> dict:
+def _run_cli(path, out, classifiers, blas_threads=None) -> dict:
     """Wall, child CPU seconds and child peak RSS of one ``deepfeat cv`` command (a fresh child process)."""
     import resource
     import subprocess
@@ -45,16 +45,19 @@ def _run_cli(path, out, classifiers) -> dict:
     cmd = [sys.executable, "-m", "deepfeat.cli", "cv", str(path), "-o", str(out), "--fold-cache", "none", "--quiet"]
     for c in classifiers:
         cmd += ["--classifier", c]
+    env = dict(os.environ)
+    if blas_threads:  # on a loaded machine idle BLAS threads spin-wait and inflate CPU time: 1 gives a cleaner figure
+        env.update({v: str(blas_threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024}  # max over children so far
 
 
-def cli_compare():
+def cli_compare(blas_threads=None):
     """The whole default command, with ``ann`` and with ``ann-adam``, side by side (see the module docstring)."""
     import tempfile
     from pathlib import Path
@@ -68,7 +71,7 @@ def cli_compare():
         runs = {}
         for label, clfs in (("ann (0.3)", ("svm", "knn", "ann", "nb")),
                             ("ann-adam (0.2)", ("svm", "knn", "ann-adam", "nb"))):
-            runs[label] = _run_cli(path, Path(tmp) / label.split()[0], clfs)
+            runs[label] = _run_cli(path, Path(tmp) / label.split()[0], clfs, blas_threads)
             runs[label]["per_fold"] = pd.read_csv(Path(tmp) / label.split()[0] / "per_fold.csv")
             r = runs[label]
             print(f"deepfeat cv, classifiers {', '.join(clfs)}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, peak RSS "
@@ -91,9 +94,10 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=521)
     ap.add_argument("--skip-unshared", action="store_true")
     ap.add_argument("--cli", action="store_true", help="time the whole default `deepfeat cv` command, ann vs ann-adam")
+    ap.add_argument("--blas-threads", type=int, help="with --cli: BLAS / OpenMP threads of the commands")
     args = ap.parse_args(argv)
     if args.cli:
-        return cli_compare()
+        return cli_compare(args.blas_threads)
 
     from deepfeat.evaluation.cross_validation import cross_validate
 
