@@ -114,7 +114,7 @@ def test_every_preset_builds_a_fresh_classifier_with_documented_parameters():
     assert get_classifier("ann-wide").hidden_layer_sizes == (100,)
     assert get_classifier("ann-trilayered").hidden_layer_sizes == (10, 10, 10)
     assert get_classifier("ann", seed=7).random_state == 7
-    assert get_classifier("ann").early_stopping is True
+    assert get_classifier("ann").early_stopping is False and get_classifier("ann-es").early_stopping is True
     assert get_classifier("svm-cubic").degree == 3
     assert isinstance(get_classifier("nb-kernel"), KernelNaiveBayes)
 
@@ -224,7 +224,7 @@ def test_early_stopping_problem_says_when_the_split_cannot_hold_every_class(y, p
         assert found is not None and re.search(problem, found), found
 
 
-@pytest.mark.parametrize("preset", ["ann", "ann-adam", "sgd"])
+@pytest.mark.parametrize("preset", ["ann-es", "ann-adam", "sgd"])
 @pytest.mark.parametrize("n_per_class, n_classes", [(4, 2), (4, 8), (2, 8)])
 def test_ann_and_sgd_switch_early_stopping_off_when_the_data_cannot_fill_the_split(preset, n_per_class, n_classes):
     X, y = _blobs(n_per_class, n_classes)
@@ -256,18 +256,21 @@ def test_ann_balanced_passes_sample_weights_through_the_switch():
         clf = get_classifier("ann-adam", class_weight="balanced").fit(X, y)
     assert isinstance(clf, BalancedSampleWeight) and clf.estimator_.early_stopping_ is False
     with pytest.warns(UserWarning, match="early stopping is off .* up to max_iter=200 L-BFGS iterations"):
-        clf = get_classifier("ann", class_weight="balanced").fit(X, y)
+        clf = get_classifier("ann-es", class_weight="balanced").fit(X, y)
     assert clf.early_stopping_ is False and (clf.predict(X) == y).all()
 
 
 def test_ann_is_a_full_batch_lbfgs_mlp_deterministic_for_a_seed_and_class_balanced():
     X, y = make_classification(400, 20, n_informative=8, n_classes=3, weights=[0.7, 0.2, 0.1], random_state=0)
-    a, b = get_classifier("ann", seed=4).fit(X, y), get_classifier("ann", seed=4).fit(X, y)
+    a, b = get_classifier("ann-es", seed=4).fit(X, y), get_classifier("ann-es", seed=4).fit(X, y)
     assert isinstance(a, FullBatchMLP) and a.early_stopping_ is True and a.early_stopping_note_ is None
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))  # same seed, same bytes
     assert 1 <= a.best_iter_ <= a.n_iter_ <= 200 and a.validation_loss_ is not None
     assert (a.predict(X) == y).mean() > 0.85
-    assert not np.array_equal(a.predict_proba(X), get_classifier("ann", seed=5).fit(X, y).predict_proba(X))
+    assert not np.array_equal(a.predict_proba(X), get_classifier("ann-es", seed=5).fit(X, y).predict_proba(X))
+    ann = get_classifier("ann", seed=4).fit(X, y)  # the preset: every row, a fixed budget, no validation part
+    assert ann.early_stopping_ is False and ann.validation_loss_ is None and ann.best_iter_ == ann.n_iter_ <= 200
+    np.testing.assert_array_equal(ann.predict_proba(X), get_classifier("ann", seed=4).fit(X, y).predict_proba(X))
     # class balance: the rare class gets more of the predictions than unweighted
     plain = FullBatchMLP(early_stopping=False, random_state=0).fit(X, y)
     bal = FullBatchMLP(early_stopping=False, class_weight="balanced", random_state=0).fit(X, y)

@@ -17,14 +17,13 @@ Base presets (the reference study's four)
          probabilities (the replacement scikit-learn recommends); predictions are the argmax of those probabilities,
          which can differ from ``svm`` near the decision boundary.
 ``knn``  ``KNeighborsClassifier(n_neighbors=5)`` (Euclidean, uniform votes; ``knn-fine`` is MATLAB's k=1).
-``ann``  ``FullBatchMLP(hidden_units=100, alpha=1e-4, max_iter=200, early_stopping=True, validation_fraction=0.1,
-         n_iter_no_change=10, random_state=seed)``: one hidden layer of 100 ReLU units, softmax output, trained on
-         the whole training set at once by L-BFGS in float32 (as MATLAB's fitcnet); early stopping keeps the weights
-         of the iteration with the lowest loss on a stratified 10 % validation part (patience 10 iterations).
-         Takes ``class_weight``. When the 10 % validation part cannot hold every class, early stopping is off for
+``ann``  ``FullBatchMLP(hidden_units=100, alpha=1e-4, max_iter=200, early_stopping=False, random_state=seed)``:
+         one hidden layer of 100 ReLU units, softmax output, trained on every training row at once by L-BFGS in
+         float32, as MATLAB's fitcnet (a fixed budget of 200 iterations, fewer when L-BFGS converges). Takes
+         ``class_weight``.
+``ann-es``  the same with early stopping: the weights of the iteration with the lowest loss on a stratified 10 %
+         validation part (patience 10 iterations). When that part cannot hold every class, early stopping is off for
          that fit, with a warning (:mod:`deepfeat.classifiers.small_data`).
-``ann-budget``  ``FullBatchMLP(early_stopping=False, random_state=seed)``: the same network on every training row,
-         a fixed budget of 200 L-BFGS iterations (fewer when L-BFGS converges).
 ``ann-adam``  deepfeat 0.2's ``ann``: ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True,
          validation_fraction=0.1, n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)``
          (scikit-learn's MLPClassifier: adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get
@@ -122,10 +121,10 @@ PRESETS: dict[str, Preset] = {
                                                               method="sigmoid", cv=5, ensemble=False)),
     "knn": Preset("k-nearest neighbours, k=5, Euclidean, uniform votes",
                   lambda s: KNeighborsClassifier(n_neighbors=5)),
-    "ann": Preset("MLP 1x100 ReLU, full-batch L-BFGS (float32), early stopping (10% validation loss, patience 10), "
-                  "max 200 iterations", lambda s: FullBatchMLP(random_state=s)),
-    "ann-budget": Preset("ann without early stopping: every training row, L-BFGS to convergence or 200 iterations",
-                         lambda s: FullBatchMLP(early_stopping=False, random_state=s)),
+    "ann": Preset("MLP 1x100 ReLU, full-batch L-BFGS (float32) on every training row, at most 200 iterations",
+                  lambda s: FullBatchMLP(early_stopping=False, random_state=s)),
+    "ann-es": Preset("ann with early stopping: 10% validation loss, patience 10, best iteration kept",
+                     lambda s: FullBatchMLP(random_state=s)),
     "ann-adam": Preset("deepfeat 0.2's ann: MLP 1x100 ReLU, adam, batch 64, early stopping (10% validation, "
                        "patience 10), max 300 epochs",
                   lambda s: EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
