@@ -4,8 +4,8 @@ For each FeatureSet file given (or the 3,256 x 1,000 synthetic matrix of ``bench
 10 folds (scaler fitted on the training rows, all features): accuracy (mean and per-fold std), CPU seconds per fit
 (1 BLAS / torch thread, so the figure does not depend on the machine's load) and the ratio to ``ann``, side by side:
 
-- ``ann``: :class:`~deepfeat.classifiers.estimators.FullBatchMLP` (early stopping on 10 % validation loss);
-- ``ann`` fixed budget: the same without early stopping (every row, at most 200 L-BFGS iterations);
+- ``ann``: :class:`~deepfeat.classifiers.estimators.FullBatchMLP` (every row, at most 200 L-BFGS iterations);
+- ``ann-es``: the same with early stopping on a 10 % validation part's loss;
 - ``ann-adam``: deepfeat 0.2's preset (scikit-learn MLPClassifier, adam, batch 64, early stopping);
 - ``torch-lbfgs``: a torch ``nn.Sequential`` 100-unit MLP trained by ``torch.optim.LBFGS`` (strong Wolfe line
   search, 100 iterations) on the whole fold at once, float32: the other candidate the issue named.
@@ -50,11 +50,10 @@ def _torch_lbfgs(seed, iters=100):
 
 
 def variants():
-    from deepfeat.classifiers.estimators import FullBatchMLP
     from deepfeat.classifiers.presets import get_classifier
 
     out = {"ann": lambda s: get_classifier("ann", seed=s),
-           "ann fixed budget": lambda s: FullBatchMLP(early_stopping=False, random_state=s),
+           "ann-es": lambda s: get_classifier("ann-es", seed=s),
            "ann-adam (0.2)": lambda s: get_classifier("ann-adam", seed=s)}
     try:
         import torch
