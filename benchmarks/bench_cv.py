@@ -7,6 +7,11 @@ Prints the wall time against the 60 s target, and the wall time when mRMR is NOT
 
 Run: ``python benchmarks/bench_cv.py [--n-jobs 2] [--skip-unshared]``. On a shared, loaded machine wall times
 inflate; ``--n-jobs 1`` also prints the process CPU time (all BLAS threads), a load-independent figure.
+
+``--cli``: instead, the whole default command ``deepfeat cv FILE --fold-cache none`` (imports and report included)
+as a child process, once with the default classifiers (svm, knn, ann, nb) and once with 0.2's network in place of
+``ann`` (``ann-adam``), side by side: wall seconds, CPU seconds of the child (user + system, all threads), its peak
+RSS, and whether svm / knn / nb give the same per-fold accuracies and predictions in both runs (bit for bit).
 """
 from __future__ import annotations
 
@@ -31,12 +36,68 @@ def make_features(n=3256, d=1000, n_classes=4, seed=0):
     return FeatureSet(X.astype(np.float32), [f"class{c}" for c in y], meta={"backbone": "synthetic"})
 
 
+def _run_cli(path, out, classifiers, blas_threads=None) -> dict:
+    """Wall, child CPU seconds and child peak RSS of one ``deepfeat cv`` command (a fresh child process)."""
+    import resource
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "deepfeat.cli", "cv", str(path), "-o", str(out), "--fold-cache", "none", "--quiet"]
+    for c in classifiers:
+        cmd += ["--classifier", c]
+    env = dict(os.environ)
+    if blas_threads:  # on a loaded machine idle BLAS threads spin-wait and inflate CPU time: 1 gives a cleaner figure
+        env.update({v: str(blas_threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024}  # max over children so far
+
+
+def cli_compare(blas_threads=None):
+    """The whole default command, with ``ann`` and with ``ann-adam``, side by side (see the module docstring)."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "synthetic.features"
+        make_features().save(path)
+        runs = {}
+        for label, clfs in (("ann (0.3)", ("svm", "knn", "ann", "nb")),
+                            ("ann-adam (0.2)", ("svm", "knn", "ann-adam", "nb"))):
+            runs[label] = _run_cli(path, Path(tmp) / label.split()[0], clfs, blas_threads)
+            runs[label]["per_fold"] = pd.read_csv(Path(tmp) / label.split()[0] / "per_fold.csv")
+            r = runs[label]
+            print(f"deepfeat cv, classifiers {', '.join(clfs)}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, peak RSS "
+                  f"{r['rss_mb']:.0f} MB (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        a, b = (runs[k]["per_fold"] for k in runs)
+        for clf in ("svm", "knn", "nb"):
+            same = a[a.classifier == clf]["accuracy"].tolist() == b[b.classifier == clf]["accuracy"].tolist()
+            print(f"  {clf}: per-fold accuracies {'identical' if same else 'DIFFER'} in both runs")
+        for label, key in (("ann", a), ("ann-adam", b)):
+            acc = key[key.classifier == label].groupby("selection")["accuracy"]
+            print(f"  {label}: accuracy " + ", ".join(f"{s} {100 * m:.2f} +- {100 * sd:.2f} %" for s, (m, sd) in
+                                                     acc.agg(["mean", "std"]).iterrows()))
+        ra, rb = runs["ann (0.3)"], runs["ann-adam (0.2)"]
+        print(f"ratio ann-adam / ann: wall {rb['wall'] / ra['wall']:.2f}x, CPU {rb['cpu'] / ra['cpu']:.2f}x")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--k", type=int, default=521)
     ap.add_argument("--skip-unshared", action="store_true")
+    ap.add_argument("--cli", action="store_true", help="time the whole default `deepfeat cv` command, ann vs ann-adam")
+    ap.add_argument("--blas-threads", type=int, help="with --cli: BLAS / OpenMP threads of the commands")
     args = ap.parse_args(argv)
+    if args.cli:
+        return cli_compare(args.blas_threads)
 
     from deepfeat.evaluation.cross_validation import cross_validate
 

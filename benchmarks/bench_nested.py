@@ -5,8 +5,8 @@ on the same outer folds (10 outer x 5 inner; per outer fold the choice among mRM
 classifiers x their main hyper-parameter, SVM C in {1, 10}, KNN k in {5, 10}) with a cold fold cache, then the same
 nested CV again with the warm cache. Prints wall times, the number of candidates and fits, and the cold / warm ratio.
 
-``--ann-probe`` also times the ``ann`` preset's fits on one inner split (3 sizes) and extrapolates its share of a
-full nested run, for machines where the MLP dominates.
+``--ann-probe`` also times the ``ann`` and ``ann-adam`` presets' fits on one inner split (3 sizes) and extrapolates
+their share of a full nested run (the 0.2 MLP made a 4-classifier nested grid take over an hour).
 
 Run: ``python benchmarks/bench_nested.py [--classifiers svm knn nb] [--n-jobs 2] [--ann-probe] [--one-fold]``
 (``--one-fold``: time the first outer fold cold and warm and extrapolate, for a loaded machine).
@@ -36,8 +36,8 @@ def make_features(n=3256, d=3000, n_classes=4, seed=0):
     return FeatureSet(X.astype(np.float32), [f"class{v}" for v in y], sha256=[f"{i:064x}" for i in range(n)])
 
 
-def ann_probe(fs, seed=0):
-    """CPU seconds for the ann preset's 3 size candidates on one inner split (4/5 of 9/10 of the rows)."""
+def ann_probe(fs, seed=0, preset="ann"):
+    """CPU seconds for an ann preset's 3 size candidates on one inner split (4/5 of 9/10 of the rows)."""
     from sklearn.preprocessing import StandardScaler
 
     from deepfeat.classifiers.presets import get_classifier
@@ -49,24 +49,33 @@ def ann_probe(fs, seed=0):
     sc = StandardScaler().fit(fs.X[tr])
     t0 = time.process_time()
     for size in (fs.n_features, 521, 100):
-        get_classifier("ann", seed=seed).fit(sc.transform(fs.X[tr])[:, :size], y[tr])
+        get_classifier(preset, seed=seed).fit(sc.transform(fs.X[tr])[:, :size], y[tr])
     return time.process_time() - t0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; ru_maxrss is in kB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def one_outer_fold(fs, classifiers, folds, inner_folds, cache_dir):
     """Wall and CPU seconds of nested CV's work for the first outer fold (cold cache), then again (warm)."""
-    from deepfeat.evaluation.cross_validation import make_folds
     from deepfeat.evaluation.fold_cache import FoldCache
-    from deepfeat.evaluation.nested import _outer_fold, candidate_grid
+    from deepfeat.evaluation.folds import make_folds
+    from deepfeat.evaluation.nested import _outer_fold, candidate_grid, inner_splits
 
     y = np.unique(fs.y, return_inverse=True)[1]
     r, k, tr, te = make_folds(y, None, folds, 1, 0)[0]
+    task = (r, k, tr, te, 0)
+    inner = inner_splits([task], y, None, inner_folds, 0)[0]
     cands = candidate_grid({None: fs.n_features}, classifiers)
     data, cache = {None: (fs.identity(), fs.X)}, FoldCache(cache_dir)
     out = []
     for _ in ("cold", "warm"):
         w, c = time.perf_counter(), time.process_time()
-        res = _outer_fold((r, k, tr, te, 0), data, y, cands, inner_folds, None, 0, "fcq", cache)
+        res = _outer_fold(task, inner, data, y, cands, "fcq", cache)
         out.append((time.perf_counter() - w, time.process_time() - c))
     return cands, res, out
 
@@ -80,13 +89,19 @@ def main():
     ap.add_argument("--inner-folds", type=int, default=5)
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--ann-probe", action="store_true")
+    ap.add_argument("--features", help="a FeatureSet file to use instead of the synthetic matrix (real features)")
     ap.add_argument("--one-fold", action="store_true", help="time the first outer fold only (cold, then warm "
                     "cache) and extrapolate to all outer folds on --n-jobs cores: for loaded machines")
     args = ap.parse_args()
 
     from deepfeat.evaluation.nested import candidate_grid
 
-    fs = make_features(args.n, args.d)
+    if args.features:
+        from deepfeat.features import load_features
+
+        fs = load_features(args.features)
+    else:
+        fs = make_features(args.n, args.d)
     print(f"features: {len(fs)} rows x {fs.n_features}; classifiers {args.classifiers}; n_jobs {args.n_jobs}; "
           f"cpus {os.cpu_count()}; load avg {os.getloadavg()[0]:.1f}")
     cands = candidate_grid({None: fs.n_features}, args.classifiers)
@@ -103,14 +118,19 @@ def main():
               f"parallel, CPU-bound): {args.folds * c0 / args.n_jobs / 60:.1f} min from CPU time; "
               f"{args.folds * w0 / args.n_jobs / 60:.1f} min from this (loaded) wall time")
         print(f"fold 0 chose {res['config']}: inner {100 * res['inner_accuracy']:.2f} %, outer "
-              f"{100 * res['accuracy']:.2f} %")
+              f"{100 * res['accuracy']:.2f} %; peak RSS {peak_rss_mb():.0f} MB")
     else:
         run_all(fs, args)
     if args.ann_probe:
-        s = ann_probe(fs)
-        total = s * args.folds * args.inner_folds / max(1, args.n_jobs)
-        print(f"ann probe: {s:.1f} s CPU for its 3 size candidates on one inner split -> ~{total / 60:.1f} min "
-              f"added to a nested run on {args.n_jobs} cores (extrapolated)")
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            times = {p: ann_probe(fs, preset=p) for p in ("ann", "ann-adam")}
+        for p, s in times.items():
+            total = s * args.folds * args.inner_folds / max(1, args.n_jobs)
+            print(f"{p} probe: {s:.1f} s CPU (1 thread) for its 3 size candidates on one inner split -> "
+                  f"~{total / 60:.1f} min added to a nested run on {args.n_jobs} cores (extrapolated)")
+        print(f"ann-adam / ann CPU ratio: {times['ann-adam'] / times['ann']:.1f}x")
 
 
 def run_all(fs, args):
@@ -137,6 +157,7 @@ def run_all(fs, args):
           f"best of table {n['best_of_table']} {100 * n['best_of_table_accuracy']:.2f} %; gap "
           f"{100 * n['gap']:+.2f} points; table best {100 * table.summary['accuracy_mean'].max():.2f} %")
     print("chosen:", dict(n["outer"]["config"].value_counts()))
+    print(f"peak RSS of this process {peak_rss_mb():.0f} MB (joblib workers not counted)")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfeat.classifiers.estimators import (
     BalancedSampleWeight,
+    FullBatchMLP,
     GramSVC,
     KernelNaiveBayes,
 )
@@ -65,6 +66,7 @@ _EARLY_STOPPING_XFAIL = {
                        "check_estimators_partial_fit_n_features": _PARTIAL_FIT,
                        "check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
                        "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS},
+    FullBatchMLP: {"check_sample_weight_equivalence_on_dense_data": _WEIGHTS},
     EarlyStoppingSGD: {"check_n_features_in_after_fitting": _PARTIAL_FIT,
                        "check_estimators_partial_fit_n_features": _PARTIAL_FIT,
                        "check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
@@ -75,6 +77,9 @@ _EARLY_STOPPING_XFAIL = {
 def _expected_failures(estimator):
     from sklearn.pipeline import Pipeline
 
+    if isinstance(estimator, FullBatchMLP) and not estimator.early_stopping:
+        return {"check_sample_weight_equivalence_on_dense_data": "float32 matrix products: repeated rows reach the "
+                "same optimum up to float32 rounding, not to the check's rtol 1e-7"}
     if type(estimator) in _EARLY_STOPPING_XFAIL:
         return _EARLY_STOPPING_XFAIL[type(estimator)]
     if isinstance(estimator, GramSVC):
@@ -91,7 +96,8 @@ def _expected_failures(estimator):
 
 @parametrize_with_checks([KernelNaiveBayes(), GramSVC(), BalancedSampleWeight(GaussianNB()), FlooredGaussianNB(),
                           EarlyStoppingMLP(early_stopping=True, max_iter=50), EarlyStoppingSGD(early_stopping=True),
-                          SmallDataKNN(), *_pipelines()],
+                          SmallDataKNN(), FullBatchMLP(), FullBatchMLP(early_stopping=False),
+                          *_pipelines()],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -109,7 +115,7 @@ def test_every_preset_builds_a_fresh_classifier_with_documented_parameters():
     assert get_classifier("ann-wide").hidden_layer_sizes == (100,)
     assert get_classifier("ann-trilayered").hidden_layer_sizes == (10, 10, 10)
     assert get_classifier("ann", seed=7).random_state == 7
-    assert get_classifier("ann").early_stopping is True
+    assert get_classifier("ann").early_stopping is False and get_classifier("ann-es").early_stopping is True
     assert get_classifier("svm-cubic").degree == 3
     assert isinstance(get_classifier("nb-kernel"), KernelNaiveBayes)
 
@@ -163,7 +169,8 @@ def test_kernel_naive_bayes_balanced_gives_uniform_priors():
 def test_class_weight_is_set_wrapped_or_warned_never_silent():
     assert get_classifier("svm", class_weight="balanced").class_weight == "balanced"
     assert get_classifier("nb-kernel", class_weight="balanced").class_weight == "balanced"
-    wrapped = get_classifier("ann", class_weight="balanced")
+    assert get_classifier("ann", class_weight="balanced").class_weight == "balanced"
+    wrapped = get_classifier("ann-adam", class_weight="balanced")
     assert isinstance(wrapped, BalancedSampleWeight) and isinstance(wrapped.estimator, MLPClassifier)
     with pytest.warns(UserWarning, match="not supported by knn .*trained unweighted"):
         est = get_classifier("knn", class_weight="balanced")
@@ -218,7 +225,7 @@ def test_early_stopping_problem_says_when_the_split_cannot_hold_every_class(y, p
         assert found is not None and re.search(problem, found), found
 
 
-@pytest.mark.parametrize("preset", ["ann", "sgd"])
+@pytest.mark.parametrize("preset", ["ann-es", "ann-adam", "sgd"])
 @pytest.mark.parametrize("n_per_class, n_classes", [(4, 2), (4, 8), (2, 8)])
 def test_ann_and_sgd_switch_early_stopping_off_when_the_data_cannot_fill_the_split(preset, n_per_class, n_classes):
     X, y = _blobs(n_per_class, n_classes)
@@ -231,7 +238,7 @@ def test_ann_and_sgd_switch_early_stopping_off_when_the_data_cannot_fill_the_spl
     assert (pipe.predict(X) == y).mean() > 0.5
 
 
-@pytest.mark.parametrize("preset, reference", [("ann", MLPClassifier), ("sgd", SGDClassifier)])
+@pytest.mark.parametrize("preset, reference", [("ann-adam", MLPClassifier), ("sgd", SGDClassifier)])
 def test_ann_and_sgd_are_scikit_learns_estimators_when_the_split_works(preset, reference, recwarn):
     X, y = make_classification(300, 12, n_informative=6, n_classes=3, random_state=0)
     ours = get_classifier(preset, seed=3)
@@ -247,8 +254,32 @@ def test_ann_and_sgd_are_scikit_learns_estimators_when_the_split_works(preset, r
 def test_ann_balanced_passes_sample_weights_through_the_switch():
     X, y = _blobs(4, 2)
     with pytest.warns(UserWarning, match="early stopping is off"):
-        clf = get_classifier("ann", class_weight="balanced").fit(X, y)
+        clf = get_classifier("ann-adam", class_weight="balanced").fit(X, y)
     assert isinstance(clf, BalancedSampleWeight) and clf.estimator_.early_stopping_ is False
+    with pytest.warns(UserWarning, match="early stopping is off .* up to max_iter=200 L-BFGS iterations"):
+        clf = get_classifier("ann-es", class_weight="balanced").fit(X, y)
+    assert clf.early_stopping_ is False and (clf.predict(X) == y).all()
+
+
+def test_ann_is_a_full_batch_lbfgs_mlp_deterministic_for_a_seed_and_class_balanced():
+    X, y = make_classification(400, 20, n_informative=8, n_classes=3, weights=[0.7, 0.2, 0.1], random_state=0)
+    a, b = get_classifier("ann-es", seed=4).fit(X, y), get_classifier("ann-es", seed=4).fit(X, y)
+    assert isinstance(a, FullBatchMLP) and a.early_stopping_ is True and a.early_stopping_note_ is None
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))  # same seed, same bytes
+    assert 1 <= a.best_iter_ <= a.n_iter_ <= 200 and a.validation_loss_ is not None
+    assert (a.predict(X) == y).mean() > 0.85
+    assert not np.array_equal(a.predict_proba(X), get_classifier("ann-es", seed=5).fit(X, y).predict_proba(X))
+    ann = get_classifier("ann", seed=4).fit(X, y)  # the preset: every row, a fixed budget, no validation part
+    assert ann.early_stopping_ is False and ann.validation_loss_ is None and ann.best_iter_ == ann.n_iter_ <= 200
+    np.testing.assert_array_equal(ann.predict_proba(X), get_classifier("ann", seed=4).fit(X, y).predict_proba(X))
+    # class balance: the rare class gets more of the predictions than unweighted
+    plain = FullBatchMLP(early_stopping=False, random_state=0).fit(X, y)
+    bal = FullBatchMLP(early_stopping=False, class_weight="balanced", random_state=0).fit(X, y)
+    assert (bal.predict(X) == 2).sum() >= (plain.predict(X) == 2).sum()
+    # the fixed budget: without early stopping it stops at max_iter (or earlier when L-BFGS converges)
+    assert FullBatchMLP(early_stopping=False, max_iter=3, random_state=0).fit(X, y).n_iter_ <= 3
+    with pytest.raises(ValueError, match="'hidden_units' parameter of FullBatchMLP"):
+        FullBatchMLP(hidden_units=0).fit(X, y)
 
 
 @pytest.mark.parametrize("X", [np.ones((20, 6)), np.full((20, 6), 7, dtype=np.int64)], ids=["float", "int"])

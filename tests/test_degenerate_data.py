@@ -23,7 +23,7 @@ def _small_binary(tmp_path, seed=0):
                      np.repeat(["a", "b"], 5))
 
 
-@pytest.mark.parametrize("classifier", ["ann", "sgd"])
+@pytest.mark.parametrize("classifier", ["ann", "ann-es", "sgd"])
 def test_cv_with_early_stopping_on_a_small_set(tmp_path, capsys, classifier):
     # 2 folds of 10 images: 5 training images, 1 for validation < 2 classes (0.2: scikit-learn's ValueError)
     code, _, err = run(capsys, "cv", _small_binary(tmp_path), "-o", tmp_path / "rep", "--classifier", classifier,
@@ -37,7 +37,7 @@ def test_cv_with_early_stopping_on_a_small_set(tmp_path, capsys, classifier):
 def test_curve_with_the_ann_preset_on_a_small_set(tmp_path, capsys):
     with pytest.warns(UserWarning, match="early stopping is off for this fit"):  # the classifier's note
         code, _, err = run(capsys, "curve", _small_binary(tmp_path, seed=1), "-o", tmp_path / "curve",
-                           "--classifier", "ann", "--select", "none", "--sizes", "2,3", "--repeats", "1",
+                           "--classifier", "ann-es", "--select", "none", "--sizes", "2,3", "--repeats", "1",
                            "--baseline", "none")
     assert code in (0, None), err
     assert len(pd.read_csv(tmp_path / "curve" / "curve.csv")) == 2

@@ -111,6 +111,32 @@ def test_nested_is_deterministic_and_searches_the_main_hyperparameter():
                        progress=False)
 
 
+def test_nested_svm_candidates_share_one_kernel_matrix_and_score_as_separate_fits(monkeypatch):
+    from deepfeat.classifiers.estimators import GramSVC
+
+    fs = _features(n=150, d=12, noise=1.5)
+    y = np.unique(fs.y, return_inverse=True)[1]
+    tr, te = np.arange(0, 150, 2), np.arange(1, 150, 2)
+    calls = []
+    real = fold_work.rbf_kernel
+    monkeypatch.setattr(fold_work, "rbf_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fold = fold_work.Fold(fs.X, y, tr, te)
+    a, b = fold.view()
+    for C in (1.0, 10.0, 100.0):
+        separate = float(np.mean(GramSVC(C=C).fit(a, y[tr]).predict(b) == y[te]))
+        assert fold.accuracy(GramSVC(C=C), 12) == separate
+    assert len(calls) == 2  # one training and one test kernel matrix for the three C values
+    fold.accuracy(GramSVC(C=1.0, kernel_scale=2.0), 12)
+    assert len(calls) == 4  # another kernel scale is another kernel
+
+
+def test_nested_cv_with_all_four_classifiers_runs_the_ann_preset():
+    res = cross_validate(_features(n=150, noise=0.5), classifiers=("svm", "knn", "ann", "nb"), folds=3, nested=True,
+                         inner_folds=3, baseline="majority", fold_cache=None, progress=False)
+    assert {"ann+all", "nb+all", "svm(C=10)+all"} <= set(res.nested["candidates"])
+    assert res.nested["outer"]["accuracy"].between(0, 1).all() and len(res.nested["outer"]) == 3
+
+
 def test_grid_scores_every_set_on_identical_folds_and_aligns_rows_by_sha256():
     fs = _features()
     other = _features(seed=5)

@@ -11,9 +11,11 @@ from sklearn.svm import SVC
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-__all__ = ["GramSVC", "KernelNaiveBayes", "BalancedSampleWeight"]
+from deepfeat.classifiers.small_data import _fit_early_stopping_if_possible
+
+__all__ = ["GramSVC", "KernelNaiveBayes", "BalancedSampleWeight", "FullBatchMLP"]
 
 
 class GramSVC(ClassifierMixin, BaseEstimator):
@@ -63,11 +65,31 @@ class GramSVC(ClassifierMixin, BaseEstimator):
         if not (isinstance(self.kernel_scale, (int, float)) and self.kernel_scale > 0):
             raise ValueError("The 'kernel_scale' parameter of GramSVC must be a float > 0. "
                              f"Got {self.kernel_scale!r} instead.")
+        self.gamma_ = self.gamma_for(X)
+        return self._fit_gram(X, rbf_kernel(X, X, gamma=self.gamma_), y, sample_weight)
+
+    def gamma_for(self, X) -> float:
+        """The ``gamma`` a fit on ``X`` uses: ``1 / (kernel_scale^2 * P * X.var())`` (1 when X is constant)."""
         var = X.var()
-        self.gamma_ = 1.0 / (self.kernel_scale ** 2 * X.shape[1] * var) if var > 0 else 1.0
+        return 1.0 / (self.kernel_scale ** 2 * X.shape[1] * var) if var > 0 else 1.0
+
+    def fit_gram(self, X, K, y):
+        """:meth:`fit` given ``K = rbf_kernel(X, X, gamma=self.gamma_for(X))`` already computed: candidates that
+        differ only in ``C`` (nested CV's search) share one kernel matrix. The same model as ``fit(X, y)``."""
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.gamma_ = self.gamma_for(X)
+        return self._fit_gram(X, K, y, None)
+
+    def predict_gram(self, K):
+        """Predictions from ``K = rbf_kernel(X_test, X_train, gamma=self.gamma_)`` against every training row."""
+        check_is_fitted(self)
+        return self.svc_.predict(K)
+
+    def _fit_gram(self, X, K, y, sample_weight):
         self.svc_ = SVC(kernel="precomputed", C=self.C, class_weight=self.class_weight, tol=self.tol,
                         max_iter=self.max_iter, random_state=self.random_state)
-        self.svc_.fit(rbf_kernel(X, X, gamma=self.gamma_), y, sample_weight=sample_weight)
+        self.svc_.fit(K, y, sample_weight=sample_weight)
         self.classes_ = self.svc_.classes_
         self.support_vectors_ = X[self.svc_.support_]
         self.n_iter_ = self.svc_.n_iter_
@@ -201,3 +223,192 @@ class BalancedSampleWeight(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self.estimator_.decision_function(X)
 
 
+
+
+class FullBatchMLP(ClassifierMixin, BaseEstimator):
+    """One-hidden-layer ReLU network trained on the whole training set at once by L-BFGS (as MATLAB's fitcnet).
+
+    The model of scikit-learn's ``MLPClassifier(hidden_layer_sizes=(hidden_units,), activation="relu")`` (softmax
+    output, cross-entropy + ``alpha / 2 * ||W||^2 / n``), trained differently: each L-BFGS iteration is one pass
+    over every training row as two float32 matrix products (``X @ W1`` and ``X.T @ dH``), so a fit is a few dozen
+    BLAS calls instead of thousands of minibatch steps. With ``early_stopping`` a stratified ``validation_fraction``
+    of the rows is held out; training stops when its (class-weighted) cross-entropy has not improved for
+    ``n_iter_no_change`` iterations, and the weights of its best iteration are kept (MATLAB's ValidationPatience).
+    Without it (or when :func:`~deepfeat.classifiers.small_data.early_stopping_problem` finds the split impossible:
+    a warning says so), it trains on every row for at most ``max_iter`` iterations (a fixed budget).
+
+    Parameters
+    ----------
+    hidden_units : int, default=100
+    alpha : float, default=1e-4
+        L2 penalty (scikit-learn's convention: divided by the number of training rows).
+    max_iter : int, default=200
+        L-BFGS iterations at most.
+    early_stopping : bool, default=True
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the loss terms (with ``sample_weight``, multiplied).
+    random_state : int, RandomState or None
+        Initial weights (Glorot uniform, as scikit-learn) and the validation split.
+
+    Attributes
+    ----------
+    n_iter_ : int
+        L-BFGS iterations run.
+    best_iter_ : int
+        The iteration whose weights are kept (``n_iter_`` without early stopping).
+    validation_loss_ : float or None
+    early_stopping_, early_stopping_note_ : as :class:`~deepfeat.classifiers.small_data.EarlyStoppingMLP`
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> X, y = make_classification(300, 10, n_informative=5, random_state=0)
+    >>> float(FullBatchMLP(random_state=0).fit(X, y).score(X, y)) > 0.9
+    True
+    """
+
+    def __init__(self, *, hidden_units=100, alpha=1e-4, max_iter=200, early_stopping=True, validation_fraction=0.1,
+                 n_iter_no_change=10, class_weight=None, random_state=None):
+        self.hidden_units = hidden_units
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def _check_params(self):
+        for name, ok in (("hidden_units", isinstance(self.hidden_units, (int, np.integer)) and self.hidden_units > 0),
+                         ("alpha", isinstance(self.alpha, (int, float)) and self.alpha >= 0),
+                         ("max_iter", isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0),
+                         ("validation_fraction", isinstance(self.validation_fraction, float)
+                          and 0 < self.validation_fraction < 1),
+                         ("n_iter_no_change", isinstance(self.n_iter_no_change, (int, np.integer))
+                          and self.n_iter_no_change > 0)):
+            if not ok:
+                raise ValueError(f"The {name!r} parameter of FullBatchMLP is invalid. Got {getattr(self, name)!r} "
+                                 "instead.")
+
+    def fit(self, X, y, sample_weight=None):
+        X, y = validate_data(self, X, y, dtype=(np.float32, np.float64))
+        check_classification_targets(y)
+        self._check_params()
+        return _fit_early_stopping_if_possible(self, self._fit, X, y, sample_weight=sample_weight)
+
+    def _fit(self, X, y, sample_weight=None):
+        from scipy.optimize import minimize
+        from sklearn.model_selection import train_test_split
+        from sklearn.utils import check_random_state
+
+        rng = check_random_state(self.random_state)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        w = compute_sample_weight(self.class_weight, y) if self.class_weight is not None else np.ones(len(y))
+        if sample_weight is not None:
+            w = w * _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if not w.sum() > 0:
+            raise ValueError("FullBatchMLP: the sample weights are all zero; at least one must be positive")
+        d, h, k = X.shape[1], int(self.hidden_units), len(self.classes_)
+        shapes = [(d, h), (h,), (h, k), (k,)]
+        bound1, bound2 = np.sqrt(6.0 / (d + h)), np.sqrt(6.0 / (h + k))
+        theta = np.concatenate([rng.uniform(-bound1, bound1, d * h), rng.uniform(-bound1, bound1, h),
+                                rng.uniform(-bound2, bound2, h * k), rng.uniform(-bound2, bound2, k)])
+        val = None
+        if self.early_stopping:
+            tr, va = train_test_split(np.arange(len(y)), test_size=self.validation_fraction, random_state=rng,
+                                      stratify=y_idx)
+            val = (X[va], y_idx[va], w[va] / w[va].sum())
+            X, y_idx, w = X[tr], y_idx[tr], w[tr]
+        wn = (w / w.sum()).astype(np.float32)
+        onehot = np.eye(k, dtype=np.float32)[y_idx]
+        alpha = np.float32(self.alpha / w.sum())  # scikit-learn's alpha / n, n counted in sample weights
+
+        def loss_grad(t):
+            W1, b1, W2, b2 = self._unpack(t, shapes)
+            H = X @ W1
+            H += b1
+            np.maximum(H, 0, out=H)
+            logp = _log_softmax(H @ W2 + b2)
+            loss = -float(np.dot(wn, (onehot * logp).sum(1), )) \
+                + 0.5 * float(alpha) * float((W1 * W1).sum() + (W2 * W2).sum())
+            G = np.exp(logp)
+            G -= onehot
+            G *= wn[:, None]
+            dH = G @ W2.T
+            dH *= H > 0
+            grads = (X.T @ dH + alpha * W1, dH.sum(0), H.T @ G + alpha * W2, G.sum(0))
+            return loss, np.concatenate([g.ravel() for g in grads]).astype(np.float64)
+
+        best = {"loss": np.inf, "theta": theta, "iter": 0, "wait": 0, "n": 0}
+
+        def watch(intermediate_result):
+            best["n"] += 1
+            if val is None:
+                return
+            vloss = self._val_loss(intermediate_result.x, shapes, val)
+            if vloss < best["loss"] - 1e-6:
+                best.update(loss=vloss, theta=intermediate_result.x.copy(), iter=best["n"], wait=0)
+            else:
+                best["wait"] += 1
+                if best["wait"] >= self.n_iter_no_change:
+                    raise StopIteration
+
+        res = minimize(loss_grad, theta, jac=True, method="L-BFGS-B", callback=watch,
+                       options={"maxiter": int(self.max_iter), "maxfun": 2 * int(self.max_iter) + 20})
+        if val is not None and best["n"] and best["loss"] <= self._val_loss(res.x, shapes, val):
+            theta, self.best_iter_ = best["theta"], best["iter"]
+        else:
+            theta, self.best_iter_ = res.x, best["n"]
+        self.n_iter_ = best["n"]
+        self.validation_loss_ = None if val is None else float(self._val_loss(theta, shapes, val))
+        self.coefs_ = [p.copy() for p in self._unpack(theta, shapes)]
+        return self
+
+    def _budget_without_validation(self) -> str:
+        return f"up to max_iter={self.max_iter} L-BFGS iterations (fewer when L-BFGS converges)"
+
+    @staticmethod
+    def _unpack(theta, shapes):
+        out, start = [], 0
+        for s in shapes:
+            size = int(np.prod(s))
+            out.append(theta[start:start + size].astype(np.float32).reshape(s))
+            start += size
+        return out
+
+    @staticmethod
+    def _forward(params, X):
+        W1, b1, W2, b2 = params
+        H = np.asarray(X, dtype=np.float32) @ W1
+        H += b1
+        np.maximum(H, 0, out=H)
+        return _log_softmax(H @ W2 + b2)
+
+    def _val_loss(self, theta, shapes, val):
+        Xv, yv, wv = val
+        logp = self._forward(self._unpack(theta, shapes), Xv)
+        return -float(np.dot(wv, logp[np.arange(len(yv)), yv]))
+
+    def _log_proba(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=(np.float32, np.float64))
+        return self._forward(self.coefs_, X).astype(np.float64)
+
+    def predict_proba(self, X):
+        return np.exp(self._log_proba(X))
+
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):  # as scikit-learn's MLP: the log of predict_proba, -inf where it is 0
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        log_proba = self._log_proba(X)
+        return self.classes_[np.argmax(log_proba, axis=1)]
+
+
+def _log_softmax(Z):
+    Z = Z - Z.max(axis=1, keepdims=True)
+    return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))

@@ -51,6 +51,7 @@ SKOPS_ALLOWED_TYPES: frozenset[tuple[str, str]] = frozenset({
     # deepfeat
     ("deepfeat.classifiers.deep_classifier.DeepFeatureClassifier", "ObjectNode"),
     ("deepfeat.classifiers.estimators.BalancedSampleWeight", "ObjectNode"),
+    ("deepfeat.classifiers.estimators.FullBatchMLP", "ObjectNode"),
     ("deepfeat.classifiers.estimators.GramSVC", "ObjectNode"),
     ("deepfeat.classifiers.estimators.KernelNaiveBayes", "ObjectNode"),
     ("deepfeat.classifiers.presets._squared_inverse", "FunctionNode"),  # knn-weighted's weights

@@ -19,11 +19,17 @@ Base presets (the reference study's four)
 ``knn``  ``KNeighborsClassifier(n_neighbors=5)`` (Euclidean, uniform votes; ``knn-fine`` is MATLAB's k=1); every
          ``knn*`` preset is :class:`deepfeat.classifiers.small_data.KNeighborsClassifier` (scikit-learn's, voting
          over all training images when there are fewer than k).
-``ann``  ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
-         n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)`` (scikit-learn's MLPClassifier:
-         adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get enough updates before early
-         stopping). When the 10 % validation part cannot hold every class, early stopping is off for that fit,
-         with a warning (:mod:`deepfeat.classifiers.small_data`).
+``ann``  ``FullBatchMLP(hidden_units=100, alpha=1e-4, max_iter=200, early_stopping=False, random_state=seed)``:
+         one hidden layer of 100 ReLU units, softmax output, trained on every training row at once by L-BFGS in
+         float32, as MATLAB's fitcnet (a fixed budget of 200 iterations, fewer when L-BFGS converges). Takes
+         ``class_weight``.
+``ann-es``  the same with early stopping: the weights of the iteration with the lowest loss on a stratified 10 %
+         validation part (patience 10 iterations). When that part cannot hold every class, early stopping is off for
+         that fit, with a warning (:mod:`deepfeat.classifiers.small_data`).
+``ann-adam``  deepfeat 0.2's ``ann``: ``EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True,
+         validation_fraction=0.1, n_iter_no_change=10, max_iter=300, batch_size=64, random_state=seed)``
+         (scikit-learn's MLPClassifier: adam, ReLU, alpha=1e-4; batch 64 rather than 200 so small sets still get
+         enough updates before early stopping); slower than ``ann`` (README "Classifier presets").
 ``nb``   ``FlooredGaussianNB()``: scikit-learn's GaussianNB, except that all-constant features give the class
          priors instead of NaN probabilities.
 
@@ -69,6 +75,7 @@ from sklearn.svm import SVC, LinearSVC
 
 from deepfeat.classifiers.estimators import (
     BalancedSampleWeight,
+    FullBatchMLP,
     GramSVC,
     KernelNaiveBayes,
 )
@@ -120,7 +127,12 @@ PRESETS: dict[str, Preset] = {
                                                               method="sigmoid", cv=5, ensemble=False)),
     "knn": Preset("k-nearest neighbours, k=5, Euclidean, uniform votes",
                   lambda s: KNeighborsClassifier(n_neighbors=5)),
-    "ann": Preset("MLP 1x100 ReLU, adam, batch 64, early stopping (10% validation, patience 10), max 300 epochs",
+    "ann": Preset("MLP 1x100 ReLU, full-batch L-BFGS (float32) on every training row, at most 200 iterations",
+                  lambda s: FullBatchMLP(early_stopping=False, random_state=s)),
+    "ann-es": Preset("ann with early stopping: 10% validation loss, patience 10, best iteration kept",
+                     lambda s: FullBatchMLP(random_state=s)),
+    "ann-adam": Preset("deepfeat 0.2's ann: MLP 1x100 ReLU, adam, batch 64, early stopping (10% validation, "
+                       "patience 10), max 300 epochs",
                   lambda s: EarlyStoppingMLP(hidden_layer_sizes=(100,), early_stopping=True, validation_fraction=0.1,
                                             n_iter_no_change=10, max_iter=300, batch_size=64,
                                             random_state=s)),

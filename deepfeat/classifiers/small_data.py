@@ -77,9 +77,11 @@ def _fit_early_stopping_if_possible(estimator, fit, X, y, **fit_params):
         fit(X, y, **fit_params)
         estimator.early_stopping_, estimator.early_stopping_note_ = bool(estimator.early_stopping), None
         return estimator
+    budget = getattr(estimator, "_budget_without_validation", None)
+    budget = budget() if budget else (f"up to max_iter={estimator.max_iter} epochs, stopping when the training "
+                                      f"loss stops improving (n_iter_no_change={estimator.n_iter_no_change})")
     note = (f"{type(estimator).__name__}: early stopping is off for this fit because {problem}; it trains on all "
-            f"{len(y)} images for up to max_iter={estimator.max_iter} epochs, stopping when the training loss "
-            f"stops improving (n_iter_no_change={estimator.n_iter_no_change})")
+            f"{len(y)} images for {budget}")
     warnings.warn(note, UserWarning, stacklevel=3)
     estimator.early_stopping = False
     try:

@@ -23,8 +23,11 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+from deepfeat.classifiers.estimators import GramSVC
 
 __all__ = ["BASELINE", "BASELINE_HISTOGRAM", "BASELINE_MAJORITY", "BASELINE_TEXT", "Fold", "fit_score",
            "fold_record", "quiet_fits"]
@@ -83,7 +86,7 @@ class Fold:
         self.X, self.y, self.train, self.test = X, y, train, test
         self.cache = cache if data_id is not None else None
         self.data_id = data_id
-        self._scaler, self._mrmr, self._views = scaler, mrmr, {}
+        self._scaler, self._mrmr, self._views, self._gram = scaler, mrmr, {}, None
 
     # ---- the prep
     @property
@@ -148,12 +151,28 @@ class Fold:
         def compute():
             if not full:
                 self.mrmr(selector)
-            a, b = self.view(None if full else self.columns(size))
+            columns = None if full else self.columns(size)
+            a, b = self.view(columns)
             with quiet_fits():
-                fitted = clone(est).fit(a, self.y[self.train])
-            return float(np.mean(fitted.predict(b) == self.y[self.test]))
+                if type(est) is GramSVC:  # the candidates differing only in C share one kernel matrix
+                    pred = self._gram_predict(est, columns, a, b)
+                else:
+                    pred = clone(est).fit(a, self.y[self.train]).predict(b)
+            return float(np.mean(pred == self.y[self.test]))
 
         return self._cached(("nested-cell", est, size, None if full else selector), compute)
+
+    def _gram_predict(self, est, columns, a, b) -> np.ndarray:
+        """``GramSVC`` fitted on ``a`` and predicting ``b``, with the RBF kernel matrices of this view and kernel
+        scale computed once (the last one is kept: the grid lists a size's C values one after the other)."""
+        key = (None if columns is None else np.asarray(columns).tobytes(), est.kernel_scale)
+        if self._gram is None or self._gram[0] != key:
+            self._gram = None  # free the previous matrices first
+            a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            gamma = est.gamma_for(a64)
+            self._gram = (key, rbf_kernel(a64, a64, gamma=gamma), rbf_kernel(b64, a64, gamma=gamma))
+        _, K_train, K_test = self._gram
+        return clone(est).fit_gram(a, K_train, self.y[self.train]).predict_gram(K_test)
 
     def baselines(self, majority: bool, hist) -> dict:
         """``{(name, "baseline"): cell}``: the majority class (when ``majority``) and the colour histogram + SVM

@@ -7,7 +7,8 @@ scores is the nested estimate.
 
 Fold-level work is shared: per (inner or outer) training split and feature set, the scaler and one mRMR ranking (for
 the largest size) are computed once; every smaller size is a prefix of that greedy ranking, and every classifier
-reuses them. Cells go through the fold cache, so a re-run, or a run sharing outer folds with the ordinary table,
+reuses them; the SVM candidates that differ only in C share one RBF kernel matrix per split and size
+(:meth:`~deepfeat.evaluation.fold_work.Fold.accuracy`). Cells go through the fold cache, so a re-run, or a run sharing outer folds with the ordinary table,
 recomputes nothing.
 """
 from __future__ import annotations
