@@ -13,7 +13,10 @@ from deepfeat.cli.options import (
     N_FEATURES_HELP,
     PROGRESS_HELP,
     SCHEDULER_HELP,
+    AllowVersionMismatch,
+    MaxPixels,
     MRMRMethod,
+    TrustModel,
     fold_cache_value,
     n_features_value,
     renamed_option,
@@ -158,13 +161,9 @@ def predict(
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV: path, label, one probability column "
                                                                 "per class, [set, set_size, decision,] "
                                                                 "error.")] = Path("predictions.csv"),
-    allow_version_mismatch: Annotated[bool, typer.Option(help="Load a model saved with other library "
-                                                              "versions anyway.")] = False,
-    trust: Annotated[bool, typer.Option("--trust", help="Load a .joblib model that this deepfeat install did "
-                                                        "not write (a pickle: it runs code). .skops files "
-                                                        "never need it.")] = False,
-    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
-                                                                  "this (default: Pillow's 89,478,485).")] = None,
+    allow_version_mismatch: AllowVersionMismatch = False,
+    trust: TrustModel = False,
+    max_pixels: MaxPixels = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
 ):
     """Predict the class of each image; unreadable images are listed in the CSV and on stderr, not fatal."""

@@ -8,7 +8,7 @@ import typer
 
 from deepfeat import defaults
 from deepfeat.cli.messages import echo_err, show_messages
-from deepfeat.cli.options import PROGRESS_HELP, set_max_pixels
+from deepfeat.cli.options import PROGRESS_HELP, AllowVersionMismatch, MaxPixels, TrustModel, set_max_pixels
 
 
 def explain(
@@ -20,12 +20,9 @@ def explain(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the overlays (PNG), saliency.csv, "
                                                                 "saliency.npz and explain.json.")] = Path("saliency"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = defaults.DEVICE,
-    allow_version_mismatch: Annotated[bool, typer.Option(help="Load a model saved with other library "
-                                                              "versions anyway.")] = False,
-    trust: Annotated[bool, typer.Option("--trust", help="Load a .joblib model that this deepfeat install did "
-                                                        "not write (a pickle: it runs code).")] = False,
-    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
-                                                                  "this (default: Pillow's 89,478,485).")] = None,
+    allow_version_mismatch: AllowVersionMismatch = False,
+    trust: TrustModel = False,
+    max_pixels: MaxPixels = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
 ):
     """Where the network looked: a Grad-CAM overlay per image (red = most evidence for the explained score)."""

@@ -9,7 +9,7 @@ import typer
 
 from deepfeat import defaults
 from deepfeat.cli.messages import echo_err, models_text, say_interrupted, show_messages
-from deepfeat.cli.options import PROGRESS_HELP, SCHEDULER_HELP, set_max_pixels
+from deepfeat.cli.options import PROGRESS_HELP, SCHEDULER_HELP, MaxPixels, set_max_pixels
 
 
 def models():
@@ -62,9 +62,7 @@ def extract(
     progress: Annotated[bool, typer.Option("--progress/--quiet", help=PROGRESS_HELP)] = True,
     tta: Annotated[str, typer.Option(help="none; flip = mean over identity + horizontal flip; d4 = mean over the "
                                           "8 flips / quarter turns (8x compute, one batch).")] = defaults.TTA,
-    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than "
-                                                                  "this (default: Pillow's 89,478,485; a guard "
-                                                                  "against decompression bombs).")] = None,
+    max_pixels: MaxPixels = None,
     list_models: Annotated[bool, typer.Option("--list-models", is_eager=True, callback=_list_models,
                                               help="List the models whose weights are here (offline) and exit.")]
     = False,

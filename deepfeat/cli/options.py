@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from enum import Enum
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,6 +15,15 @@ PROGRESS_HELP = "Show progress bars and decisions on stderr (--quiet: only resul
 SCHEDULER_HELP = ("Run on Dask (pip install \"deepfeat[dask]\"): local:N (N worker processes here) or a scheduler "
                   "address tcp://HOST:8786.")
 N_FEATURES_HELP = "Features kept by mRMR: an int, or auto = the study's 521 of 1000 (half the features when fewer)."
+
+# options of the commands that load a model file and read images (predict, explain)
+AllowVersionMismatch = Annotated[bool, typer.Option(help="Load a model saved with other library versions anyway.")]
+TrustModel = Annotated[bool, typer.Option("--trust", help="Load a .joblib model that this deepfeat install did not "
+                                                          "write (a pickle: it runs code). .skops files never need "
+                                                          "it.")]
+MaxPixels = Annotated[Optional[int], typer.Option(min=1, help="Refuse images declaring more pixels than this "
+                                                              "(default: Pillow's 89,478,485; a guard against "
+                                                              "decompression bombs).")]
 
 # the mRMR variants, from the table of defaults (typer shows them as the option's choices)
 MRMRMethod = Enum("MRMRMethod", {name: name for name in defaults.MRMR_METHODS}, type=str)
