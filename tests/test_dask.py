@@ -290,7 +290,7 @@ def test_cli_cv_and_extract_take_scheduler_options(client, images, tmp_path, cap
     assert code == 0, err
     assert "nb" in stdout and (tmp_path / "r" / "report.html").exists()
     code, _, err = run(capsys, "cv", out, "-o", tmp_path / "r2", "--folds", 3, "--scheduler", "cluster", "--quiet")
-    assert code == 2 and "error: The 'scheduler' parameter must be" in err
+    assert code == 2 and "error: --scheduler must be" in err
     code, _, err = run(capsys, "extract", images, "-o", out, "--scheduler", address, "--resources", "GPU",
                        "--quiet")
     assert code == 2 and "must look like 'GPU=1'" in err
