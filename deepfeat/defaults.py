@@ -32,6 +32,7 @@ defaults, and checks that the library signatures use this table.
 | images per class / n_features (demo) | 40 / 100 | demo, run_demo |
 | coverage / conformal_score / class_conditional / non_empty | None (no prediction sets) / ``lac`` / off / off | fit, fit_model, cv, cross_validate (non_empty: fit only) |
 | calibrate | off | fit, fit_model |
+| saliency | on (Grad-CAM overlays in the CV report's gallery when the network can be rebuilt offline) | cv, cross_validate_experiment, write_report |
 
 A TOML key left out takes the library default (the keys are the library's parameter names). ``config`` names a
 run's settings and ``method`` an mRMR variant only: the experiment file is ``experiment`` and the few-shot
@@ -92,3 +93,4 @@ CONFORMAL_SCORES = ("lac", "aps")
 CLASS_CONDITIONAL = False
 NON_EMPTY = False
 CALIBRATE = False
+SALIENCY = True

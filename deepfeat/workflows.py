@@ -245,13 +245,16 @@ def explain_images(model_file, images, out_dir, *, trusted: bool = False, allow_
 
 # ----------------------------------------------------------------------------------------------- cv, run, finetune
 def cross_validate_experiment(source, out_dir, *, experiment=None, finetune_in_fold=None,
-                              overrides: dict | None = None, progress: bool = True, log=print, config=None):
+                              overrides: dict | None = None, progress: bool = True, log=print, config=None,
+                              saliency: bool = defaults.SALIENCY):
     """``deepfeat cv``: FeatureSet file(s) -> cross-validation (several: a grid on identical folds) -> report.
 
     With ``experiment`` (an experiment file or shipped name), its whole procedure runs on ``source`` as the image
     source; ``finetune_in_fold`` is an experiment / fine-tune file whose fine-tuning runs inside each training
     fold. ``overrides`` (:func:`~deepfeat.evaluation.cross_validation.cross_validate` options) win over the
-    experiment's ``[cv]`` table, which wins over the library defaults. Returns the results object.
+    experiment's ``[cv]`` table, which wins over the library defaults. ``saliency=False`` leaves the Grad-CAM
+    overlays out of the report of a FeatureSet file (about one forward pass per gallery image). Returns the
+    results object.
     """
     experiment = _experiment_file(experiment, config, "cross_validate_experiment")
     overrides = dict(overrides or {})
@@ -274,7 +277,7 @@ def cross_validate_experiment(source, out_dir, *, experiment=None, finetune_in_f
 
     features = load_features(sources[0]) if len(sources) == 1 else named_by_stem(sources, load_features)
     results = cross_validate(features, progress=progress, **overrides)
-    write_report(results, out_dir, features=features if len(sources) == 1 else None)
+    write_report(results, out_dir, features=features if len(sources) == 1 else None, saliency=saliency)
     return results
 
 

@@ -75,6 +75,7 @@ PAIRS = [
                                        "scheduler": "scheduler", "resources": "resources", "mrmr_threshold": "threshold",
                                        "progress": "progress", "conformal_score": "conformal_score",
                                        "class_conditional": "class_conditional"}),
+    (cli_evaluate.cv, workflows.cross_validate_experiment, {"saliency": "saliency"}),
     (cli_evaluate.fit, workflows.fit_model, {"classifier": "classifier", "select": "select",
                                              "n_features": "n_features", "mrmr_method": "mrmr_method",
                                              "class_weight": "class_weight", "seed": "seed",

@@ -263,3 +263,21 @@ def test_the_reports_refit_fold_classifier_is_the_one_that_made_the_predictions(
             test = p[(p["config"] == config) & (p["fold"] == fold)]
             pipe = _fold_pipeline(fs, res, config, 0, fold)
             assert list(pipe.predict(fs.X[test["row"].to_numpy()])) == list(test["pred"]), (config, fold)
+
+
+def test_cv_no_saliency_leaves_the_overlays_out_and_says_so(tmp_path, capsys):
+    """`deepfeat cv --no-saliency`: the report draws no Grad-CAM overlay and its config says they were switched off."""
+    from deepfeat.data.synthetic import make_synthetic_smears
+    from deepfeat.extraction.api import extract_features
+
+    cells = make_synthetic_smears(tmp_path / "cells", n_per_class=6, classes=["blast", "lymphocyte"], size=40, seed=2)
+    fs = extract_features(cells, model="test_efficientnet", weights="none", layer="pooled", image_size=32,
+                          cache=False, progress=False)
+    fs.save(tmp_path / "f.features")
+    code, _, err = run(capsys, "cv", tmp_path / "f.features", "-o", tmp_path / "r", "--classifier", "svm",
+                       "--folds", 3, "--n-features", 6, "--baseline", "none", "--fold-cache", "none",
+                       "--no-saliency", "--quiet")
+    assert code == 0, err
+    note = json.loads((tmp_path / "r" / "config.json").read_text())["saliency"]
+    assert note["n_overlays"] == 0 and "switched off" in note["note"]
+    assert 'class="saliency"' not in (tmp_path / "r" / "report.html").read_text()

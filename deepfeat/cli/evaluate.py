@@ -95,6 +95,8 @@ def cv(
     resources: Annotated[Optional[str], typer.Option(help="Dask worker resources each fold's fine-tuning task needs "
                                                      "with --finetune and --scheduler (e.g. GPU=1 with workers "
                                                      "started with --resources GPU=1).")] = None,
+    saliency: Annotated[bool, typer.Option("--saliency/--no-saliency", help="Grad-CAM overlays beside the report's "
+                                           "gallery images (about one forward pass each).")] = defaults.SALIENCY,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
     from deepfeat.reporting.stats import comparison_lines, nested_lines
@@ -104,7 +106,8 @@ def cv(
     show_messages(progress)
     experiment = renamed_option(ctx, "config", "experiment")
     results = cross_validate_experiment(features or None, output, experiment=experiment, finetune_in_fold=finetune,
-                                        overrides=typed_options(ctx, CV_OPTIONS), progress=progress, log=typer.echo)
+                                        overrides=typed_options(ctx, CV_OPTIONS), progress=progress, log=typer.echo,
+                                        saliency=saliency)
     typer.echo(results.table().to_string())
     for line in results.honesty_lines() + nested_lines(results) + (
             comparison_lines(results) if results.comparisons is not None else []) + coverage_lines(results):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from deepfeat import defaults
 from deepfeat.evaluation.fold_work import BASELINE_MAJORITY
 from deepfeat.fileio import atomic_write_bytes, write_csv
 from deepfeat.reporting import plots, stats
@@ -119,7 +120,8 @@ REPORT_FILES = ("results.csv", "per_fold.csv", "per_class.csv", "predictions.csv
                 "calibration.csv", "conformal.csv", "config.json", "report.md", "report.html")
 
 
-def write_report(results, out_dir, *, gallery_limits: dict | None = None, features=None) -> dict:
+def write_report(results, out_dir, *, gallery_limits: dict | None = None, features=None,
+                 saliency: bool = defaults.SALIENCY) -> dict:
     """Write every table, ``config.json``, the plots, ``report.md`` and ``report.html`` into ``out_dir``.
 
     Parameters
@@ -134,6 +136,8 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None, featur
         The FeatureSet that was cross-validated: with it, the gallery's images get saliency overlays
         (:func:`deepfeat.reporting.saliency.attach_saliency`) when its network can be rebuilt offline and the
         images are reachable; otherwise the report says why there are none.
+    saliency : bool, default True
+        False: no overlays (the report says they were switched off); each costs about one forward pass.
 
     Returns
     -------
@@ -164,7 +168,8 @@ def write_report(results, out_dir, *, gallery_limits: dict | None = None, featur
         if verdict["best"] else None
     correct = correct_gallery(results.predictions, verdict["best"], results.classes, limits=limits) \
         if verdict["best"] else None
-    saliency = attach_saliency(features, results, verdict["best"], [errors, correct], limits)
+    saliency = attach_saliency(features, results, verdict["best"], [errors, correct], limits) if saliency else \
+        {"n_overlays": 0, "note": "Saliency maps were not drawn: switched off (deepfeat cv --no-saliency; saliency=False in Python)."}
     config["saliency"] = {k: saliency.get(k) for k in ("n_overlays", "note")}
     write_json(paths["config"], config)
 
