@@ -13,6 +13,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from deepfeat.classifiers.memo import LastRows
 from deepfeat.classifiers.small_data import _fit_early_stopping_if_possible
 
 __all__ = ["GramSVC", "KernelNaiveBayes", "BalancedSampleWeight", "FullBatchMLP"]
@@ -94,11 +95,15 @@ class GramSVC(ClassifierMixin, BaseEstimator):
         self.support_vectors_ = X[self.svc_.support_]
         self.n_iter_ = self.svc_.n_iter_
         self._n_train = X.shape[0]
+        self._test_gram = LastRows()  # predict then decision_function on the same rows: one kernel
         return self
 
     def _gram(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._test_gram.get(X, lambda: self._support_gram(X))
+
+    def _support_gram(self, X):
         # only support-vector columns matter to libsvm; the others stay zero
         K = np.zeros((X.shape[0], self._n_train))
         K[:, self.svc_.support_] = rbf_kernel(X, self.support_vectors_, gamma=self.gamma_)

@@ -24,10 +24,13 @@ import math
 import warnings
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier as _SklearnKNN
 from sklearn.neural_network import MLPClassifier
+
+from deepfeat.classifiers.memo import LastRows
 
 __all__ = ["early_stopping_problem", "EarlyStoppingMLP", "EarlyStoppingSGD", "FlooredGaussianNB",
            "KNeighborsClassifier"]
@@ -181,6 +184,7 @@ class KNeighborsClassifier(_SklearnKNN):
 
     def fit(self, X, y):
         super().fit(X, y)
+        self._proba = LastRows()  # predict (which, for uniform votes, is argmax predict_proba) then predict_proba
         self.n_neighbors_ = min(int(self.n_neighbors), int(self.n_samples_fit_))
         if self.n_neighbors_ < self.n_neighbors:
             warnings.warn(f"KNeighborsClassifier: n_neighbors={self.n_neighbors} but only {self.n_samples_fit_} "
@@ -202,4 +206,8 @@ class KNeighborsClassifier(_SklearnKNN):
         return self._capped(super().predict, X)
 
     def predict_proba(self, X):
-        return self._capped(super().predict_proba, X)
+        memo = getattr(self, "_proba", None)  # absent in a model pickled before deepfeat 0.3
+        if memo is None or X is None or issparse(X):
+            return self._capped(super().predict_proba, X)
+        return memo.get(X, lambda: self._capped(super(KNeighborsClassifier, self).predict_proba, X),
+                        also=repr(sorted(self.get_params().items())))
