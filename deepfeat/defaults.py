@@ -63,7 +63,7 @@ SEED = 0
 GROUPS = "auto"
 BASELINE = "auto"
 BASELINES = ("auto", "histogram", "majority", "none")
-N_JOBS = 1
+N_JOBS = "auto"
 INNER_FOLDS = 5
 RECIPE = "transfer"
 # few-shot episodes: deepfeat fewshot, few_shot_evaluate (groups, seed and baseline as above)

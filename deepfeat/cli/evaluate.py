@@ -11,6 +11,7 @@ from deepfeat import defaults
 from deepfeat.cli.messages import echo_err, show_messages
 from deepfeat.cli.options import (
     N_FEATURES_HELP,
+    N_JOBS_HELP,
     PROGRESS_HELP,
     SCHEDULER_HELP,
     AllowVersionMismatch,
@@ -18,7 +19,7 @@ from deepfeat.cli.options import (
     MRMRMethod,
     TrustModel,
     fold_cache_value,
-    n_features_value,
+    int_or_auto,
     renamed_option,
     set_max_pixels,
     typed_options,
@@ -48,7 +49,7 @@ def cv(
                                                             "...")] = list(defaults.CLASSIFIERS),
     select: Annotated[Optional[list[str]], typer.Option("--select", help="none and/or mrmr (repeatable).")]
     = list(defaults.SELECTIONS),
-    n_features: Annotated[str, typer.Option(parser=n_features_value, metavar="<int|auto>", help=N_FEATURES_HELP)]
+    n_features: Annotated[str, typer.Option(parser=int_or_auto, metavar="<int|auto>", help=N_FEATURES_HELP)]
     = defaults.N_FEATURES,
     mrmr_threshold: Annotated[Optional[float], typer.Option(help="Keep features whose mRMR score >= T instead.")]
     = None,
@@ -60,7 +61,8 @@ def cv(
                                              "so), none, or FILE.csv:COLUMN with columns path and "
                                              "COLUMN (default 'group').")] = defaults.GROUPS,
     seed: Annotated[int, typer.Option(help="Seed of the folds and classifiers.")] = defaults.SEED,
-    n_jobs: Annotated[int, typer.Option(help="Parallel folds (joblib).")] = defaults.N_JOBS,
+    n_jobs: Annotated[str, typer.Option(parser=int_or_auto, metavar="<int|auto>", help=N_JOBS_HELP)]
+    = defaults.N_JOBS,
     class_weight: Annotated[Optional[str], typer.Option(help="'balanced' to weight classes.")] = None,
     baseline: Annotated[str, typer.Option(help="auto, histogram, majority or none.")] = defaults.BASELINE,
     experiment: Annotated[Optional[str], typer.Option(help="Experiment (pipelines/*.toml or a shipped name): runs "
@@ -123,7 +125,7 @@ def fit(
                                                  "probabilities, so 'predict' writes class probabilities.")]
     = defaults.FIT_CLASSIFIER,
     select: Annotated[str, typer.Option(help="none or mrmr.")] = defaults.FIT_SELECT,
-    n_features: Annotated[str, typer.Option(parser=n_features_value, metavar="<int|auto>", help=N_FEATURES_HELP)]
+    n_features: Annotated[str, typer.Option(parser=int_or_auto, metavar="<int|auto>", help=N_FEATURES_HELP)]
     = defaults.N_FEATURES,
     mrmr_threshold: Annotated[Optional[float], typer.Option(help="Keep features whose mRMR score >= T "
                                                                  "instead.")] = None,

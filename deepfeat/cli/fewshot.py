@@ -8,7 +8,7 @@ import typer
 
 from deepfeat import defaults
 from deepfeat.cli.messages import echo_err
-from deepfeat.cli.options import comma_list, n_features_value, renamed_option
+from deepfeat.cli.options import comma_list, int_or_auto, renamed_option
 
 
 def _echo_results(table: str, honesty: list, skipped: list, paths: dict) -> None:
@@ -62,7 +62,7 @@ def curve(
     classifier: Annotated[str, typer.Option(help="Classifier preset (see 'deepfeat cv --help').")]
     = defaults.CURVE_CLASSIFIER,
     select: Annotated[str, typer.Option(help="mrmr or none.")] = defaults.CURVE_SELECT,
-    n_features: Annotated[str, typer.Option(parser=n_features_value, metavar="<int|auto>",
+    n_features: Annotated[str, typer.Option(parser=int_or_auto, metavar="<int|auto>",
                                             help="Features kept by mRMR: an int, or auto (as 'deepfeat cv').")]
     = defaults.N_FEATURES,
     repeats: Annotated[int, typer.Option(min=1)] = defaults.CURVE_REPEATS,

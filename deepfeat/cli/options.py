@@ -34,14 +34,18 @@ def comma_list(values) -> str:
     return ",".join(map(str, values))
 
 
-def n_features_value(text):
-    """--n-features: ``auto`` or an int, forwarded; the library checks the range against the features."""
+def int_or_auto(text):
+    """``auto`` or an int, forwarded (--n-features, --n-jobs); the library checks the value."""
     if text is None or text == "auto" or isinstance(text, int):
         return text
     try:
         return int(text)
     except ValueError:
         raise typer.BadParameter(f"an int or 'auto'; got {text!r}") from None
+
+
+N_JOBS_HELP = ("Worker processes for the folds: auto (one per core when the features hold >= 1e6 values, else 1) or "
+               "an int (-1 = every core). Results do not depend on it.")
 
 
 def word_or_number(text):

@@ -24,7 +24,7 @@ from deepfeat.evaluation.compare import compare_configs
 from deepfeat.evaluation.fold_cache import resolve_fold_cache
 from deepfeat.evaluation.fold_work import Fold, fold_record
 from deepfeat.evaluation.folds import make_folds
-from deepfeat.evaluation.parameters import check_count, resolve_baseline
+from deepfeat.evaluation.parameters import check_count, resolve_baseline, resolve_n_jobs
 from deepfeat.evaluation.results import CVResults, assemble_results
 from deepfeat.selection.mrmr import auto_n_features, resolve_n_features
 
@@ -161,6 +161,8 @@ def _plan(features, o: dict) -> _Plan:
     classes, y = np.unique(first.y, return_inverse=True)
     tasks = [(r, k, tr, te, r * o["folds"] + k) for r, k, tr, te in
              make_folds(y, group_ids, o["folds"], o["repeats"], o["seed"], class_names=classes)]
+    o["n_jobs"] = resolve_n_jobs(o["n_jobs"], n_values=sum(fs.X.size for fs in sets.values()),
+                                 n_tasks=len(tasks) * len(sets), per_fold_features=o["fold_features"] is not None)
     inner = None
     if o["nested"]:  # every inner split is made (and checked) before any work
         from deepfeat.evaluation.nested import inner_splits
@@ -288,7 +290,7 @@ def _execute(plan: _Plan, client) -> CVResults:
 def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=defaults.SELECTIONS,
                    n_features=defaults.N_FEATURES, threshold=None, mrmr_method: str = defaults.MRMR_METHOD,
                    folds: int = defaults.FOLDS, repeats: int = defaults.REPEATS, groups=defaults.GROUPS,
-                   seed: int = defaults.SEED, n_jobs: int = defaults.N_JOBS, class_weight=None,
+                   seed: int = defaults.SEED, n_jobs: int | str = defaults.N_JOBS, class_weight=None,
                    baseline=defaults.BASELINE, fold_features: Callable | None = None, progress: bool = True,
                    nested: bool = defaults.NESTED, inner_folds: int = defaults.INNER_FOLDS, fold_cache=defaults.FOLD_CACHE,
                    rope: float = defaults.ROPE, scheduler=defaults.SCHEDULER, resources=None,
@@ -317,8 +319,11 @@ def cross_validate(features, *, classifiers=defaults.CLASSIFIERS, selections=def
         ``repeats`` x stratified ``folds``-fold CV; repeat r shuffles with ``seed + r``.
     groups : "auto", "none", None or array-like
         "auto": the FeatureSet's subject ids when present (stated in the report), else image-level folds.
-    n_jobs : int
-        Folds run in parallel with joblib when != 1.
+    n_jobs : "auto" or int
+        Worker processes for the folds (joblib; -1 = every core). "auto": one per core when the features hold
+        at least a million values (3,256 x 1,000 does; the 320-image demo does not), else 1; with
+        ``fold_features``, 1 (:func:`deepfeat.evaluation.parameters.resolve_n_jobs`). Results are the same for
+        every value; ``config["parameters"]`` records the number used.
     class_weight : None or "balanced"
         See :func:`deepfeat.classifiers.presets.get_classifier`; unsupported cases are recorded in the report.
     baseline : "auto", "histogram", "majority" or "none" (None)

@@ -11,7 +11,11 @@ from numbers import Integral
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 
-__all__ = ["check_count", "resolve_baseline"]
+__all__ = ["AUTO_PARALLEL_VALUES", "check_count", "resolve_baseline", "resolve_n_jobs"]
+
+#: ``n_jobs="auto"`` runs folds in worker processes from this many feature values (rows x columns of every
+#: feature matrix) on: below it a fold is scored in less time than a worker takes to start and import.
+AUTO_PARALLEL_VALUES = 1_000_000
 
 
 def check_count(name: str, value, minimum: int) -> int:
@@ -51,3 +55,29 @@ def resolve_baseline(baseline) -> str:
         raise DeepfeatError(f"The 'baseline' parameter must be one of {allowed} (or None, the same as 'none'). "
                             f"Got {baseline!r} instead.")
     return baseline
+
+
+def resolve_n_jobs(n_jobs, *, n_values: int, n_tasks: int, per_fold_features: bool = False) -> int:
+    """The worker processes the folds run on, for joblib: ``n_jobs`` as given, or for ``"auto"`` one per core
+    (``joblib.cpu_count()``: affinity and container limits respected), at most one per task, when the feature
+    matrices hold at least :data:`AUTO_PARALLEL_VALUES` values, else 1. ``per_fold_features`` (in-fold
+    fine-tuning, where each fold trains a network with torch's own threads): ``"auto"`` is 1. Results do not depend
+    on it: each fold's work is the same in a worker as here.
+
+    Examples
+    --------
+    >>> resolve_n_jobs("auto", n_values=320 * 1000, n_tasks=10)
+    1
+    >>> resolve_n_jobs(3, n_values=10, n_tasks=10)
+    3
+    """
+    if n_jobs == "auto":
+        if per_fold_features or n_values < AUTO_PARALLEL_VALUES:
+            return 1
+        from joblib import cpu_count
+
+        return max(1, min(cpu_count(), int(n_tasks)))
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0:
+        raise DeepfeatError("The 'n_jobs' parameter must be 'auto' or a non-zero int (joblib's: -1 = every core). "
+                            f"Got {n_jobs!r} instead.")
+    return int(n_jobs)
