@@ -210,3 +210,19 @@ def test_gallery_embeds_thumbnails_most_confident_first_and_caps(cells_run, tmp_
     assert "<td>knn+mrmr</td><td>4</td>" in tables and "<td>10</td>" in tables  # feature counts, not 4.0
     assert not re.search(r"<td>\d+\.0</td>", tables) and "nan" not in tables.lower()
     assert "<td>baseline-majority</td><td>—</td>" in tables  # a baseline has no feature count
+
+
+def test_figures_drawn_in_workers_are_the_same_bytes(cells_run):
+    """A run on several workers draws its report's figures on several too; the PNGs are identical."""
+    import copy
+
+    from deepfeat.reporting.report import _figures
+
+    res = copy.deepcopy(cells_run[1])
+    verdict = build_verdict(res)
+    res.config["parameters"]["n_jobs"] = 1
+    here = _figures(res, verdict)
+    res.config["parameters"]["n_jobs"] = 2
+    workers = _figures(res, verdict)
+    assert [f["stem"] for f in here] == [f["stem"] for f in workers] and len(here) >= 5
+    assert all(a["png"] == b["png"] and a["caption"] == b["caption"] for a, b in zip(here, workers))

@@ -44,15 +44,15 @@ def trust_frames(results) -> dict:
             "conformal": getattr(results, "conformal", None)}
 
 
-def trust_figures(results, order) -> list[tuple[str, str, bytes]]:
-    """(stem, caption, png) of the reliability diagrams, in ``order``; none when no configuration has
-    probabilities."""
+def trust_figures(results, order) -> list[tuple]:
+    """(stem, caption, draw, args) of the reliability diagrams, in ``order`` (``draw(*args)`` gives the PNG);
+    none when no configuration has probabilities."""
     table = calibration_table(results.predictions, results.classes).set_index("config")
     configs = [(c, table.loc[c, "ece"]) for c in order if c in table.index]
     if not configs:
         return []
     return [("reliability", f"Reliability: accuracy against confidence ({CALIBRATION_TEXT})",
-             reliability_png(results.predictions, configs, results.classes))]
+             reliability_png, (results.predictions, configs, results.classes))]
 
 
 def _pct(v) -> str:
