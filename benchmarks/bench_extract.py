@@ -228,21 +228,24 @@ def part_levers(args, folder: Path, scratch: Path) -> None:
         m = float(np.median(times[k]))
         err = float(np.abs(f(x[:16]) - ref[:16]).max() / np.abs(ref[:16]).max())
         print(f"  {k:30s} {len(paths) / m:7.1f} img/s  x{base / m:.2f} vs eager b32   max rel diff {err:.1e}")
-    _whole_runs(name, weights, net, paths, timm_transform, args.rounds)
+    _whole_runs(name, weights, net, paths, timm_transform, args.rounds, args.whole)
 
 
-def _whole_runs(name, weights, net, paths, transform, rounds) -> None:
-    """Images in, features out: the plain loop against extract_features by name, runtime torch / auto, tta none / d4."""
+WHOLE_RUNS = "torch:none,torch:d4,auto:none,auto:d4"
+
+
+def _whole_runs(name, weights, net, paths, transform, rounds, whole: str = WHOLE_RUNS) -> None:
+    """Images in, features out: the plain loop against extract_features by name, for each ``runtime:tta`` of
+    ``whole``."""
     runs, used = {"plain timm loop (decode + b32 eager)": lambda: plain_loop(net, paths, transform, 32)[0]}, {}
-    for runtime in ("torch", "auto"):
-        for tta in ("none", "d4"):
-            def run(runtime=runtime, tta=tta, key=f"deepfeat runtime={runtime} tta={tta}"):
-                t = time.perf_counter()
-                fs = extract_features(paths, model=name, weights=weights, cache=False, progress=False,
-                                      precision="fp32", runtime=runtime, tta=tta)
-                used[key] = (fs.meta if tta == "none" else fs.meta["blocks"][0])["runtime"]
-                return len(paths) / (time.perf_counter() - t)
-            runs[f"deepfeat runtime={runtime} tta={tta}"] = run
+    for runtime, tta in (item.split(":") for item in whole.split(",")):
+        def run(runtime=runtime, tta=tta, key=f"deepfeat runtime={runtime} tta={tta}"):
+            t = time.perf_counter()
+            fs = extract_features(paths, model=name, weights=weights, cache=False, progress=False,
+                                  precision="fp32", runtime=runtime, tta=tta)
+            used[key] = (fs.meta if tta == "none" else fs.meta["blocks"][0])["runtime"]
+            return len(paths) / (time.perf_counter() - t)
+        runs[f"deepfeat runtime={runtime} tta={tta}"] = run
     speed, rss = {k: [] for k in runs}, {}
     for _ in range(rounds):
         for k, f in runs.items():
@@ -254,8 +257,10 @@ def _whole_runs(name, weights, net, paths, transform, rounds) -> None:
         note = f"  [ran on {used[k]}]" if k in used else ""
         print(f"  {k:40s} {s:7.1f} img/s  x{s / plain:.2f} vs plain loop  peak RSS so far {rss[k]:.0f} MB{note}")
     for runtime in ("torch", "auto"):
-        one, d4 = (float(np.median(speed[f"deepfeat runtime={runtime} tta={t}"])) for t in ("none", "d4"))
-        print(f"  D4 / one-view cost, runtime={runtime}: {one / d4:.2f}x")
+        keys = [f"deepfeat runtime={runtime} tta={t}" for t in ("none", "d4")]
+        if all(k in speed for k in keys):
+            one, d4 = (float(np.median(speed[k])) for k in keys)
+            print(f"  D4 / one-view cost, runtime={runtime}: {one / d4:.2f}x")
 
 
 def main(argv=None) -> None:
@@ -269,6 +274,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", default="0", help="worker counts to compare (first model only)")
     parser.add_argument("--part", choices=("all", "levers"), default="all")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of (e); the median is reported")
+    parser.add_argument("--whole", default=WHOLE_RUNS,
+                        help="whole runs of (e) as runtime:tta pairs, e.g. 'auto:none' for the >= 2x check alone")
     parser.add_argument("--compile", action="store_true", help="include torch.compile in (e) (minutes to compile)")
     args = parser.parse_args(argv)
     print(f"deepfeat extraction benchmark: torch {torch.__version__}, {os.cpu_count()} CPUs, "
