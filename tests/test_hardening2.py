@@ -152,6 +152,20 @@ def test_md_escape_is_the_one_escape_of_every_markdown_expression():
     assert "&amp;lt;" not in md  # a macro's escaped output is not escaped twice
 
 
+@pytest.mark.parametrize("name", ["[blast](javascript:alert(1))", "[x] ( JavaScript:alert(1))",
+                                  "[x](<vbscript:msgbox>)", "[x](data:text/html;base64,PHNjcmlwdD4=)"])
+def test_md_escape_breaks_script_links_and_keeps_web_links(name):
+    import re
+
+    from deepfeat.reporting.writing import md_escape, render
+
+    md = render("fewshot_report.md.j2", title=name, intro="see [the docs](https://example.org)", honesty=[],
+                tables=[], figures=[], files=[name])
+    assert not re.search(r"\]\s*\(\s*(?:&lt;)?\s*(?:javascript|vbscript|data):", md, re.IGNORECASE)
+    assert "[the docs](https://example.org)" in md
+    assert md_escape(md_escape(name)) == md_escape(name)
+
+
 def test_cv_report_md_carries_no_html(tmp_path):
     from deepfeat.evaluation.cross_validation import cross_validate
     from deepfeat.reporting.report import write_report

@@ -90,6 +90,8 @@ def table_block(df, *, title: str, key: str, open_: bool = False, note: str = ""
             "note": note, "n_rows": len(rows)}
 
 
+#: A Markdown inline link to a script / data URL (``[x](javascript:...)``): the ``(`` is escaped so it reads as text.
+_MD_SCRIPT_LINK = re.compile(r"\](\s*)\((?=\s*<?\s*(?:javascript|vbscript|data|file):)", re.IGNORECASE)
 _MD_ENTITY = re.compile(r"&(?!(?:amp|lt|gt|#\d+);)")
 
 
@@ -98,17 +100,21 @@ def md_escape(value) -> str:
 
     Every ``{{ ... }}`` of a Markdown template goes through it (the environment's ``finalize``), so a class, file or
     configuration name such as ``<script>`` or ``<img onerror=...>`` reads as text in every Markdown viewer, also
-    one that passes HTML through; Markdown itself (``**``, ``|``, links the templates write) is untouched. It is
-    idempotent (a macro's already escaped output is not escaped twice).
+    one that passes HTML through; a Markdown link to a ``javascript:`` / ``vbscript:`` / ``data:`` / ``file:`` URL
+    in a name loses its link syntax (``](`` becomes ``]\\(``). Markdown itself (``**``, ``|``, the https links the
+    templates write) is untouched. It is idempotent (a macro's already escaped output is not escaped twice).
 
     Examples
     --------
     >>> md_escape("<img src=x onerror=alert(1)> & co")
     '&lt;img src=x onerror=alert(1)&gt; &amp; co'
+    >>> md_escape("[blast](javascript:alert(1))")
+    '[blast]\\\\(javascript:alert(1))'
     >>> md_escape(md_escape("a < b")) == md_escape("a < b")
     True
     """
     text = _MD_ENTITY.sub("&amp;", str(value))
+    text = _MD_SCRIPT_LINK.sub(lambda m: "]" + m.group(1) + "\\(", text)
     return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
