@@ -369,3 +369,14 @@ def test_small_data_knn_is_scikit_learns_when_k_fits():
     assert few.n_neighbors == 10 and few.predict_proba(Q).shape == (7, 2)  # the parameter is left as set
     want = Theirs(n_neighbors=4, weights="distance").fit(X[[0, 1, 10, 11]], y[[0, 1, 10, 11]]).predict_proba(Q)
     assert np.array_equal(few.predict_proba(Q), want)
+
+
+def test_finetune_report_md_renders_without_a_curves_figure():
+    from deepfeat.reporting.writing import render
+
+    md = render("finetune_report.md.j2", title="t", intro="i", sentences=["s."], tables=[], errors=None,
+                figure_files={})
+    assert "# t" in md and "Loss and accuracy" not in md
+    md = render("finetune_report.md.j2", title="t", intro="i", sentences=["s."], tables=[], errors=None,
+                figure_files={"curves": "run.curves.png"})
+    assert "![Loss and accuracy per epoch](run.curves.png)" in md
