@@ -13,7 +13,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from deepfeat.classifiers.memo import LastRows
+from deepfeat.classifiers.memo import LastRows, without_memo
 from deepfeat.classifiers.small_data import _fit_early_stopping_if_possible
 
 __all__ = ["GramSVC", "KernelNaiveBayes", "BalancedSampleWeight", "FullBatchMLP"]
@@ -101,7 +101,11 @@ class GramSVC(ClassifierMixin, BaseEstimator):
     def _gram(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return self._test_gram.get(X, lambda: self._support_gram(X))
+        memo = getattr(self, "_test_gram", None)  # not in a loaded model file
+        return self._support_gram(X) if memo is None else memo.get(X, lambda: self._support_gram(X))
+
+    def __getstate__(self):
+        return without_memo(super().__getstate__(), "_test_gram")
 
     def _support_gram(self, X):
         # only support-vector columns matter to libsvm; the others stay zero

@@ -7,7 +7,8 @@ vectors, and for :class:`~deepfeat.classifiers.small_data.KNeighborsClassifier` 
 test row; on 3,256 x 1,000 features each is ~5 % of a default ``deepfeat cv``. :class:`LastRows` keeps the last
 answer with a key made from the rows' bytes (shape, dtype and a BLAKE2b digest), so the second call reuses it and
 returns exactly what a fresh computation would. The estimator creates a new one in ``fit`` (a refitted model never
-sees an old answer) and leaves it out of its pickled state, so model files do not grow.
+sees an old answer) and leaves it out of its pickled state (:func:`without_memo`), so model files (joblib, .skops)
+hold what they held before and a loaded model simply computes without it.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["LastRows", "rows_key"]
+__all__ = ["LastRows", "rows_key", "without_memo"]
 
 
 def rows_key(X) -> tuple:
@@ -50,8 +51,12 @@ class LastRows:
 
     __hash__ = None
 
-    def __getstate__(self):  # pickled empty: the answer belongs to the process that computed it
-        return {"_last": None}
-
     def __repr__(self) -> str:
         return "LastRows()"
+
+
+def without_memo(state: dict, name: str) -> dict:
+    """An estimator's ``__getstate__`` dict without its memo attribute ``name``."""
+    state = dict(state)
+    state.pop(name, None)
+    return state

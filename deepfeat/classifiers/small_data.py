@@ -30,7 +30,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier as _SklearnKNN
 from sklearn.neural_network import MLPClassifier
 
-from deepfeat.classifiers.memo import LastRows
+from deepfeat.classifiers.memo import LastRows, without_memo
 
 __all__ = ["early_stopping_problem", "EarlyStoppingMLP", "EarlyStoppingSGD", "FlooredGaussianNB",
            "KNeighborsClassifier"]
@@ -205,8 +205,11 @@ class KNeighborsClassifier(_SklearnKNN):
     def predict(self, X):
         return self._capped(super().predict, X)
 
+    def __getstate__(self):
+        return without_memo(super().__getstate__(), "_proba")
+
     def predict_proba(self, X):
-        memo = getattr(self, "_proba", None)  # absent in a model pickled before deepfeat 0.3
+        memo = getattr(self, "_proba", None)  # not in a loaded model file
         if memo is None or X is None or issparse(X):
             return self._capped(super().predict_proba, X)
         return memo.get(X, lambda: self._capped(super(KNeighborsClassifier, self).predict_proba, X),
