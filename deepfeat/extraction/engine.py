@@ -124,8 +124,8 @@ class Engine:
         self._check_stages(net)
         if "logits" in self.layers and self.info.get("head_untrained"):  # a hybrid's new fused head
             warnings.warn(f"{self.backbone}: the 1000 'logits' of this network come from an untrained head (only "
-                          "its members have ImageNet weights); use layer='pooled' (--layer pooled) for its ImageNet "
-                          "features, or fine-tune it first", UserWarning, stacklevel=2)
+                          "its members have ImageNet weights); use layer='pooled' for its ImageNet features, or "
+                          "fine-tune it first", UserWarning, stacklevel=2)
         self.data_config = dict(resolve_data_config(net))
         if image_size is not None:
             self.data_config["input_size"] = (3, int(image_size), int(image_size))

@@ -51,8 +51,8 @@ def attach_head(backbone: nn.Module, head: str, n_classes: int) -> nn.Module:
     if head == "keep1000":
         if (getattr(backbone, "deepfeat_info", None) or {}).get("head_untrained"):  # a hybrid's new fused head
             warnings.warn("head='keep1000' puts the new layer on the 1000 outputs of this network's untrained head "
-                          "(only its members have ImageNet weights); head='replace' (--head replace) trains its "
-                          "one fused head instead", UserWarning, stacklevel=3)
+                          "(only its members have ImageNet weights); head='replace' trains its one fused head "
+                          "instead", UserWarning, stacklevel=3)
         return KeepHeadClassifier(backbone, n_classes)
     if not hasattr(backbone, "reset_classifier"):
         raise DeepfeatError(
