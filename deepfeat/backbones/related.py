@@ -41,6 +41,7 @@ stages with the same grids at each (the Lite members: 9 each). Their composition
 """
 from __future__ import annotations
 
+import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
@@ -180,8 +181,6 @@ class HybridNet(nn.Module):
     def __init__(self, members, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  global_pool: str = "avg", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
         super().__init__()
-        import timm
-
         self.member_names = tuple(members)
         nets, renorms = [], []
         for name in self.member_names:
