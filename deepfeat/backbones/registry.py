@@ -8,6 +8,9 @@ from deepfeat import catalog
 from deepfeat.backbones.darknet import (
     Darknet,  # importing registers darknet19 / tiny_darknet with timm
 )
+from deepfeat.backbones.related import (  # noqa: F401  importing registers the small CNN and the hybrids with timm
+    HybridNet,
+)
 from deepfeat.errors import DeepfeatError
 
 __all__ = ["ALIASES", "canonical_name", "new_model", "list_backbones", "resolve_data_config"]
@@ -52,6 +55,12 @@ _SUGGESTED = {
     "inception_v3": "Inception-v3 (timm, 299 px); imagenet from the timm hub",
     "legacy_xception": "Xception (timm; alias 'xception', 299 px); imagenet from the timm hub",
     "efficientnet_b3": "EfficientNet-B3 (timm); imagenet from the timm hub",
+    "deepfeat_small_cnn": "small CNN trained from scratch (4 conv-BN-ReLU-maxpool blocks, 128 px); no pretrained "
+                          "weights: weights none",
+    "hybrid_lite012": "EfficientNet-Lite0 + Lite1 + Lite2, pooled features concatenated, one fused head (224 px); "
+                      "imagenet = each member's shipped weights (offline), the fused head is new",
+    "hybrid_vgg16_inception_v3_xception": "VGG16 + Inception-v3 + Xception, one fused head (299 px); imagenet = "
+                                          "each member's weights from the timm hub",
 }
 
 

@@ -13,6 +13,10 @@
   ``state_dict`` / ``model`` / ``state_dict_ema``, or a deepfeat fine-tune checkpoint), ``.safetensors``, or a
   Darknet ``.weights`` file. Loading is strict; a file of another architecture is refused with the keys that differ.
 - ``"none"``: random initialisation, only when asked for by name.
+
+The hybrids of :mod:`deepfeat.backbones.related` take ``"imagenet"`` member by member (each through the sources
+above; one that fails names every member that could not be had) and get a new, seeded fused head;
+``deepfeat_small_cnn`` has no ImageNet weights and refuses ``"imagenet"``.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import torch
 from deepfeat import catalog
 from deepfeat.backbones.darknet_io import load_darknet_weights
 from deepfeat.backbones.registry import canonical_name, new_model
+from deepfeat.backbones.related import FROM_SCRATCH, HYBRID_MEMBERS
 from deepfeat.backbones.weight_files import file_sha256, load_weights_file
 from deepfeat.errors import DeepfeatError, WeightsUnavailableError
 from deepfeat.fileio import atomic_write
@@ -77,7 +82,9 @@ def create_backbone(name: str, weights="imagenet", *, num_classes: int | None = 
     torch.nn.Module
         In eval mode, with ``model.deepfeat_info``: ``backbone``, ``weights`` (as given), ``weights_source``
         ("file", "package", "hub" or "none"), ``weights_sha256`` and ``weights_path`` (the file read, when there
-        is one), ``checkpoint`` (the non-tensor metadata of a deepfeat fine-tune checkpoint, else None).
+        is one), ``checkpoint`` (the non-tensor metadata of a deepfeat fine-tune checkpoint, else None). A hybrid
+        with ``"imagenet"`` also has ``members`` (each member's info; ``weights_source`` is theirs, joined by "+")
+        and ``head_untrained`` (True: its fused head is new).
 
     Raises
     ------
@@ -122,6 +129,11 @@ def create_backbone(name: str, weights="imagenet", *, num_classes: int | None = 
 # ----------------------------------------------------------------------------------------------- "imagenet"
 
 def _load_imagenet(name: str, weights):
+    if name in FROM_SCRATCH:
+        raise DeepfeatError(f"{name} has no ImageNet weights: it is trained from scratch. Use weights='none' "
+                            "(--weights none) for its seeded random initialisation, or a file of a trained one")
+    if name in HYBRID_MEMBERS:
+        return _hybrid_imagenet(name, weights)
     tried: list[str] = []
     if name in PACKAGE_WEIGHTS:
         result = _from_package(name, tried)
@@ -153,6 +165,37 @@ def _load_imagenet(name: str, weights):
     raise WeightsUnavailableError(
         f"no ImageNet weights for {name!r}. Sources tried:\n" + "\n".join(f"  - {t}" for t in tried)
         + f"\nTo fix: {how}. For random weights ask for them: --weights none.\n" + catalog.offline_hint())
+
+
+def _hybrid_imagenet(name: str, weights):
+    """A hybrid with each member's ImageNet weights and a new fused head (seeded as ``"none"`` seeds)."""
+    loaded, infos, failed = [], [], []
+    for member in HYBRID_MEMBERS[name]:
+        try:
+            net, info = _load_imagenet(member, weights)
+        except WeightsUnavailableError as exc:
+            sources = [line for line in str(exc).splitlines() if line.startswith("  - ")]
+            failed.append(f"  {member}:\n" + "\n".join("  " + line for line in sources))
+            continue
+        loaded.append(net)
+        infos.append(info)
+    if failed:
+        missing = [f.split(":")[0].strip() for f in failed]
+        raise WeightsUnavailableError(
+            f"no ImageNet weights for {len(missing)} of the {len(HYBRID_MEMBERS[name])} members of {name!r}: "
+            f"{', '.join(missing)}. Sources tried:\n" + "\n".join(failed)
+            + "\nTo fix: run once with network access to fill the hub cache, pass a checkpoint of the whole "
+            "hybrid with --weights PATH, or use the offline twin hybrid_lite012. For random weights ask for them: "
+            "--weights none.\n" + catalog.offline_hint())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        model = new_model(name)
+    model.load_member_weights(loaded)
+    sources = sorted({i["weights_source"] for i in infos})
+    info = _info(name, weights, sources[0] if len(sources) == 1 else "+".join(sources))
+    info["members"] = infos
+    info["head_untrained"] = True  # only the members are trained: the fused head's 1000 logits mean nothing
+    return model, info
 
 
 def map_lite_state_dict(src: dict, model: torch.nn.Module) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from numbers import Integral
@@ -121,6 +122,10 @@ class Engine:
         self.info = dict(getattr(net, "deepfeat_info", None) or {})
         self.backbone = self.info.get("backbone") or (model if isinstance(model, str) else type(net).__name__)
         self._check_stages(net)
+        if "logits" in self.layers and self.info.get("head_untrained"):  # a hybrid's new fused head
+            warnings.warn(f"{self.backbone}: the 1000 'logits' of this network come from an untrained head (only "
+                          "its members have ImageNet weights); use layer='pooled' for its ImageNet features, or "
+                          "fine-tune it first", UserWarning, stacklevel=2)
         self.data_config = dict(resolve_data_config(net))
         if image_size is not None:
             self.data_config["input_size"] = (3, int(image_size), int(image_size))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,10 @@ class KeepHeadClassifier(nn.Module):
 def attach_head(backbone: nn.Module, head: str, n_classes: int) -> nn.Module:
     """Return the end-to-end classifier for ``head`` ("keep1000" or "replace") around ``backbone``."""
     if head == "keep1000":
+        if (getattr(backbone, "deepfeat_info", None) or {}).get("head_untrained"):  # a hybrid's new fused head
+            warnings.warn("head='keep1000' puts the new layer on the 1000 outputs of this network's untrained head "
+                          "(only its members have ImageNet weights); head='replace' trains its one fused head "
+                          "instead", UserWarning, stacklevel=3)
         return KeepHeadClassifier(backbone, n_classes)
     if not hasattr(backbone, "reset_classifier"):
         raise DeepfeatError(

@@ -14,8 +14,12 @@ On a CPU, a useful fine-tune of a 224-px network must fit in minutes. Two things
   ``augment`` the cache is refused (``cache_trunk=True``) or skipped (``"auto"``).
 
 Stage lists are known for timm's EfficientNet / MobileNet (``conv_stem`` + ``bn1``, each entry of ``blocks``,
-EfficientNet's ``conv_head`` + ``bn2``), ResNet (stem, ``layer1`` .. ``layer4``) and deepfeat's Darknet (each
-module of ``features``). Other networks train whole (``freeze_stages=0``).
+EfficientNet's ``conv_head`` + ``bn2``), ResNet (stem, ``layer1`` .. ``layer4``), deepfeat's Darknet (each
+module of ``features``), ``deepfeat_small_cnn`` (its conv blocks) and a hybrid whose members are known and
+aligned (``hybrid_lite012``: stage i runs each member's stage i on its channels of the concatenated activation, so
+the cache holds one tensor per image and view; :meth:`deepfeat.backbones.related.HybridNet.parallel_stages`).
+Other networks, the exact VGG16 + Inception-v3 + Xception hybrid among them, train whole (``freeze_stages=0``;
+``"auto"`` says so and trains them whole).
 """
 from __future__ import annotations
 
@@ -46,16 +50,21 @@ def network_stages(body: nn.Module) -> list[nn.Module]:
                 body.layer3, body.layer4]
     if "Darknet" in names:
         return list(body.features)
+    if "SmallCNN" in names:
+        return list(body.blocks)
+    if "HybridNet" in names:  # parallel stages: stage i = every member's stage i (HybridNet.parallel_stages)
+        return body.parallel_stages([network_stages(m) for m in body.members])
     raise DeepfeatError(f"freeze_stages needs a network whose stages deepfeat knows (timm EfficientNet / "
-                        f"MobileNetV3 / ResNet, darknet19); {type(body).__name__} is not one. Use freeze_stages=0 "
-                        "(train the whole network).")
+                        f"MobileNetV3 / ResNet, darknet19, deepfeat_small_cnn, a hybrid of such members); "
+                        f"{type(body).__name__} is not one. Use freeze_stages=0 (train the whole network).")
 
 
 def resolve_freeze_stages(value, body: nn.Module, device) -> int:
     """``freeze_stages`` as a number: "auto" freezes all but the last third of the stages (at least 2 stay
-    trainable) on a CPU, and nothing on a GPU, where the whole network trains in reasonable time."""
+    trainable) on a CPU, and nothing on a GPU, where the whole network trains in reasonable time, nor for
+    ``deepfeat_small_cnn``, which is trained from scratch (its first stages have no pretrained weights to keep)."""
     if value == "auto":
-        if device.type != "cpu":
+        if device.type != "cpu" or type(body).__name__ == "SmallCNN":  # a from-scratch network freezes nothing
             return 0
         n = len(network_stages(body))
         return max(0, n - max(2, round(n / 3)))
