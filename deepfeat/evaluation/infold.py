@@ -66,52 +66,31 @@ class FoldFinetuner:
             return "new"
         return "done" if ckpt["epoch"] >= self.config.epochs or ckpt.get("finished") else "resume"
 
-    def _fold_config(self) -> FinetuneConfig:
-        if self.on_cluster:
-            _worker_threads()
-            return dataclasses.replace(self.config, workers=0)
-        return self.config
-
-    def _sha256(self) -> list:
-        from deepfeat.data.images import sha256_file
-
-        if self.sha256 is None:
-            self.sha256 = [sha256_file(p) for p in self.source.paths]
-        return self.sha256
-
-    def train(self, fold_index, train_idx) -> Path:
-        """The fold's network, fine-tuned on ``train_idx`` only (reused when done, resumed when interrupted):
-        its checkpoint path."""
-        cfg, sha = self._fold_config(), self._sha256()
-        out = self.checkpoint(fold_index)
-        state = self._reusable(out, {sha[i] for i in train_idx})
-        if state != "done":
-            finetune(self.source.subset(train_idx), model=self.model, weights=self.weights, out=out, config=cfg,
-                     resume=sibling(out, "last") if state == "resume" else None, progress=self.progress,
-                     trunk_images=(list(self.source.paths), sha))
-        return out
-
     def __call__(self, fold_index, train_idx, test_idx) -> FoldFeatures:
-        out = self.train(fold_index, train_idx)
-        X = self.features(out)
-        return FoldFeatures(X, end_to_end(out, X, test_idx, self.layer, self.source.class_names))
-
-    def features(self, checkpoint, rows=None) -> np.ndarray:
-        """``layer`` outputs of the fine-tuned network ``checkpoint`` for the source's images (``rows``: those only)."""
+        from deepfeat.data.images import sha256_file
         from deepfeat.extraction.api import extract_features
         from deepfeat.finetuning.trunk_features import features_from_trunk
 
-        cfg, sha = self._fold_config(), self._sha256()
-        src = self.source if rows is None else self.source.subset(rows)
-        sha = sha if rows is None else [sha[i] for i in rows]
-        X = features_from_trunk(checkpoint, src.paths, sha, layer=self.layer, batch_size=min(cfg.batch_size, 64),
+        cfg = self.config
+        if self.on_cluster:
+            _worker_threads()
+            cfg = dataclasses.replace(cfg, workers=0)
+        sha = self.sha256 if self.sha256 is not None else [sha256_file(p) for p in self.source.paths]
+        out = self.checkpoint(fold_index)
+        train_src = self.source.subset(train_idx)
+        state = self._reusable(out, {sha[i] for i in train_idx})
+        if state != "done":
+            finetune(train_src, model=self.model, weights=self.weights, out=out, config=cfg,
+                     resume=sibling(out, "last") if state == "resume" else None, progress=self.progress,
+                     trunk_images=(list(self.source.paths), sha))
+        X = features_from_trunk(out, self.source.paths, sha, layer=self.layer, batch_size=min(cfg.batch_size, 64),
                                 workers=cfg.workers or 0)
         if X is None:  # no cached trunk (a GPU run trains the whole network) or another layer: a full pass
-            X = extract_features(src, model=self.model, weights=str(checkpoint), layer=self.layer,
+            X = extract_features(self.source, model=self.model, weights=str(out), layer=self.layer,
                                  batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
                                  image_size=cfg.image_size, progress=self.progress,
                                  **({} if cfg.workers is None else {"num_workers": cfg.workers})).X
-        return X
+        return FoldFeatures(X, end_to_end(out, X, test_idx, self.layer, self.source.class_names))
 
 
 def _worker_threads() -> None:

@@ -167,23 +167,20 @@ class SystemFolds:
         from deepfeat.extraction.device import resolve_device
 
         device = resolve_device(system.finetune_config(self.seed).device)[0]
-        if system.kind == "network":
-            from deepfeat.evaluation.infold import end_to_end
-
-            tuner = self._finetuner(system, "logits")
-            t0 = time.perf_counter()
-            checkpoint = tuner.train(fold_index, train_idx)
-            t1 = time.perf_counter()
-            X = tuner.features(checkpoint, rows=test_idx)
-            res = end_to_end(checkpoint, X, np.arange(len(test_idx)), "logits", self.source.class_names)
-            res.update(fit_time=t1 - t0, predict_time=time.perf_counter() - t1)
-            return res, checkpoint, device
-        from deepfeat.evaluation import systems_fewshot  # h22c's scoring (issue 22), imported when needed
-
-        tuner = self._finetuner(system, system.layer)
+        # FoldFinetuner as in-fold CV runs it: fine-tune on the training rows (reused when done), then the fold's
+        # outputs of every image (the fine-tuned stages on the cached trunk on a CPU) and, for logits, the
+        # network's own predictions on the test rows
+        tuner = self._finetuner(system, "logits" if system.kind == "network" else system.layer)
         t0 = time.perf_counter()
-        checkpoint = tuner.train(fold_index, train_idx)
+        got = tuner(fold_index, train_idx, test_idx)
         fit = time.perf_counter() - t0
+        checkpoint = tuner.checkpoint(fold_index)
+        if system.kind == "network":
+            res = dict(got.extra_results[("network", END_TO_END)])
+            res["fit_time"] = fit - res["predict_time"]
+            return res, checkpoint, device
+        from deepfeat.evaluation import systems_fewshot  # the few-shot scoring (issue 22), imported when needed
+
         res = dict(systems_fewshot.fewshot_fold_predictions(checkpoint, self.source, train_idx, test_idx,
                                                             layer=system.layer))
         res["fit_time"] = fit + float(res.get("fit_time", 0.0))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import json
 import time
 import uuid
@@ -34,7 +35,7 @@ import pandas as pd
 from deepfeat import defaults
 from deepfeat.errors import DeepfeatError, WeightsUnavailableError
 from deepfeat.evaluation.compare import fold_size_ratio, lookup
-from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM, BASELINE_MAJORITY
+from deepfeat.evaluation.fold_work import BASELINE_HISTOGRAM, BASELINE_MAJORITY, BASELINE_TEXT
 from deepfeat.evaluation.intervals import mean_interval
 from deepfeat.evaluation.parameters import check_count
 from deepfeat.evaluation.results import config_name
@@ -316,12 +317,13 @@ def system_table(comparison: Comparison) -> pd.DataFrame:
         vs_hist = lookup(res.comparisons, cfg, BASELINE_HISTOGRAM) if cfg != BASELINE_HISTOGRAM else None
         records = comparison.records.get(system.name, []) if system is not None else []
         extraction = comparison.extraction.get(system.name) if system is not None else None
-        cpu = _fold_cost(records, "cpu_s") if records else (
-            extraction["cpu_s"] + float(per_fold.loc[per_fold["config"] == cfg, "fit_time"].sum())
-            if extraction else float("nan"))
+        cpu = _fold_cost(records, "cpu_s") if records else float("nan")
+        if extraction:  # a features system: its frozen features once, plus its classifier's fits
+            fits = 0.0 if records else float(per_fold.loc[per_fold["config"] == cfg, "fit_time"].sum())
+            cpu = (0.0 if math.isnan(cpu) else cpu) + extraction["cpu_s"] + fits
         rows.append({
             "system": system.name if system is not None else cfg,
-            "label": system.label if system is not None else f"baseline: {cfg}",
+            "label": system.label if system is not None else f"baseline: {BASELINE_TEXT[cfg]}",
             "kind": system.kind if system is not None else "baseline", "config": cfg,
             "accuracy": iv.mean, "accuracy_low": iv.low, "accuracy_high": iv.high,
             "f1_macro": float(summary.loc[cfg, "f1_macro_mean"]), "roc_auc": float(summary.loc[cfg, "roc_auc_mean"]),

@@ -105,9 +105,11 @@ def _notes(comparison) -> list[str]:
                      + (f" (recomputed because {'; '.join(reasons)})" if reasons else "") + ".")
     notes.append("The papers' own figures are on other data with other splits; they are shown for orientation, "
                  "never as a comparison.")
-    notes.append("Cost: training CPU-seconds of the process and its finished worker processes, summed over the "
-                 "folds (the reference: feature extraction plus its classifier fits); GPU-s: wall seconds of "
-                 "training on a CUDA device.")
+    notes.append("Cost: CPU-seconds of this process and its finished worker processes, summed over the folds "
+                 "(networks: fine-tuning and predicting; features systems: their frozen features, once, plus the "
+                 "classifier's fits; features served by the feature cache cost nothing here); a fold loaded from "
+                 "kept results shows the cost of the run that computed it. GPU-s: wall seconds of training on a "
+                 "CUDA device.")
     return notes
 
 
