@@ -179,3 +179,37 @@ def test_compare_cli_end_to_end(cells, files, tmp_path, offline):
     assert config["folds"] == 2 and config["seed"] == 0 and "torch" in config["versions"]
     folds = pd.read_csv(out / "folds.csv")
     assert sorted(folds["system"]) == ["feat_tiny"] * 2 + ["net_tiny_offline"] * 2 and folds["cpu_s"].min() > 0
+
+
+def test_a_fewshot_system_is_scored_by_its_fold_checkpoint(cells, tmp_path, offline, monkeypatch):
+    """kind = "fewshot": fine-tuned with a metric objective on the training rows, then scored by the few-shot
+    rule (here a stand-in that records what it was given) on the test rows."""
+    import sys
+    import types
+
+    import deepfeat.evaluation
+
+    seen = []
+
+    def fake(checkpoint, source, train_idx, test_idx, *, layer="pooled"):
+        seen.append((infold.read_checkpoint(checkpoint)["config"]["objective"], layer, len(train_idx)))
+        scores = np.full((len(test_idx), 2), 0.5)
+        return {"pred": np.zeros(len(test_idx), int), "scores": scores, "score_kind": "probability",
+                "fit_time": 0.0, "predict_time": 0.0}
+
+    module = types.ModuleType("deepfeat.evaluation.systems_fewshot")
+    module.fewshot_fold_predictions = fake
+    module.__spec__ = types.SimpleNamespace(name=module.__name__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(deepfeat.evaluation, "systems_fewshot", module, raising=False)
+    path = tmp_path / "shot_tiny.toml"
+    path.write_text('[experiment]\nname = "shot_tiny"\n[system]\nkind = "fewshot"\nlabel = "tiny siamese"\n'
+                    '[features]\nmodel = "test_efficientnet"\nweights = "none"\n'
+                    f'[finetune]\nobjective = "siamese"\n{TINY_FT}')
+    system = load_system(path)
+    assert system.layer == "pooled"
+    ref = _write(tmp_path, "ref_tiny")
+    comp = compare_systems(cells, [system], reference=load_system(ref), out_dir=tmp_path / "out", folds=2,
+                           progress=False, nested=False)
+    assert seen == [("siamese", "pooled", 8)] * 2
+    assert "shot_tiny+end-to-end" in set(comp.results.summary["config"])
