@@ -213,3 +213,20 @@ def test_a_fewshot_system_is_scored_by_its_fold_checkpoint(cells, tmp_path, offl
                            progress=False, nested=False)
     assert seen == [("siamese", "pooled", 8)] * 2
     assert "shot_tiny+end-to-end" in set(comp.results.summary["config"])
+
+
+def test_systems_offline_takes_the_twins_and_what_needs_no_download(files, monkeypatch, offline):
+    import deepfeat.experiments as experiments
+
+    shipped = {name: path for name, path in files.items()}
+    shipped["demo_like"] = files["ref_tiny"].with_name("plain.toml")  # an experiment without [system]: not a system
+    shipped["demo_like"].write_text('[experiment]\nname = "plain"\n[features]\nmodel = "test_efficientnet"\n')
+    monkeypatch.setattr(experiments, "shipped_experiments", lambda: shipped)
+    # net_tiny has a twin (the twin runs instead); hub_only needs a download; the others need none
+    assert experiments.offline_system_names() == ["ref_tiny", "net_tiny_offline", "feat_tiny"]
+    names = [s.name for s in experiments.resolve_systems("offline,hub_only, feat_tiny")]
+    assert names == ["ref_tiny", "net_tiny_offline", "feat_tiny", "hub_only"]
+    with pytest.raises(DeepfeatError, match="not a system for `deepfeat compare`"):
+        experiments.load_system("demo_like")
+    with pytest.raises(DeepfeatError, match="--systems names no system"):
+        experiments.resolve_systems(" , ")
