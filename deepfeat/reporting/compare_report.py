@@ -103,6 +103,9 @@ def _notes(comparison) -> list[str]:
         loaded = sum(1 for r in recs if r) - len(now)
         notes.append(f"{name}: {len(now)} fold(s) computed in this run, {loaded} loaded from kept results"
                      + (f" (recomputed because {'; '.join(reasons)})" if reasons else "") + ".")
+    notes.append(f"The reference method ({comparison.reference.name}) and the baselines are scored again by every "
+                 "run (seconds: their frozen features come from the feature cache); their out-of-fold predictions "
+                 "are in predictions.csv.")
     notes.append("The papers' own figures are on other data with other splits; they are shown for orientation, "
                  "never as a comparison.")
     notes.append("Cost: CPU-seconds of this process and its finished worker processes, summed over the folds "
