@@ -230,3 +230,14 @@ def test_systems_offline_takes_the_twins_and_what_needs_no_download(files, monke
         experiments.load_system("demo_like")
     with pytest.raises(DeepfeatError, match="--systems names no system"):
         experiments.resolve_systems(" , ")
+
+
+def test_the_folds_as_dask_tasks_give_the_local_results(cells, files, tmp_path, offline):
+    pytest.importorskip("distributed")
+    local = _run(cells, files, tmp_path / "local", nested=False)
+    dask = _run(cells, files, tmp_path / "dask", nested=False, scheduler="local:2")
+    assert dask.results.config["parameters"]["scheduler"].startswith("dask ")
+    cols = ["config", "row", "fold", "pred"]
+    a, b = (x.results.predictions.sort_values(["config", "row"])[cols].reset_index(drop=True) for x in (local, dask))
+    pd.testing.assert_frame_equal(a, b)
+    assert all(r is not None for r in dask.records["net_tiny"])  # the workers kept the folds in the shared folder
