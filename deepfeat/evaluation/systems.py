@@ -141,8 +141,13 @@ def weights_problem(system: System) -> str | None:
         return None
     try:
         create_backbone(system.model, weights)
-    except WeightsUnavailableError as exc:
-        return str(exc).splitlines()[0]
+    except WeightsUnavailableError as exc:  # its first lines: what is missing and every source tried
+        lines = []
+        for line in str(exc).splitlines():
+            if line.startswith("To fix"):
+                break
+            lines.append(line.strip().removeprefix("- "))
+        return " ".join(lines)
     return None
 
 
