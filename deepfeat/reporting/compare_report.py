@@ -111,7 +111,8 @@ def _notes(comparison) -> list[str]:
     notes.append("Cost: CPU-seconds of this process and its finished worker processes, summed over the folds "
                  "(networks: fine-tuning and predicting; features systems: their frozen features, once, plus the "
                  "classifier's fits; features served by the feature cache cost nothing here); a fold loaded from "
-                 "kept results shows the cost of the run that computed it. GPU-s: wall seconds of training on a "
+                 "kept results shows the cost of the run that computed it, and a fold whose interrupted "
+                 "fine-tuning was resumed only the resumed part. GPU-s: wall seconds of training on a "
                  "CUDA device.")
     return notes
 
