@@ -37,6 +37,14 @@ def _pct_interval(row) -> str:
     return f"{100 * row['accuracy']:.1f} ({100 * row['accuracy_low']:.1f} to {100 * row['accuracy_high']:.1f})"
 
 
+def _pp(diff: float) -> str:
+    """A difference of accuracies in percentage points, signed; 0.0 when it rounds to nothing."""
+    if not math.isfinite(diff):
+        return DASH
+    text = f"{100 * diff:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
 def _display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The table as the page shows it: percentages with intervals, p-values by the house rounding rule."""
     return pd.DataFrame({
@@ -46,7 +54,7 @@ def _display_table(table: pd.DataFrame) -> pd.DataFrame:
         "accuracy % (95 % interval)": [_pct_interval(r) for _, r in table.iterrows()],
         "macro F1": [fmt_number(v, 3) for v in table["f1_macro"]],
         "ROC AUC": [fmt_number(v, 3) for v in table["roc_auc"]],
-        "vs reference (pp)": [f"{100 * v:+.1f}" if math.isfinite(v) else DASH for v in table["diff_vs_reference"]],
+        "vs reference (pp)": [_pp(v) for v in table["diff_vs_reference"]],
         "p vs reference": [fmt_probability(v) for v in table["p_vs_reference"]],
         "p vs colour baseline": [fmt_probability(v) for v in table["p_vs_colour_baseline"]],
         "train CPU-s": [fmt_number(v, 0) if math.isfinite(v) and v >= 10 else fmt_number(v, 1)
@@ -68,13 +76,17 @@ def _sentences(comparison, table: pd.DataFrame) -> list[str]:
            f"{comparison.config['seed']}); each trained on the training folds only, networks fine-tuned inside "
            "each training fold with early stopping on a split of that training fold.",
            f"Highest accuracy: {best['label']} ({_pct_interval(best)} %)."]
+    close = [r["label"] for _, r in systems.iterrows()
+             if r["system"] != best["system"] and r["accuracy"] >= best["accuracy"] - 0.005]
+    if close:
+        out[-1] += f" Within 0.5 percentage points of it: {'; '.join(close)}."
     ref = comparison.reference
     for _, r in systems.iterrows():
         if r["system"] == ref.name:
             continue
         text = f"{r['label']}: {_pct_interval(r)} %"
         if math.isfinite(r["diff_vs_reference"]):
-            text += (f", {100 * r['diff_vs_reference']:+.1f} percentage points against the reference method "
+            text += (f", {_pp(r['diff_vs_reference'])} percentage points against the reference method "
                      f"(p {probability_relation(r['p_vs_reference'])})")
         if math.isfinite(r["p_vs_colour_baseline"]):
             text += f", against the colour baseline p {probability_relation(r['p_vs_colour_baseline'])}"
