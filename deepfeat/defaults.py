@@ -32,6 +32,7 @@ defaults, and checks that the library signatures use this table.
 | images per class / n_features (demo) | 40 / 100 | demo, run_demo |
 | coverage / conformal_score / class_conditional / non_empty | None (no prediction sets) / ``lac`` / off / off | fit, fit_model, cv, cross_validate (non_empty: fit only) |
 | calibrate | off | fit, fit_model |
+| folds / nested / reference (compare) | 3 / on / ``reference_lite0_mrmr_svm`` | compare, compare_systems |
 | saliency | on (Grad-CAM overlays in the CV report's gallery when the network can be rebuilt offline) | cv, cross_validate_experiment, write_report |
 
 A TOML key left out takes the library default (the keys are the library's parameter names). ``config`` names a
@@ -94,3 +95,7 @@ CLASS_CONDITIONAL = False
 NON_EMPTY = False
 CALIBRATE = False
 SALIENCY = True
+# deepfeat compare: every system fine-tuned per fold costs, so 3 outer folds; the nested estimate of the reference
+COMPARE_FOLDS = 3
+COMPARE_NESTED = True
+REFERENCE_SYSTEM = "reference_lite0_mrmr_svm"

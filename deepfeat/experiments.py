@@ -12,6 +12,8 @@ TOML layout (every table optional except ``[data]`` for ``run_experiment``)::
                   comma-separated strings (a fused FeatureSet: several models / layers / colour blocks)
     [cv]          classifiers, selections, n_features | mrmr_threshold, mrmr_method, folds, repeats,
                   groups, seed, n_jobs, class_weight, baseline
+    [system]      kind, label, paper, reported, twin_of, twin_note: a related published system for
+                  ``deepfeat compare`` (:mod:`deepfeat.evaluation.systems`)
 """
 from __future__ import annotations
 
@@ -25,12 +27,36 @@ from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.fileio import read_toml
 
-_TABLES = {"experiment", "data", "finetune", "features", "cv"}
+_TABLES = {"experiment", "data", "finetune", "features", "cv", "system"}  # [system]: `deepfeat compare`'s system files
 FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border",
                 "tta"}
 CV_KEYS = {"classifiers", "selections", "n_features", "threshold", "mrmr_method", "folds", "repeats", "groups",
            "seed", "n_jobs", "class_weight", "baseline", "nested", "inner_folds", "fold_cache", "rope",
            "coverage", "conformal_score", "class_conditional"}
+#: [system] keys: what each one must be (a system file is run by ``deepfeat compare``)
+SYSTEM_KINDS = ("network", "fewshot", "features")
+SYSTEM_KEYS = {"kind": "one of " + ", ".join(SYSTEM_KINDS), "label": "the text the table prints",
+               "paper": "where the settings came from", "reported": "the paper's own figure",
+               "twin_of": "the system an offline twin stands in for", "twin_note": "what the twin changes"}
+
+
+def _check_system(path: Path, table: dict) -> dict:
+    """The ``[system]`` table of ``path``, one check per key (every value is a non-empty string)."""
+    bad = set(table) - set(SYSTEM_KEYS)
+    if bad:
+        raise DeepfeatError(f"{path}: unknown key(s) {sorted(bad)} in [system]; allowed: {sorted(SYSTEM_KEYS)}")
+    for key in ("kind", "label"):
+        if key not in table:
+            raise DeepfeatError(f"{path}: [system] needs {key} ({SYSTEM_KEYS[key]})")
+    for key, value in table.items():
+        if not isinstance(value, str) or not value.strip():
+            raise DeepfeatError(f"{path}: [system] {key} must be a non-empty string ({SYSTEM_KEYS[key]}); "
+                                f"got {value!r}")
+    if table["kind"] not in SYSTEM_KINDS:
+        raise DeepfeatError(f"{path}: [system] kind must be {SYSTEM_KEYS['kind']}; got {table['kind']!r}")
+    if "twin_note" in table and "twin_of" not in table:
+        raise DeepfeatError(f"{path}: [system] twin_note without twin_of (only an offline twin has a note)")
+    return dict(table)
 
 
 @dataclass
@@ -44,6 +70,7 @@ class Experiment:
     finetune: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)
     cv: dict = field(default_factory=dict)
+    system: dict = field(default_factory=dict)
 
     @classmethod
     def from_toml(cls, path) -> "Experiment":
@@ -64,7 +91,8 @@ class Experiment:
         exp = raw.get("experiment", {})
         return cls(name=exp.get("name", path.stem), path=path, description=exp.get("description", ""),
                    data=dict(raw.get("data", {})), finetune=dict(raw.get("finetune", {})),
-                   features=dict(raw.get("features", {})), cv=cv)
+                   features=dict(raw.get("features", {})), cv=cv,
+                   system=_check_system(path, raw["system"]) if "system" in raw else {})
 
     @property
     def finetune_enabled(self) -> bool:
@@ -79,7 +107,8 @@ class Experiment:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path) if self.path else None, "description": self.description,
-                "data": self.data, "finetune": self.finetune, "features": self.features, "cv": self.cv}
+                "data": self.data, "finetune": self.finetune, "features": self.features, "cv": self.cv,
+                **({"system": self.system} if self.system else {})}
 
 
 def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: dict | None = None,
@@ -96,6 +125,10 @@ def run_experiment(experiment: Experiment, out_dir, *, source=None, overrides: d
     from deepfeat.reporting.report import write_report
     from deepfeat.extraction.api import extract_features
 
+    if experiment.system.get("kind", "features") != "features":
+        raise DeepfeatError(f"{experiment.path or experiment.name} is a {experiment.system['kind']} system for "
+                            f"`deepfeat compare DATA --systems {experiment.name}` (scored on the same folds as the "
+                            "other systems), not an experiment for `deepfeat run`")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = source or experiment.data.get("source")
@@ -279,3 +312,72 @@ def find_experiment(name_or_path) -> Path:
 def config_overrides(**values: Any) -> dict:
     """Keep only the options that were actually given (None = not given)."""
     return {k: v for k, v in values.items() if v is not None}
+
+
+# ----------------------------------------------------------------------------------------------- systems (compare)
+_SYSTEM_FEATURE_KEYS = {"model", "weights", "layer"}
+
+
+def load_system(name_or_path):
+    """A system file (a shipped name or a TOML path with a ``[system]`` table) as a
+    :class:`~deepfeat.evaluation.systems.System`; every key checked, errors name the file."""
+    from deepfeat.evaluation.systems import System
+
+    path = find_experiment(name_or_path)
+    exp = Experiment.from_toml(path)
+    if not exp.system:
+        raise DeepfeatError(f"{path} has no [system] table: it is an experiment for `deepfeat run`, not a system "
+                            f"for `deepfeat compare` (shipped systems: {', '.join(shipped_systems()) or 'none'})")
+    bad = set(exp.features) - _SYSTEM_FEATURE_KEYS
+    if bad or "model" not in exp.features:
+        raise DeepfeatError(f"{path}: the [features] table of a system names model (required), weights and layer; "
+                            f"got {sorted(exp.features)}")
+    kind = exp.system["kind"]
+    return System(name=exp.name, kind=kind, label=exp.system["label"], model=exp.features["model"],
+                  weights=exp.features.get("weights", defaults.WEIGHTS),
+                  layer=exp.features.get("layer", "pooled" if kind == "fewshot" else defaults.LAYER),
+                  finetune=exp.finetune, cv=exp.cv, paper=exp.system.get("paper", ""),
+                  reported=exp.system.get("reported", ""), twin_of=exp.system.get("twin_of"),
+                  twin_note=exp.system.get("twin_note"), path=str(path))
+
+
+def shipped_systems() -> dict[str, Path]:
+    """The shipped pipeline files with a ``[system]`` table: name -> path."""
+    return {name: path for name, path in shipped_experiments().items() if "system" in read_toml(path)}
+
+
+def offline_system_names() -> list[str]:
+    """``--systems offline``: every shipped offline twin, and every shipped system that has no twin and needs no
+    download (random weights, or weights on this machine now; checked on disk)."""
+    from deepfeat.catalog import offline_models
+
+    here = {m["model"].split(".")[0] for m in offline_models()}
+    shipped, names = shipped_systems(), []
+    for name, path in shipped.items():
+        raw = read_toml(path)
+        weights = str(raw.get("features", {}).get("weights", defaults.WEIGHTS))
+        local = weights.lower() == "none" or (weights.lower() == "imagenet"
+                                              and raw.get("features", {}).get("model") in here)
+        if raw["system"].get("twin_of") or (f"{name}_offline" not in shipped and local):
+            names.append(name)
+    return names
+
+
+def resolve_systems(spec) -> list:
+    """Systems from a comma-separated string or a list of names / TOML paths; ``offline`` expands to
+    :func:`offline_system_names`. Duplicates are dropped."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
+    if not items:
+        raise DeepfeatError("--systems names no system: give shipped names, TOML files or 'offline' "
+                            f"(shipped: {', '.join(shipped_systems()) or 'none'})")
+    names = []
+    for item in items:
+        if item == "offline":
+            found = offline_system_names()
+            if not found:
+                raise DeepfeatError("--systems offline: no shipped system runs offline here (pipelines/ has no "
+                                    "system file with a [system] table and offline weights)")
+            names += found
+        else:
+            names.append(item)
+    return [load_system(n) for n in dict.fromkeys(names)]

@@ -20,7 +20,7 @@ from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.experiments import Experiment, config_overrides, find_experiment, run_experiment
 
-__all__ = ["ExtractedFile", "Predictions", "cross_validate_experiment", "explain_images", "extract_to_file",
+__all__ = ["ExtractedFile", "Predictions", "compare_report", "cross_validate_experiment", "explain_images", "extract_to_file",
            "few_shot_report",
            "finetune_from_options", "fit_model", "fuse_files", "learning_curve_report", "predict_images",
            "run_named_experiment", "source_lines"]
@@ -339,3 +339,28 @@ def learning_curve_report(features, out_dir, **options):
 
     results = learning_curve(load_features(features), **options)
     return results, write_curve_report(results, out_dir)
+
+
+# ----------------------------------------------------------------------------------------------- compare
+def compare_report(source, systems, output, *, reference=defaults.REFERENCE_SYSTEM, folds=defaults.COMPARE_FOLDS,
+                   seed=defaults.SEED, groups=defaults.GROUPS, nested=defaults.COMPARE_NESTED,
+                   inner_folds=defaults.INNER_FOLDS, skip_unavailable: bool = False, scheduler=defaults.SCHEDULER, resources=None,
+                   progress: bool = True, log=None) -> dict:
+    """``deepfeat compare``: the related systems (names of shipped system files, TOML paths, or ``"offline"``)
+    and the reference method on the same outer folds of ``source``, with the report written into ``output``.
+
+    Options as :func:`deepfeat.evaluation.systems.compare_systems`. Returns ``comparison`` (the
+    :class:`~deepfeat.evaluation.systems.Comparison`), ``table`` (one row per system, numbers) and ``paths``.
+    """
+    from deepfeat.evaluation.systems import compare_systems
+    from deepfeat.experiments import load_system, resolve_systems
+    from deepfeat.reporting.compare_report import write_compare_report
+
+    ref = load_system(reference)
+    chosen = resolve_systems(systems)
+    comparison = compare_systems(source, chosen, reference=ref, out_dir=output, folds=folds, seed=seed,
+                                 groups=groups, nested=nested, inner_folds=inner_folds,
+                                 skip_unavailable=skip_unavailable,
+                                 scheduler=scheduler, resources=resources, progress=progress, log=log)
+    paths = write_compare_report(comparison, output)
+    return {"comparison": comparison, "table": paths.pop("table"), "paths": paths}

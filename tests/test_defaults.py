@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from deepfeat import defaults, workflows
 from deepfeat.classifiers.deep_classifier import DeepFeatureClassifier
 from deepfeat.cli import app
+from deepfeat.cli import compare as cli_compare
 from deepfeat.cli import evaluate as cli_evaluate
 from deepfeat.cli import explain as cli_explain
 from deepfeat.cli import extract as cli_extract
@@ -26,6 +27,7 @@ from deepfeat.cli import finetune as cli_finetune
 from deepfeat.cli import run as cli_run
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.cross_validation import cross_validate
+from deepfeat.evaluation.systems import compare_systems
 from deepfeat.evaluation.trust import fit_trust
 from deepfeat.experiments import CV_KEYS, FEATURE_KEYS, Experiment, run_demo, run_experiment
 from deepfeat.extraction.api import check_request, extract_features
@@ -97,6 +99,16 @@ PAIRS = [
                               "synthetic": "synthetic",
                               "output": "out_dir"}),
     (cli_run.run, workflows.run_named_experiment, {"weights": "weights", "progress": "progress"}),
+    (cli_compare.compare, workflows.compare_report, {"systems": "systems", "reference": "reference",
+                                                     "folds": "folds", "seed": "seed", "groups": "groups",
+                                                     "nested": "nested", "inner_folds": "inner_folds",
+                                                     "skip_unavailable": "skip_unavailable",
+                                                     "scheduler": "scheduler", "resources": "resources",
+                                                     "progress": "progress"}),
+    (cli_compare.compare, compare_systems, {"folds": "folds", "seed": "seed", "groups": "groups",
+                                            "nested": "nested", "inner_folds": "inner_folds",
+                                            "skip_unavailable": "skip_unavailable", "scheduler": "scheduler",
+                                            "resources": "resources", "progress": "progress"}),
     (cli_fewshot.fewshot, few_shot_evaluate, {"ways": "ways", "shots": "shots", "queries": "queries",
                                               "episodes": "episodes", "classifier": "classifiers",
                                               "groups": "groups", "standardize": "standardize",
@@ -137,6 +149,7 @@ CLI_ONLY = {
     "fewshot": {"features": INPUT, "method": "the 0.2 name of --classifier (hidden, FutureWarning)"},
     "curve": {"features": INPUT},
     "demo": {"export": "export_demo_sample(DIR): writes the embedded sample as class folders and exits"},
+    "compare": {"data": INPUT},
 }
 
 
@@ -204,6 +217,9 @@ def test_the_defaults_table_is_what_the_signatures_use():
                           "seed": defaults.SEED, "baseline": defaults.BASELINE}),
         (run_demo, {"n_per_class": defaults.DEMO_IMAGES_PER_CLASS, "folds": defaults.FOLDS,
                     "n_features": defaults.DEMO_N_FEATURES}),
+        (compare_systems, {"folds": defaults.COMPARE_FOLDS, "nested": defaults.COMPARE_NESTED,
+                           "inner_folds": defaults.INNER_FOLDS, "seed": defaults.SEED, "groups": defaults.GROUPS}),
+        (workflows.compare_report, {"reference": defaults.REFERENCE_SYSTEM}),
     ]
     for function, values in table:
         for param, value in values.items():

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from deepfeat import __version__
-from deepfeat.cli import evaluate, explain, extract, fewshot, finetune, run
+from deepfeat.cli import compare, evaluate, explain, extract, fewshot, finetune, run
 from deepfeat.cli.messages import (cli_warnings, echo_err, ordinary_os_error, report_lost, sigterm_interrupts,
                                    to_cli)
 from deepfeat.errors import DeepfeatError
@@ -48,6 +48,7 @@ app.command()(run.run)
 app.command()(run.demo)
 app.command()(fewshot.fewshot)
 app.command()(fewshot.curve)
+app.command()(compare.compare)
 
 
 def _is_invalid_parameter(exc: Exception) -> bool:
