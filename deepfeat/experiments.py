@@ -25,7 +25,7 @@ from deepfeat import defaults
 from deepfeat.errors import DeepfeatError
 from deepfeat.fileio import read_toml
 
-_TABLES = {"experiment", "data", "finetune", "features", "cv"}
+_TABLES = {"experiment", "data", "finetune", "features", "cv", "system"}  # [system]: `deepfeat compare`'s system files
 FEATURE_KEYS = {"model", "weights", "layer", "batch_size", "device", "precision", "num_workers", "crop_border",
                 "tta"}
 CV_KEYS = {"classifiers", "selections", "n_features", "threshold", "mrmr_method", "folds", "repeats", "groups",
