@@ -107,8 +107,9 @@ def test_small_cnn_trains_from_scratch_without_pretrained_assumptions():
 def test_paper_settings_in_the_files():
     """The settings the one paper read here states (abstract, doi:10.47611/jsrhs.v11i4.3489) are in the files."""
     for name, epochs in (("related_googlenet", 50), ("related_vgg19", 50), ("related_siamese_fewshot", 10)):
-        exp = Experiment.from_toml(PIPELINES / f"{name}.toml")
-        assert exp.finetune["epochs"] == epochs and "10.47611/jsrhs.v11i4.3489" in _system(PIPELINES / f"{name}.toml")["paper"]
+        path = PIPELINES / f"{name}.toml"
+        assert Experiment.from_toml(path).finetune["epochs"] == epochs
+        assert "10.47611/jsrhs.v11i4.3489" in _system(path)["paper"]
     ref = Experiment.from_toml(PIPELINES / "reference_lite0_mrmr_svm.toml")
     assert ref.features == {"model": "tf_efficientnet_lite0", "weights": "imagenet", "layer": "logits"}
     assert (ref.cv["classifiers"], ref.cv["selections"], ref.cv["n_features"]) == (["svm"], ["mrmr"], 521)

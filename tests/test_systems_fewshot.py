@@ -16,8 +16,8 @@ MODEL = dict(model="test_efficientnet", weights="none")
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore:an epoch is only")]
 
 
-def _siamese(train_src, out, **options):
-    cfg = FinetuneConfig(epochs=1, batch_size=8, image_size=32, workers=0, objective="siamese", **options)
+def _finetune(train_src, out, **options):
+    cfg = FinetuneConfig(epochs=1, batch_size=8, image_size=32, workers=0, **{"objective": "siamese", **options})
     finetune(train_src, out=out, config=cfg, progress=False, **MODEL)
     return out
 
@@ -45,7 +45,7 @@ def planted(tmp_path_factory):
 def test_predicts_the_held_out_images_of_a_fold(cells, tmp_path):
     train = np.arange(0, len(cells), 2)
     test = np.arange(1, len(cells), 2)
-    ckpt = _siamese(cells.subset(train), tmp_path / "fold.pt")
+    ckpt = _finetune(cells.subset(train), tmp_path / "fold.pt")
     out = fewshot_fold_predictions(ckpt, cells, train, test)
     assert set(out) == {"pred", "scores", "score_kind", "fit_time", "predict_time"}
     assert out["score_kind"] == "probability"
@@ -59,11 +59,16 @@ def test_predicts_the_held_out_images_of_a_fold(cells, tmp_path):
         fewshot_fold_predictions(ckpt, cells, train, np.r_[test, train[:1]])
 
 
-@pytest.mark.parametrize("freeze_stages", ["auto", 0], ids=["cached-trunk", "full-pass"])
-def test_a_planted_separable_set_scores_100_percent(planted, tmp_path, freeze_stages):
+# the metric objectives run the whole network every step (no cached trunk): their embeddings come from a full
+# extraction pass; a crossentropy run on a CPU caches its frozen stages, and its embeddings come from the cache
+@pytest.mark.parametrize("objective", ["siamese", "crossentropy"], ids=["full-pass", "cached-trunk"])
+def test_a_planted_separable_set_scores_100_percent(planted, tmp_path, objective):
+    from deepfeat.finetuning.checkpoints import read_checkpoint
+
     rows = np.arange(len(planted))
     train, test = rows[rows % 4 != 0], rows[rows % 4 == 0]  # 2 of 8 images per class held out
-    ckpt = _siamese(planted.subset(train), tmp_path / "fold.pt", freeze_stages=freeze_stages)
+    ckpt = _finetune(planted.subset(train), tmp_path / "fold.pt", objective=objective)
+    assert read_checkpoint(ckpt)["plan"]["cached_trunk"] is (objective == "crossentropy")
     out = fewshot_fold_predictions(ckpt, planted, train, test)
     truth = np.searchsorted(planted.class_names, np.asarray(planted.labels)[test])
     assert (out["pred"] == truth).all()
