@@ -68,8 +68,6 @@ class FoldFinetuner:
 
     def __call__(self, fold_index, train_idx, test_idx) -> FoldFeatures:
         from deepfeat.data.images import sha256_file
-        from deepfeat.extraction.api import extract_features
-        from deepfeat.finetuning.trunk_features import features_from_trunk
 
         cfg = self.config
         if self.on_cluster:
@@ -83,14 +81,30 @@ class FoldFinetuner:
             finetune(train_src, model=self.model, weights=self.weights, out=out, config=cfg,
                      resume=sibling(out, "last") if state == "resume" else None, progress=self.progress,
                      trunk_images=(list(self.source.paths), sha))
-        X = features_from_trunk(out, self.source.paths, sha, layer=self.layer, batch_size=min(cfg.batch_size, 64),
-                                workers=cfg.workers or 0)
-        if X is None:  # no cached trunk (a GPU run trains the whole network) or another layer: a full pass
-            X = extract_features(self.source, model=self.model, weights=str(out), layer=self.layer,
-                                 batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
-                                 image_size=cfg.image_size, progress=self.progress,
-                                 **({} if cfg.workers is None else {"num_workers": cfg.workers})).X
+        X = checkpoint_features(out, self.source, sha, layer=self.layer, config=cfg, progress=self.progress)
         return FoldFeatures(X, end_to_end(out, X, test_idx, self.layer, self.source.class_names))
+
+
+def checkpoint_features(checkpoint, source, sha256, *, layer: str, config: FinetuneConfig | None = None,
+                        progress: bool = False) -> np.ndarray:
+    """``(n, d)`` features of every image of ``source`` by the fine-tuned network ``checkpoint``: the fine-tuned
+    stages on the cached trunk when the run cached one
+    (:func:`~deepfeat.finetuning.trunk_features.features_from_trunk`), else a full ``extract_features`` pass with
+    the run's device, input size and border crop. ``sha256``: the images' hashes (the trunk cache's key);
+    ``config``: the run's options (default: the ones stored in the checkpoint)."""
+    from deepfeat.extraction.api import extract_features
+    from deepfeat.finetuning.trunk_features import features_from_trunk
+
+    ckpt = read_checkpoint(checkpoint)
+    cfg = config if config is not None else FinetuneConfig.from_dict(ckpt["config"], where=str(checkpoint))
+    X = features_from_trunk(checkpoint, source.paths, sha256, layer=layer, batch_size=min(cfg.batch_size, 64),
+                            workers=cfg.workers or 0)
+    if X is None:  # no cached trunk (a GPU run trains the whole network) or another layer: a full pass
+        X = extract_features(source, model=ckpt["model"], weights=str(checkpoint), layer=layer,
+                             batch_size=min(cfg.batch_size, 64), device=cfg.device, crop_border=cfg.crop_border,
+                             image_size=cfg.image_size, progress=progress,
+                             **({} if cfg.workers is None else {"num_workers": cfg.workers})).X
+    return X
 
 
 def _worker_threads() -> None:
