@@ -25,7 +25,7 @@ from deepfeat.evaluation.fold_cache import resolve_fold_cache
 from deepfeat.evaluation.fold_work import Fold, fold_record
 from deepfeat.evaluation.folds import make_folds
 from deepfeat.evaluation.parameters import check_count, resolve_baseline, resolve_n_jobs
-from deepfeat.evaluation.results import CVResults, assemble_results
+from deepfeat.evaluation.results import CVResults, assemble_results, fold_metrics
 from deepfeat.selection.mrmr import auto_n_features, resolve_n_features
 
 __all__ = ["cross_validate", "CVResults", "make_folds"]
@@ -105,6 +105,9 @@ def _run_fold(task, X, y, estimators, selections, selector, majority, hist, fold
     results.update(fold.baselines(majority, hist))
     if tick:
         tick(majority + (hist is not None))
+    n_classes = int(y.max()) + 1  # y: indices into the run's classes, every class present
+    results = {key: {**res, "metrics": fold_metrics(y[te], res["pred"], res["scores"], n_classes)}
+               for key, res in results.items()}  # here: in the fold's worker when folds run in parallel
     return fold_record(task, name, X.shape[1], selections, mrmr, results)
 
 

@@ -156,7 +156,7 @@ def _collect_folds(features, classes, y, fold_out, *, group_ids, sets):
             clf, sel = key[-2:]
             clf = clf if len(key) == 2 else f"{key[0]}/{clf}"  # a grid's classifier rows are per feature set
             cfg = config_name(clf, sel)
-            macro, per_class, cm = fold_metrics(y[te], res["pred"], res["scores"], K)
+            macro, per_class, cm = res.get("metrics") or fold_metrics(y[te], res["pred"], res["scores"], K)
             kind = {"baseline": "baseline", END_TO_END: "end-to-end network"}.get(sel, "deep features")
             n_feat = f["n_features"].get(sel, np.nan)
             if named:  # the grid's column: which feature set (baselines have their own features)
