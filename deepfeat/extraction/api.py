@@ -147,8 +147,8 @@ def extract_features(source, *, model=defaults.MODEL, weights=defaults.WEIGHTS, 
         Dask worker resources each task needs, e.g. ``"GPU=1"`` (workers started with ``--resources GPU=1``).
     runtime : {'auto', 'torch', 'openvino', 'onnxruntime'}, default 'auto'
         What runs the network (:mod:`deepfeat.extraction.runtime`). 'auto': on the CPU at fp32, for logits /
-        pooled of a named backbone and at least 64 images to compute, OpenVINO (else ONNX Runtime) when installed
-        (``pip install "deepfeat[fast]"``), kept only when its outputs on the first images are within 1e-4 x the
+        pooled of a named backbone and at least 800 network passes (images x TTA views) to compute, OpenVINO
+        (else ONNX Runtime) when installed (``pip install "deepfeat[fast]"``), kept only when its outputs on the first images are within 1e-4 x the
         largest |eager timm| value; else eager torch. The choice and its reason are in ``meta["runtime"]`` /
         ``meta["runtime_reason"]`` (``meta["blocks"]`` for fused requests). Not part of the cache key (the
         features agree within that tolerance). 'torch' = always eager torch.

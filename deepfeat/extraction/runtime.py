@@ -132,8 +132,11 @@ def check_runtime(compiled: CompiledForward, eager, probe: torch.Tensor) -> tupl
     return False, f"runtime: torch ({compiled.runtime} would change the features: {facts})"
 
 
-#: Fewer images than this to compute: eager torch ('auto'), since exporting and compiling costs seconds.
-MIN_IMAGES = 64
+#: Fewer network passes (images x TTA views) than this: eager torch ('auto'). Exporting + compiling costs ~3 s;
+#: on a quiet 2-core CPU (Lite0, PBC JPEGs, bench_extract --part levers) a 256-image run was faster on eager
+#: torch (79.5 against 65.3 img/s) and a 1,024-image run on OpenVINO (69.8 against 66.7): the crossover is near
+#: 800 passes. A D4 run makes 8 passes per image, so OpenVINO pays from ~100 images there.
+MIN_IMAGES = 800
 
 
 def runtime_obstacle(engine, n_images: int) -> str | None:
@@ -147,6 +150,10 @@ def runtime_obstacle(engine, n_images: int) -> str | None:
         return f"layers {stages} run in torch (forward_intermediates)"
     if not engine.built_here:
         return "a model handed in runs as given"
-    if engine.requested_runtime == "auto" and n_images < MIN_IMAGES:
-        return f"{n_images} images to compute (< {MIN_IMAGES}: compiling would cost more than it saves)"
+    from deepfeat.extraction.forward import TTA_VIEWS
+
+    passes = n_images * TTA_VIEWS.get(engine.tta, 1)
+    if engine.requested_runtime == "auto" and passes < MIN_IMAGES:
+        return (f"{n_images} images x {TTA_VIEWS.get(engine.tta, 1)} view(s) to compute (< {MIN_IMAGES} network "
+                "passes: compiling would cost more than it saves)")
     return None
