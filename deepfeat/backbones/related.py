@@ -79,7 +79,27 @@ def _refuse_pretrained(name: str, pretrained: bool) -> None:
 
 # ----------------------------------------------------------------------------------------------- small CNN
 
-class SmallCNN(nn.Module):
+class _LinearHead:
+    """timm's head API over ``num_features``: global average pooling, dropout ``drop_rate``, ONE Linear layer (for
+    the hybrids, the fused head over the members' concatenated pooled features)."""
+
+    def _set_head(self, num_classes: int, global_pool) -> None:
+        _check_pool(global_pool, type(self).__name__)
+        self.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
+        self.head_drop = nn.Dropout(self.drop_rate)
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.num_classes = num_classes
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the Linear head by a freshly initialised one with ``num_classes`` outputs."""
+        self._set_head(num_classes, global_pool)
+
+
+class SmallCNN(_LinearHead, nn.Module):
     """A plain CNN: blocks of 3x3 conv -> BN -> ReLU -> 2x2 max-pool, global average pool, dropout, Linear.
 
     Parameters
@@ -106,21 +126,6 @@ class SmallCNN(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.num_features = self.head_hidden_size = chs
         self.drop_rate = drop_rate
-        self._set_head(num_classes, global_pool)
-
-    def _set_head(self, num_classes: int, global_pool) -> None:
-        _check_pool(global_pool, "SmallCNN")
-        self.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
-        self.head_drop = nn.Dropout(self.drop_rate)
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.num_classes = num_classes
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the Linear head by a freshly initialised one with ``num_classes`` outputs."""
         self._set_head(num_classes, global_pool)
 
     @torch.jit.ignore
@@ -160,7 +165,7 @@ class _Renorm(nn.Module):
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
 
 
-class HybridNet(nn.Module):
+class HybridNet(_LinearHead, nn.Module):
     """Several timm networks on the same image, their pooled features concatenated into one fused Linear head.
 
     Parameters
@@ -198,22 +203,6 @@ class HybridNet(nn.Module):
         self.num_features = self.head_hidden_size = sum(self.member_features)
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
-        self._set_head(num_classes, global_pool)
-
-    def _set_head(self, num_classes: int, global_pool) -> None:
-        _check_pool(global_pool, "HybridNet")
-        self.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
-        self.head_drop = nn.Dropout(self.drop_rate)
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.num_classes = num_classes
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The ONE fused Linear head over the members' concatenated pooled features."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the fused head by a freshly initialised Linear with ``num_classes`` outputs."""
         self._set_head(num_classes, global_pool)
 
     @torch.jit.ignore
