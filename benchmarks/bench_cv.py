@@ -8,6 +8,10 @@ Prints the wall time against the 60 s target, and the wall time when mRMR is NOT
 Run: ``python benchmarks/bench_cv.py [--n-jobs 2] [--skip-unshared]``. On a shared, loaded machine wall times
 inflate; ``--n-jobs 1`` also prints the process CPU time (all BLAS threads), a load-independent figure.
 
+``--against TREE [--rounds 3]``: the whole default command from this checkout and from another source tree (e.g. a
+``git worktree`` of the previous commit), alternated on one file: wall, machine CPU (Linux /proc/stat, so the forked
+workers count), and whether every classifier's per-fold accuracies and predictions are identical.
+
 ``--cli``: instead, the whole default command ``deepfeat cv FILE --fold-cache none`` (imports and report included)
 as a child process, once with the default classifiers (svm, knn, ann, nb) and once with 0.2's network in place of
 ``ann`` (``ann-adam``), side by side: wall seconds, CPU seconds of the child (user + system, all threads), its peak
@@ -36,8 +40,22 @@ def make_features(n=3256, d=1000, n_classes=4, seed=0):
     return FeatureSet(X.astype(np.float32), [f"class{c}" for c in y], meta={"backbone": "synthetic"})
 
 
-def _run_cli(path, out, classifiers, blas_threads=None) -> dict:
-    """Wall, child CPU seconds and child peak RSS of one ``deepfeat cv`` command (a fresh child process)."""
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (Linux /proc/stat: user + nice + system + irq + softirq), or
+    None. The forked fold workers are grandchildren reaped by their server, so a child's rusage misses them; on a
+    quiet machine this delta is the command's CPU time, workers included."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_cli(path, out, classifiers, blas_threads=None, tree=None) -> dict:
+    """Wall, CPU seconds and peak RSS of one ``deepfeat cv`` command (a fresh child process; ``tree``: run the
+    deepfeat package of that source tree instead of the installed one)."""
     import resource
     import subprocess
     import sys
@@ -46,15 +64,56 @@ def _run_cli(path, out, classifiers, blas_threads=None) -> dict:
     for c in classifiers:
         cmd += ["--classifier", c]
     env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = str(tree)
     if blas_threads:  # on a loaded machine idle BLAS threads spin-wait and inflate CPU time: 1 gives a cleaner figure
         env.update({v: str(blas_threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, busy = resource.getrusage(resource.RUSAGE_CHILDREN), _busy_seconds()
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, cwd=tree)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after, busy_after = resource.getrusage(resource.RUSAGE_CHILDREN), _busy_seconds()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if busy is not None:
+        cpu = busy_after - busy
     return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024}  # max over children so far
+
+
+def side_by_side(tree, rounds: int, blas_threads=None):
+    """The default command from this checkout and from the source tree ``tree`` (e.g. a ``git worktree`` of the
+    previous release), alternated ``rounds`` times on the same file: wall, machine CPU, and whether every per-fold
+    accuracy and prediction is identical."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    here = Path(__file__).resolve().parents[1]
+    clfs = ("svm", "knn", "ann", "nb")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "synthetic.features"
+        make_features().save(path)
+        times = {"this checkout": [], f"{tree}": []}
+        for r in range(rounds):
+            for label, src in (("this checkout", here), (f"{tree}", Path(tree).resolve())):
+                out = Path(tmp) / f"{'a' if src == here else 'b'}{r}"
+                res = _run_cli(path, out, clfs, blas_threads, tree=src)
+                times[label].append(res)
+                print(f"round {r + 1} {label}: {res['wall']:.2f} s wall, {res['cpu']:.1f} s machine CPU "
+                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+        a, b = (pd.read_csv(Path(tmp) / f"{k}0" / "per_fold.csv") for k in "ab")
+        pa, pb = (pd.read_csv(Path(tmp) / f"{k}0" / "predictions.csv") for k in "ab")
+        for clf in clfs:
+            same = a[a.classifier == clf]["accuracy"].tolist() == b[b.classifier == clf]["accuracy"].tolist()
+            preds = pa[pa.config.str.startswith(clf + "+")]["pred"].tolist() == \
+                pb[pb.config.str.startswith(clf + "+")]["pred"].tolist()
+            print(f"  {clf}: per-fold accuracies {'identical' if same else 'differ'}, predictions "
+                  f"{'identical' if preds else 'differ'}; mean accuracy "
+                  f"{100 * a[a.classifier == clf].accuracy.mean():.2f} vs {100 * b[b.classifier == clf].accuracy.mean():.2f} %")
+        for label, rs in times.items():
+            walls = sorted(x["wall"] for x in rs)
+            print(f"{label}: wall median {walls[len(walls) // 2]:.2f} s (min {walls[0]:.2f}, max {walls[-1]:.2f}); "
+                  f"machine CPU median {sorted(x['cpu'] for x in rs)[len(rs) // 2]:.1f} s")
 
 
 def cli_compare(blas_threads=None):
@@ -95,7 +154,12 @@ def main(argv=None):
     ap.add_argument("--skip-unshared", action="store_true")
     ap.add_argument("--cli", action="store_true", help="time the whole default `deepfeat cv` command, ann vs ann-adam")
     ap.add_argument("--blas-threads", type=int, help="with --cli: BLAS / OpenMP threads of the commands")
+    ap.add_argument("--against", metavar="TREE", help="the default command from this checkout and from the source "
+                    "tree TREE (e.g. `git worktree add ../base v0.2`), alternated --rounds times")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
+    if args.against:
+        return side_by_side(args.against, args.rounds, args.blas_threads)
     if args.cli:
         return cli_compare(args.blas_threads)
 

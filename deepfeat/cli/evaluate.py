@@ -38,6 +38,20 @@ SCORE_HELP = "Conformal score: lac (smallest sets) or aps (adaptive sets)."
 MONDRIAN_HELP = "One conformal threshold per class (Mondrian), so every class keeps its coverage."
 
 
+def _warm_workers(features, n_jobs) -> None:
+    """Start the fold workers' server now (:func:`deepfeat.workers.warm_up`: its imports run beside this
+    command's) when the folds will likely run on several workers: not for ``--n-jobs 1``, nor under ``auto`` when
+    every input is a feature file too small to hold AUTO_PARALLEL_VALUES float32 values (one worker then)."""
+    from deepfeat.evaluation.parameters import AUTO_PARALLEL_VALUES
+    from deepfeat.workers import warm_up
+
+    paths = [Path(f) for f in features or ()]
+    if n_jobs == 1 or (n_jobs == "auto" and paths
+                       and all(p.is_file() and p.stat().st_size < 4 * AUTO_PARALLEL_VALUES for p in paths)):
+        return
+    warm_up()
+
+
 def cv(
     ctx: typer.Context,
     features: Annotated[Optional[list[str]], typer.Argument(
@@ -101,6 +115,8 @@ def cv(
                                            "gallery images (about one forward pass each).")] = defaults.SALIENCY,
 ):
     """Cross-validate classifiers on all vs mRMR-selected features and write the report."""
+    if scheduler is None and finetune is None:
+        _warm_workers(features, n_jobs)
     from deepfeat.reporting.stats import comparison_lines, nested_lines
     from deepfeat.reporting.trust import coverage_lines
     from deepfeat.workflows import cross_validate_experiment

@@ -33,13 +33,18 @@ def run(
     from deepfeat.workflows import run_named_experiment
 
     if list_ or experiment is None:
-        for name, description in shipped_descriptions().items():
-            typer.echo(f"{name:<28} {description}")
+        listed = shipped_descriptions()
+        width = max(map(len, listed), default=0) + 2
+        for name, description in listed.items():
+            typer.echo(f"{name:<{width}}{description}")
         if not list_:
             raise DeepfeatError("name an experiment: deepfeat run NAME_OR_FILE.toml IMAGES (the shipped ones are "
                                 "listed above)")
         return
     show_messages(progress)
+    from deepfeat.workers import warm_up
+
+    warm_up()  # the fold workers' server imports beside the extraction
     with say_interrupted():
         done = run_named_experiment(experiment, output, source=source, weights=weights, progress=progress,
                                     log=typer.echo)

@@ -180,8 +180,17 @@ def _plan(features, o: dict) -> _Plan:
                  resolve_fold_cache(o["fold_cache"]) if o["fold_features"] is None else None, inner=inner, options=o)
 
 
+def _fold_job(shared, task, name, y, estimators, selections, selector, majority, with_hist, fold_features,
+              tick=None, cache=None) -> dict:
+    """:func:`_run_fold` on the set ``name`` of ``shared = (data, hist)`` (sent once to each worker)."""
+    data, hist = shared
+    return _run_fold(task, data[name], y, estimators, selections, selector, majority, hist if with_hist else None,
+                     fold_features, tick=tick, cache=cache, name=name)
+
+
 def _run_folds(plan: _Plan, client, bar) -> list[dict]:
-    """Every fold x feature set: on the Dask client, in joblib workers, or here; in the local runner's order."""
+    """Every fold x feature set: on the Dask client, in local worker processes (:mod:`deepfeat.workers`), or here;
+    in the local runner's order."""
     o, majority = plan.options, plan.options["baseline"] != "none"
     fold_features = o["fold_features"]
     if client is not None and fold_features is not None:  # each fold's features as one task; scored here
@@ -197,16 +206,16 @@ def _run_folds(plan: _Plan, client, bar) -> list[dict]:
                               selectors=plan.selectors, majority=majority, hist=plan.hist, cache=plan.cache,
                               tick=bar.update)
     data = {name: plan.data(name) for name in plan.sets}  # each identity hashed once
-    jobs = [((t, data[name], plan.y, plan.estimators, o["selections"], plan.selectors[name],
-              majority and i == 0, plan.hist if i == 0 else None, fold_features), name)
-            for t in plan.tasks for i, name in enumerate(plan.sets)]
+    jobs = [(t, name, plan.y, plan.estimators, o["selections"], plan.selectors[name], majority and i == 0,
+             i == 0, fold_features) for t in plan.tasks for i, name in enumerate(plan.sets)]
+    shared = (data, plan.hist)
     if o["n_jobs"] == 1:
-        return [_run_fold(*job, tick=lambda n=1: bar.update(n), cache=plan.cache, name=name) for job, name in jobs]
-    from joblib import Parallel, delayed
+        return [_fold_job(shared, *job, tick=lambda n=1: bar.update(n), cache=plan.cache) for job in jobs]
+    from deepfeat.workers import imap_unordered
 
     out = []
-    for res in Parallel(n_jobs=o["n_jobs"], return_as="generator_unordered")(
-            delayed(_run_fold)(*job, cache=plan.cache, name=name) for job, name in jobs):
+    for res in imap_unordered(_fold_job, [job + (None, plan.cache) for job in jobs], n_jobs=o["n_jobs"],
+                              shared=shared):
         out.append(res)
         bar.update(bar.total // len(jobs))
     order = {name: i for i, name in enumerate(plan.sets)}

@@ -95,6 +95,10 @@ def _label_note(classes) -> str:
     return f"; class labels: {plots.legend_text(legend)}" if legend else ""
 
 
+def _draw(_shared, i, draw, args) -> tuple[int, bytes]:
+    return i, draw(*args)
+
+
 def _figures(results, verdict) -> list[dict]:
     """Every plot: stem, caption and PNG bytes, in reading order. Drawn in worker processes when the
     cross-validation ran on several (``config["parameters"]["n_jobs"]``): the same bytes, about half the wall time
@@ -117,10 +121,11 @@ def _figures(results, verdict) -> list[dict]:
                      (results.mrmr,)))
     n_jobs = results.config.get("parameters", {}).get("n_jobs", 1)
     if isinstance(n_jobs, int) and n_jobs != 1 and len(figs) > 1:
-        from joblib import Parallel, delayed
+        from deepfeat.workers import imap_unordered
 
-        pngs = Parallel(n_jobs=min(n_jobs, len(figs)) if n_jobs > 0 else n_jobs)(
-            delayed(draw)(*args) for _, _, draw, args in figs)
+        drawn = dict(imap_unordered(_draw, [(i, draw, args) for i, (_, _, draw, args) in enumerate(figs)],
+                                    n_jobs=n_jobs))
+        pngs = [drawn[i] for i in range(len(figs))]
     else:
         pngs = [draw(*args) for _, _, draw, args in figs]
     return [{"stem": s, "caption": c, "png": p} for (s, c, _, _), p in zip(figs, pngs)]
