@@ -13,6 +13,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from deepfeat.classifiers.lbfgs import minimize_lbfgs
 from deepfeat.classifiers.memo import LastRows, without_memo
 from deepfeat.classifiers.small_data import _fit_early_stopping_if_possible
 
@@ -264,7 +265,10 @@ class FullBatchMLP(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     n_iter_ : int
-        L-BFGS iterations run.
+        L-BFGS iterations run (:func:`~deepfeat.classifiers.lbfgs.minimize_lbfgs`, float32).
+    stop_reason_ : str
+        Why L-BFGS stopped: ``"pgtol"`` (converged), ``"ftol"``, ``"max_iter"``, ``"max_fun"``, ``"callback"``
+        (early stopping) or ``"line search"``.
     best_iter_ : int
         The iteration whose weights are kept (``n_iter_`` without early stopping).
     validation_loss_ : float or None
@@ -308,7 +312,6 @@ class FullBatchMLP(ClassifierMixin, BaseEstimator):
         return _fit_early_stopping_if_possible(self, self._fit, X, y, sample_weight=sample_weight)
 
     def _fit(self, X, y, sample_weight=None):
-        from scipy.optimize import minimize
         from sklearn.model_selection import train_test_split
         from sklearn.utils import check_random_state
 
@@ -341,36 +344,42 @@ class FullBatchMLP(ClassifierMixin, BaseEstimator):
             H += b1
             np.maximum(H, 0, out=H)
             logp = _log_softmax(H @ W2 + b2)
-            loss = -float(np.dot(wn, (onehot * logp).sum(1), )) \
-                + 0.5 * float(alpha) * float((W1 * W1).sum() + (W2 * W2).sum())
+            loss = -float(np.dot(wn, (onehot * logp).sum(1))) \
+                + 0.5 * float(alpha) * float(np.dot(W1.ravel(), W1.ravel()) + np.dot(W2.ravel(), W2.ravel()))
             G = np.exp(logp)
             G -= onehot
             G *= wn[:, None]
             dH = G @ W2.T
             dH *= H > 0
-            grads = (X.T @ dH + alpha * W1, dH.sum(0), H.T @ G + alpha * W2, G.sum(0))
-            return loss, np.concatenate([g.ravel() for g in grads]).astype(np.float64)
+            grad = np.empty_like(t)  # a new vector each call: the optimiser keeps the previous one
+            gW1, gb1, gW2, gb2 = self._unpack(grad, shapes)
+            np.matmul(X.T, dH, out=gW1)
+            gW1 += alpha * W1
+            dH.sum(0, out=gb1)
+            np.matmul(H.T, G, out=gW2)
+            gW2 += alpha * W2
+            G.sum(0, out=gb2)
+            return loss, grad
 
         best = {"loss": np.inf, "theta": theta, "iter": 0, "wait": 0, "n": 0}
 
-        def watch(intermediate_result):
+        def watch(t):
             best["n"] += 1
             if val is None:
-                return
-            vloss = self._val_loss(intermediate_result.x, shapes, val)
+                return False
+            vloss = self._val_loss(t, shapes, val)
             if vloss < best["loss"] - 1e-6:
-                best.update(loss=vloss, theta=intermediate_result.x.copy(), iter=best["n"], wait=0)
-            else:
-                best["wait"] += 1
-                if best["wait"] >= self.n_iter_no_change:
-                    raise StopIteration
+                best.update(loss=vloss, theta=t.copy(), iter=best["n"], wait=0)
+                return False
+            best["wait"] += 1
+            return best["wait"] >= self.n_iter_no_change
 
-        res = minimize(loss_grad, theta, jac=True, method="L-BFGS-B", callback=watch,
-                       options={"maxiter": int(self.max_iter), "maxfun": 2 * int(self.max_iter) + 20})
-        if val is not None and best["n"] and best["loss"] <= self._val_loss(res.x, shapes, val):
+        last, _, self.stop_reason_ = minimize_lbfgs(loss_grad, theta.astype(np.float32), max_iter=int(self.max_iter),
+                                                     max_fun=2 * int(self.max_iter) + 20, callback=watch)
+        if val is not None and best["n"] and best["loss"] <= self._val_loss(last, shapes, val):
             theta, self.best_iter_ = best["theta"], best["iter"]
         else:
-            theta, self.best_iter_ = res.x, best["n"]
+            theta, self.best_iter_ = last, best["n"]
         self.n_iter_ = best["n"]
         self.validation_loss_ = None if val is None else float(self._val_loss(theta, shapes, val))
         self.coefs_ = [p.copy() for p in self._unpack(theta, shapes)]
@@ -381,10 +390,11 @@ class FullBatchMLP(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _unpack(theta, shapes):
+        """Views of the flat float32 vector ``theta`` as the layers' weights and biases (no copy)."""
         out, start = [], 0
         for s in shapes:
             size = int(np.prod(s))
-            out.append(theta[start:start + size].astype(np.float32).reshape(s))
+            out.append(theta[start:start + size].reshape(s))
             start += size
         return out
 
