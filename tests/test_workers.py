@@ -85,3 +85,16 @@ def test_cv_on_forked_workers_equals_one_process():
     assert a.per_fold[cols].equals(b.per_fold[cols])
     score_cols = [c for c in a.predictions.columns if c.startswith("score_")]
     np.testing.assert_array_equal(a.predictions[score_cols].to_numpy(), b.predictions[score_cols].to_numpy())
+
+
+def test_nested_cv_on_forked_workers_equals_one_process():
+    rng = np.random.default_rng(1)
+    y = np.arange(60) % 2
+    X = rng.normal(size=(60, 12))
+    X[:, :3] += y[:, None]
+    fs = FeatureSet(X, [f"c{v}" for v in y])
+    kw = dict(classifiers=("knn", "nb"), folds=3, progress=False, baseline="majority", n_features=4, nested=True,
+              inner_folds=2, fold_cache="none")
+    a, b = cross_validate(fs, n_jobs=1, **kw), cross_validate(fs, n_jobs=2, **kw)
+    cols = ["repeat", "fold", "config", "accuracy"]
+    assert a.nested["outer"][cols].equals(b.nested["outer"][cols])

@@ -105,6 +105,10 @@ def _split_accuracies(data, y, tr, te, cands, mrmr_method, cache) -> np.ndarray:
     return np.array([fold.accuracy(c["estimator"], c["size"], selector) for c in cands])
 
 
+def _outer_job(shared, task, inner) -> dict:
+    return _outer_fold(task, inner, *shared)
+
+
 def _outer_fold(task, inner, data, y, cands, mrmr_method, cache) -> dict:
     r, k, tr, te, _ = task
     by_set = {}
@@ -169,10 +173,10 @@ def nested_cross_validate(data: dict, y, tasks, results, *, classifiers, seed=0,
 
         outer = [_outer_fold(t, i, *args) for t, i in tqdm(list(zip(tasks, inner)), desc="nested cv outer folds",
                                                             disable=not progress, leave=False)]
-    else:
-        from joblib import Parallel, delayed
+    else:  # forked workers after deepfeat.workers.warm_up (the CLI), else joblib's (Dask inside parallel_config)
+        from deepfeat.workers import imap_unordered
 
-        outer = Parallel(n_jobs=n_jobs)(delayed(_outer_fold)(t, i, *args) for t, i in zip(tasks, inner))
+        outer = list(imap_unordered(_outer_job, list(zip(tasks, inner)), n_jobs=n_jobs, shared=args))
     wall = time.perf_counter() - t0
     outer = pd.DataFrame(outer).sort_values(["repeat", "fold"]).reset_index(drop=True)
     ratio = fold_size_ratio(results)
