@@ -95,6 +95,7 @@ def imap_unordered(fn, jobs, *, n_jobs: int, shared=None):
     threads = max(1, cpu_count() // n)
     ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"), initializer=_init,
                              initargs=(threads, cloudpickle.dumps(shared)))
+    finished = False
     try:
         pending = {ex.submit(_call, cloudpickle.dumps((fn, job))) for job in jobs}
         while pending:
@@ -106,6 +107,9 @@ def imap_unordered(fn, jobs, *, n_jobs: int, shared=None):
                     raise DeepfeatError(f"a worker process died ({exc}): out of memory, or killed? Results "
                                         "already written are kept; rerun with n_jobs=1 (--n-jobs 1) to run the "
                                         "work in this process") from exc
+        finished = True
     finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-
+        if not finished:  # an error, Ctrl-C or a caller that stopped reading: do not wait for running jobs
+            for proc in list(getattr(ex, "_processes", {}).values()):
+                proc.terminate()
+        ex.shutdown(wait=finished, cancel_futures=True)
