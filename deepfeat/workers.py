@@ -17,7 +17,10 @@ where there is no forkserver (Windows) or the caller chose a joblib backend (``j
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import shutil
+import tempfile
 
 from deepfeat.errors import DeepfeatError
 
@@ -61,6 +64,47 @@ def warm_up(preload=PRELOAD) -> bool:
     return True
 
 
+#: Arrays of at least this many bytes reach the workers as read-only memory maps of one file, not as copies.
+MEMMAP_BYTES = 1 << 20
+
+
+def _dumps_shared(shared, folder: str) -> bytes:
+    """``shared`` pickled (cloudpickle) with every large array saved once under ``folder`` and memory-mapped by
+    each worker (as joblib does), so the workers share its pages instead of holding a copy each."""
+    import io
+
+    import cloudpickle
+    import numpy as np
+
+    class Pickler(cloudpickle.Pickler):
+        def reducer_override(self, obj):
+            if type(obj) in (np.ndarray, np.memmap) and obj.nbytes >= MEMMAP_BYTES and not obj.dtype.hasobject:
+                path = os.path.join(folder, f"shared{len(os.listdir(folder))}.npy")
+                np.save(path, obj)
+                return _load_map, (path,)
+            return super().reducer_override(obj)
+
+    buf = io.BytesIO()
+    Pickler(buf).dump(shared)
+    return buf.getvalue()
+
+
+def _memory_folder() -> str | None:
+    """/dev/shm when it exists with at least 2 GB free (joblib's rule; containers often give it 64 MB), else the
+    temporary folder."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):
+        return None
+    return "/dev/shm" if st.f_bavail * st.f_frsize >= 2e9 else None
+
+
+def _load_map(path: str):
+    import numpy as np
+
+    return np.load(path, mmap_mode="r")
+
+
 def _init(threads: int, shared: bytes) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -79,7 +123,6 @@ def imap_unordered(fn, jobs, *, n_jobs: int, shared=None):
     ``shared`` (e.g. the feature matrices) is sent once to each worker, not once per job. ``n_jobs`` as joblib's
     (-1 = every core). A worker's exception is raised here, and the jobs not yet started are cancelled.
     """
-    import cloudpickle
     from joblib import cpu_count, effective_n_jobs
 
     jobs = list(jobs)
@@ -89,12 +132,23 @@ def imap_unordered(fn, jobs, *, n_jobs: int, shared=None):
 
         yield from Parallel(n_jobs=n, return_as="generator_unordered")(delayed(fn)(shared, *job) for job in jobs)
         return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, cpu_count() // n)
-    ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"), initializer=_init,
-                             initargs=(threads, cloudpickle.dumps(shared)))
+    folder = tempfile.mkdtemp(prefix="deepfeat-workers-", dir=_memory_folder())
+    try:
+        ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"), initializer=_init,
+                                 initargs=(threads, _dumps_shared(shared, folder)))
+        yield from _run(ex, fn, jobs)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(ex, fn, jobs):
+    import cloudpickle
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     finished = False
     try:
         pending = {ex.submit(_call, cloudpickle.dumps((fn, job))) for job in jobs}

@@ -98,3 +98,15 @@ def test_nested_cv_on_forked_workers_equals_one_process():
     a, b = cross_validate(fs, n_jobs=1, **kw), cross_validate(fs, n_jobs=2, **kw)
     cols = ["repeat", "fold", "config", "accuracy"]
     assert a.nested["outer"][cols].equals(b.nested["outer"][cols])
+
+
+def _describe(shared, i):
+    big, small = shared
+    return i, type(big).__name__, bool(big.flags.writeable), float(big[i].sum()), type(small).__name__
+
+
+def test_large_arrays_reach_the_workers_as_one_shared_read_only_map():
+    big = np.arange(workers.MEMMAP_BYTES // 8 * 2, dtype=np.float64).reshape(-1, 1024)
+    small = np.ones(10)
+    got = sorted(workers.imap_unordered(_describe, [(i,) for i in range(3)], n_jobs=2, shared=(big, small)))
+    assert got == [(i, "memmap", False, float(big[i].sum()), "ndarray") for i in range(3)]
