@@ -172,6 +172,21 @@ def test_cached_and_recomputed_trunk_train_the_same_network(cells, tmp_path):
     assert a.curves["train_loss"].tolist() == pytest.approx(b.curves["train_loss"].tolist(), rel=1e-4)
 
 
+@pytest.mark.parametrize("objective", ["siamese", "triplet"])
+def test_a_metric_objective_trains_the_same_network_on_the_cached_trunk(objective, cells, tmp_path):
+    TR.clear_trunk_cache()
+    kw = dict(model=ARCH, weights="none", progress=False, epochs=2, freeze_stages=3, augment="flip,rot90",
+              objective=objective, **FAST)
+    a = finetune(cells.root, out=tmp_path / "a.pt", cache_trunk=True, **kw)
+    b = finetune(cells.root, out=tmp_path / "b.pt", cache_trunk=False, **kw)
+    assert a.plan["cached_trunk"] and not b.plan["cached_trunk"]
+    sa = torch.load(a.checkpoint, weights_only=True)["state_dict"]
+    sb = torch.load(b.checkpoint, weights_only=True)["state_dict"]
+    for k in sa:
+        assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-5), k
+    assert a.curves["train_loss"].tolist() == pytest.approx(b.curves["train_loss"].tolist(), rel=1e-4)
+
+
 def test_cache_refuses_colour_jitter():
     with pytest.raises(DeepfeatError, match="cache_trunk=True cannot be used with colour jitter"):
         FinetuneConfig(cache_trunk=True, augment="cells")

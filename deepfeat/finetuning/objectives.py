@@ -97,16 +97,20 @@ LOSSES = {"siamese": contrastive_loss, "triplet": triplet_semihard_loss, "protot
 
 class EmbeddingProbe(nn.Module):
     """Runs the fine-tuning model so that the pooled embedding is kept (``self.embedding``) and the returned
-    logits come from the linear head applied to the *detached* embedding (a probe)."""
+    logits come from the linear head applied to the *detached* embedding (a probe).
 
-    def __init__(self, model: nn.Module, head: str):
+    ``stages``: when training runs on cached trunk activations (:class:`deepfeat.finetuning.trunk.SuffixClassifier`),
+    the stages after the frozen ones; the input is then a frozen stage's cached output, not an image."""
+
+    def __init__(self, model: nn.Module, head: str, stages: nn.Module | None = None):
         super().__init__()
-        self.model, self.head = model, head
+        self.model, self.head, self.stages = model, head, stages
         self.embedding = None
 
     def forward(self, x):
         body = backbone_of(self.model, self.head)
-        emb = body.forward_head(body.forward_features(x), pre_logits=True)
+        features = body.forward_features(x) if self.stages is None else self.stages(x)
+        emb = body.forward_head(features, pre_logits=True)
         self.embedding = emb
         if self.head == "keep1000":
             return self.model.head(body.get_classifier()(emb.detach()).detach())
@@ -134,6 +138,7 @@ def use_objective(stepper, model: nn.Module, head: str, objective: str, weight=N
 
         raise DeepfeatError(f"objective={objective!r} needs a timm-style model with forward_features / "
                             f"forward_head(pre_logits=True); {type(body).__name__} has neither")
-    probe = EmbeddingProbe(model, head)
+    suffix = stepper.model if stepper.model is not model else None  # training on cached trunk activations
+    probe = EmbeddingProbe(model, head, stages=getattr(suffix, "stages", None))
     stepper.model, stepper.criterion = probe, MetricCriterion(objective, probe, weight)
     return stepper

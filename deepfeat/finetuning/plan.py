@@ -119,8 +119,6 @@ def settle_trunk(plan: Plan, net, cfg, device, *, n_images: int = 0, input_size=
     reasons = []
     if "color" in ops:
         reasons.append("the augmentation has colour jitter")
-    if cfg.objective != "crossentropy":
-        reasons.append(f"objective={cfg.objective!r} needs the whole network's embedding")
     if cfg.cache_trunk is False:
         reasons.append("cache_trunk=false")
     if not reasons and n_images:
