@@ -52,3 +52,19 @@ def test_wilson_interval_edges():
     assert np.isnan(wilson_interval(0, 0)).all()
     lo, hi = wilson_interval(10, 10)
     assert hi == pytest.approx(1.0) and 0.69 < lo < 0.73
+
+
+def test_a_hybrids_frozen_row_uses_pooled_features_not_its_untrained_logits():
+    from deepfeat.evaluation.finetune_compare import _head_untrained
+    from deepfeat.reporting.finetune_report import _comparison_table, _frozen_layer
+
+    assert _head_untrained("hybrid_lite012", "imagenet") and _head_untrained("hybrid_vgg16_inception_v3_xception",
+                                                                             "imagenet")
+    assert not _head_untrained("hybrid_lite012", "fold.pt") and not _head_untrained("tf_efficientnet_lite0",
+                                                                                    "imagenet")
+    c = {"network": 0.9, "finetuned_svm": 0.92, "frozen_svm": 0.88, "n_train": 10, "n_val": 5, "layer": "logits",
+         "frozen_layer": "pooled"}
+    assert _frozen_layer(c) == "pooled features (its logits come from an untrained head)"
+    assert "pooled features (its logits come from an untrained head)" in str(_comparison_table(c))
+    assert _frozen_layer({**c, "frozen_layer": "logits"}) == "logits"
+    assert _frozen_layer({k: v for k, v in c.items() if k != "frozen_layer"}) == "logits"  # an older record

@@ -31,7 +31,8 @@ def split_comparison(result, source, *, model: str, weights, layer: str = "logit
     features, and of the same SVM on the frozen starting network's features; SVMs fitted on its training images.
 
     Returns a dict with ``network``, ``finetuned_svm``, ``frozen_svm`` (accuracies), ``n_train``, ``n_val``,
-    ``layer``, ``seconds``; or ``{"skipped": reason}`` when the run had no validation images.
+    ``layer``, ``frozen_layer`` (``"pooled"`` where the starting network's logits come from an untrained head: a
+    hybrid's), ``seconds``; or ``{"skipped": reason}`` when the run had no validation images.
     """
     from deepfeat.data.images import sha256_file
     from deepfeat.data.sources import open_source
@@ -53,10 +54,21 @@ def split_comparison(result, source, *, model: str, weights, layer: str = "logit
     common = dict(model=model, layer=layer, image_size=cfg.get("image_size"), crop_border=cfg.get("crop_border", False),
                   progress=progress)
     tuned = extract_features(sub, weights=str(result.checkpoint), **common)
-    frozen = extract_features(sub, weights=weights, **common)
+    frozen_layer = "pooled" if layer == "logits" and _head_untrained(model, weights) else layer
+    frozen = extract_features(sub, weights=weights, **{**common, "layer": frozen_layer})
     y = np.asarray(sub.labels)
     tr, va = train[keep], val[keep]
     seed = int(cfg.get("seed", 0))
     return {"network": result.metrics.get("accuracy"), "finetuned_svm": _svm_accuracy(tuned.X, y, tr, va, seed),
             "frozen_svm": _svm_accuracy(frozen.X, y, tr, va, seed), "n_train": int(tr.sum()),
-            "n_val": int(va.sum()), "layer": layer, "seconds": time.perf_counter() - t0}
+            "n_val": int(va.sum()), "layer": layer, "frozen_layer": frozen_layer,
+            "seconds": time.perf_counter() - t0}
+
+
+def _head_untrained(model, weights) -> bool:
+    """Whether the starting network's logits come from a new, untrained head: a hybrid built from its members'
+    ImageNet weights (its fused head is new; :mod:`deepfeat.backbones.related`). Its frozen row then uses the
+    members' pooled features, not random projections of them."""
+    from deepfeat.backbones.related import HYBRID_MEMBERS
+
+    return isinstance(model, str) and model in HYBRID_MEMBERS and weights == "imagenet"

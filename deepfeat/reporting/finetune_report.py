@@ -59,13 +59,18 @@ def _plan_sentences(result) -> list[str]:
     return out
 
 
+def _frozen_layer(c: dict) -> str:
+    layer = c.get("frozen_layer", c["layer"])
+    return layer if layer == c["layer"] else f"{layer} features (its {c['layer']} come from an untrained head)"
+
+
 def _comparison_table(comparison: dict | None):
     if not comparison or comparison.get("skipped"):
         return None
     c = comparison
     rows = [("the fine-tuned network, end to end", c["network"]),
             (f"SVM on the fine-tuned network's {c['layer']}", c["finetuned_svm"]),
-            (f"SVM on the frozen starting network's {c['layer']}", c["frozen_svm"])]
+            (f"SVM on the frozen starting network's {_frozen_layer(c)}", c["frozen_svm"])]
     frame = pd.DataFrame({"classifier": [r[0] for r in rows],
                           "validation accuracy %": [fmt_number(100 * r[1], 2) if r[1] is not None else "—"
                                                     for r in rows]})
@@ -119,7 +124,7 @@ def write_finetune_report(result, out=None, *, gallery_limits: dict | None = Non
         c = comparison
         sentences.append(f"On the same validation images an SVM on the fine-tuned network's {c['layer']} is right "
                          f"{100 * c['finetuned_svm']:.1f} % of the time, on the frozen network's "
-                         f"{100 * c['frozen_svm']:.1f} %.")
+                         f"{_frozen_layer(c)} {100 * c['frozen_svm']:.1f} %.")
     figures = [{"stem": "curves", "caption": "Loss and accuracy per epoch (dashed: the kept epoch)",
                 "png": plots.finetune_curves_png(curves, result.best_epoch)}]
     if m.get("confusion"):
