@@ -1,8 +1,10 @@
 """Files: atomic writes (a reader, or a run killed half-way, never sees half a file) and content hashes."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -32,6 +34,33 @@ def atomic_write(path, write: Callable[[Path], object], *, fsync: bool = True) -
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold an exclusive advisory lock on the file ``path`` (created if missing) while the block runs, waiting for
+    another process that holds it; yields True when it had to wait (the other process may have written what this
+    one was about to compute: read it again). POSIX ``flock``; where there is none (Windows) nothing is locked and
+    it yields False."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield False
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        waited = False
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger("deepfeat").info("waiting for another process working on %s", path.with_suffix(""))
+            fcntl.flock(f, fcntl.LOCK_EX)
+            waited = True
+        try:
+            yield waited
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def atomic_write_bytes(path, data: bytes, *, fsync: bool = True) -> Path:

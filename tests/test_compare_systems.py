@@ -241,3 +241,38 @@ def test_the_folds_as_dask_tasks_give_the_local_results(cells, files, tmp_path, 
     a, b = (x.results.predictions.sort_values(["config", "row"])[cols].reset_index(drop=True) for x in (local, dask))
     pd.testing.assert_frame_equal(a, b)
     assert all(r is not None for r in dask.records["net_tiny"])  # the workers kept the folds in the shared folder
+
+
+def test_two_runs_into_one_folder_compute_a_fold_once(tmp_path, monkeypatch):
+    """The second run waits for the first's fold (a lock per fold) and loads it instead of training again."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from deepfeat.evaluation.system_folds import SystemFolds
+
+    source = SimpleNamespace(labels=["a", "b"] * 4)
+    system = SimpleNamespace(name="slow", config_hash="h1")
+    folds = SystemFolds(source, [system], np.zeros((8, 2)), features={}, out_dir=tmp_path, sha256=list("abcdefgh"),
+                        seed=0, run_id="r")
+    computed = []
+
+    def compute(self, system, fold_index, train_idx, test_idx):
+        computed.append(threading.current_thread().name)
+        time.sleep(0.5)
+        n = len(test_idx)
+        return ({"pred": np.zeros(n, int), "scores": np.full((n, 2), 0.5), "score_kind": "probability",
+                 "fit_time": 0.5, "predict_time": 0.0}, None, "cpu")
+
+    monkeypatch.setattr(SystemFolds, "_compute", compute)
+    train, test = np.arange(6), np.arange(6, 8)
+    got = {}
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, folds.result(system, 0, train, test)),
+                                name=f"run{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    assert computed == ["run0"]  # the second run loaded the first's fold
+    np.testing.assert_array_equal(got[0]["scores"], got[1]["scores"])

@@ -23,7 +23,7 @@ import numpy as np
 
 from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation.results import END_TO_END
-from deepfeat.fileio import atomic_write, atomic_write_bytes, sha256_file
+from deepfeat.fileio import atomic_write, atomic_write_bytes, exclusive, sha256_file
 
 __all__ = ["SystemFolds", "fold_records", "fold_stem", "read_fold_record", "result_key"]
 
@@ -122,13 +122,17 @@ class SystemFolds:
         (training on ``train_idx`` only) and kept."""
         stem = fold_stem(self.out_dir, system.name, fold_index)
         identity = self.identity(system, train_idx, test_idx)
-        record = read_fold_record(stem)
-        if record is not None and record.get("identity") == identity and stem.with_suffix(".npz").is_file():
-            with np.load(stem.with_suffix(".npz")) as z:
-                return {"pred": z["pred"], "scores": z["scores"], "score_kind": record["score_kind"],
-                        "fit_time": record["fit_time"], "predict_time": record["predict_time"]}
-        reason = _why_recomputed(record, identity)
-        stem.parent.mkdir(parents=True, exist_ok=True)
+        kept = _kept(stem, identity)
+        if kept is not None:
+            return kept
+        # two runs into one folder: the second waits for the first's fold, then loads it
+        with exclusive(stem.with_suffix(".lock")) as waited:
+            kept = _kept(stem, identity) if waited else None
+            return kept if kept is not None else self._compute_and_keep(system, fold_index, train_idx, test_idx,
+                                                                        stem, identity)
+
+    def _compute_and_keep(self, system, fold_index, train_idx, test_idx, stem, identity) -> dict:
+        reason = _why_recomputed(read_fold_record(stem), identity)
         wall0, cpu0, child0 = time.perf_counter(), time.process_time(), _children_cpu()
         res, checkpoint, device = self._compute(system, fold_index, train_idx, test_idx)
         wall = time.perf_counter() - wall0
@@ -199,6 +203,16 @@ class SystemFolds:
                              mrmr_method=cv.get("mrmr_method", "fcq"), seed=self.seed)
         with quiet_fits():
             return fit_score(clone(est), X[train_idx], self.y[train_idx], X[test_idx])
+
+
+def _kept(stem: Path, identity: dict) -> dict | None:
+    """The kept fold's scores when its record matches ``identity``, else None."""
+    record = read_fold_record(stem)
+    if record is None or record.get("identity") != identity or not stem.with_suffix(".npz").is_file():
+        return None
+    with np.load(stem.with_suffix(".npz")) as z:
+        return {"pred": z["pred"], "scores": z["scores"], "score_kind": record["score_kind"],
+                "fit_time": record["fit_time"], "predict_time": record["predict_time"]}
 
 
 def _savez(path: Path, arrays: dict) -> None:
