@@ -117,6 +117,32 @@ def test_trunk_split_composes_to_forward_features_exactly(name, k):
     assert TR.resolve_freeze_stages("auto", net, torch.device("cpu")) == (0 if name == "deepfeat_small_cnn" else 6)
 
 
+@pytest.mark.parametrize("name, px, n_stages", [("vgg11", 64, 5), ("inception_v3", 107, 5),
+                                                ("legacy_xception", 96, 6)])
+def test_the_exact_related_networks_split_into_stages_that_compose_exactly(name, px, n_stages):
+    """The exact GoogLeNet / VGG / hybrid members' stage lists: a frozen, cached trunk on a CPU for them too."""
+    import timm
+
+    net = timm.create_model(name, pretrained=False, num_classes=3).eval()
+    stages = TR.network_stages(net)
+    assert len(stages) == n_stages
+    x = torch.randn(2, 3, px, px)
+    with torch.no_grad():
+        h = x
+        for stage in stages:
+            h = stage(h)
+        assert torch.equal(h, net.forward_features(x))
+        split = TR.TrunkSplit(net, "replace", 3)
+        assert torch.equal(split.suffix(split.prefix(x)), net(x))
+    assert TR.resolve_freeze_stages("auto", net, torch.device("cpu")) == n_stages - 2
+
+
+def test_the_exact_hybrid_trains_whole_and_says_why():
+    net = create_backbone("hybrid_vgg16_inception_v3_xception", "none", num_classes=2)
+    with pytest.raises(DeepfeatError, match=r"different numbers of stages .*'legacy_xception': 6.*freeze_stages=0"):
+        TR.network_stages(net)
+
+
 def _trained(cells, tmp_path, name, monkeypatch):
     """(initial state dict, fine-tuned state dict, plan) of one fine-tuning step of ``name``."""
     start = {}

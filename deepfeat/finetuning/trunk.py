@@ -14,12 +14,15 @@ On a CPU, a useful fine-tune of a 224-px network must fit in minutes. Two things
   ``augment`` the cache is refused (``cache_trunk=True``) or skipped (``"auto"``).
 
 Stage lists are known for timm's EfficientNet / MobileNet (``conv_stem`` + ``bn1``, each entry of ``blocks``,
-EfficientNet's ``conv_head`` + ``bn2``), ResNet (stem, ``layer1`` .. ``layer4``), deepfeat's Darknet (each
-module of ``features``), ``deepfeat_small_cnn`` (its conv blocks) and a hybrid whose members are known and
-aligned (``hybrid_lite012``: stage i runs each member's stage i on its channels of the concatenated activation, so
-the cache holds one tensor per image and view; :meth:`deepfeat.backbones.related.HybridNet.parallel_stages`).
-Other networks, the exact VGG16 + Inception-v3 + Xception hybrid among them, train whole (``freeze_stages=0``;
-``"auto"`` says so and trains them whole).
+EfficientNet's ``conv_head`` + ``bn2``), ResNet (stem, ``layer1`` .. ``layer4``), VGG (the conv blocks, each
+ending at its max-pool), Inception-v3 (stem, the 35 / 17 / 8-px grids' Mixed blocks), legacy Xception (entry
+flow, the middle flow, the exit flow), deepfeat's Darknet (each module of ``features``), ``deepfeat_small_cnn``
+(its conv blocks) and a hybrid whose members are known and aligned (``hybrid_lite012``: stage i runs each member's
+stage i on its channels of the concatenated activation, so the cache holds one tensor per image and view;
+:meth:`deepfeat.backbones.related.HybridNet.parallel_stages`). Other networks train whole (``freeze_stages=0``;
+``"auto"`` says so and trains them whole), and so does the exact VGG16 + Inception-v3 + Xception hybrid: its
+members' stages do not line up (Xception has 6, the others 5; VGG pads, Inception-v3 does not, so the grids
+differ), so their activations cannot be stacked stage by stage.
 """
 from __future__ import annotations
 
@@ -50,13 +53,36 @@ def network_stages(body: nn.Module) -> list[nn.Module]:
                 body.layer3, body.layer4]
     if "Darknet" in names:
         return list(body.features)
+    if "VGG" in names and hasattr(body, "features"):  # timm VGG: the conv blocks, each ending at its max-pool
+        stages, block = [], []
+        for m in body.features:
+            block.append(m)
+            if isinstance(m, nn.MaxPool2d):
+                stages.append(nn.Sequential(*block))
+                block = []
+        return stages + ([nn.Sequential(*block)] if block else [])
+    if "InceptionV3" in names and not getattr(body, "aux_logits", False):  # timm Inception-v3: stem, then grids
+        return [_chain(body, "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Pool1"),
+                _chain(body, "Conv2d_3b_1x1", "Conv2d_4a_3x3", "Pool2"),
+                _chain(body, "Mixed_5b", "Mixed_5c", "Mixed_5d"),
+                _chain(body, "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"),
+                _chain(body, "Mixed_7a", "Mixed_7b", "Mixed_7c")]
+    if "Xception" in names and hasattr(body, "block12"):  # timm legacy_xception: entry, middle and exit flows
+        return [_chain(body, "conv1", "bn1", "act1", "conv2", "bn2", "act2"), body.block1, body.block2, body.block3,
+                _chain(body, *(f"block{i}" for i in range(4, 12))),
+                _chain(body, "block12", "conv3", "bn3", "act3", "conv4", "bn4", "act4")]
     if "SmallCNN" in names:
         return list(body.blocks)
     if "HybridNet" in names:  # parallel stages: stage i = every member's stage i (HybridNet.parallel_stages)
         return body.parallel_stages([network_stages(m) for m in body.members])
     raise DeepfeatError(f"freeze_stages needs a network whose stages deepfeat knows (timm EfficientNet / "
-                        f"MobileNetV3 / ResNet, darknet19, deepfeat_small_cnn, a hybrid of such members); "
+                        f"MobileNetV3 / ResNet / VGG / Inception-v3 / legacy Xception, darknet19, deepfeat_small_cnn, "
+                        f"a hybrid of such members); "
                         f"{type(body).__name__} is not one. Use freeze_stages=0 (train the whole network).")
+
+
+def _chain(body: nn.Module, *names: str) -> nn.Sequential:
+    return nn.Sequential(*(getattr(body, n) for n in names))
 
 
 def resolve_freeze_stages(value, body: nn.Module, device) -> int:
