@@ -159,9 +159,11 @@ def test_views_reproduce_the_cell_augmentation_exactly():
     assert TR.needed_views(()) == [0]
 
 
-def test_cached_and_recomputed_trunk_train_the_same_network(cells, tmp_path):
+def _cached_and_recomputed(cells, tmp_path, **options):
+    """Train twice, with the trunk cached and recomputed; the two networks and loss curves must agree."""
     TR.clear_trunk_cache()
-    kw = dict(model=ARCH, weights="none", progress=False, epochs=2, freeze_stages=3, augment="flip,rot90", **FAST)
+    kw = dict(model=ARCH, weights="none", progress=False, epochs=2, freeze_stages=3, augment="flip,rot90", **FAST,
+              **options)
     a = finetune(cells.root, out=tmp_path / "a.pt", cache_trunk=True, **kw)
     b = finetune(cells.root, out=tmp_path / "b.pt", cache_trunk=False, **kw)
     assert a.plan["cached_trunk"] and not b.plan["cached_trunk"]
@@ -170,21 +172,15 @@ def test_cached_and_recomputed_trunk_train_the_same_network(cells, tmp_path):
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-5), k
     assert a.curves["train_loss"].tolist() == pytest.approx(b.curves["train_loss"].tolist(), rel=1e-4)
+
+
+def test_cached_and_recomputed_trunk_train_the_same_network(cells, tmp_path):
+    _cached_and_recomputed(cells, tmp_path)
 
 
 @pytest.mark.parametrize("objective", ["siamese", "triplet"])
 def test_a_metric_objective_trains_the_same_network_on_the_cached_trunk(objective, cells, tmp_path):
-    TR.clear_trunk_cache()
-    kw = dict(model=ARCH, weights="none", progress=False, epochs=2, freeze_stages=3, augment="flip,rot90",
-              objective=objective, **FAST)
-    a = finetune(cells.root, out=tmp_path / "a.pt", cache_trunk=True, **kw)
-    b = finetune(cells.root, out=tmp_path / "b.pt", cache_trunk=False, **kw)
-    assert a.plan["cached_trunk"] and not b.plan["cached_trunk"]
-    sa = torch.load(a.checkpoint, weights_only=True)["state_dict"]
-    sb = torch.load(b.checkpoint, weights_only=True)["state_dict"]
-    for k in sa:
-        assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-4, atol=1e-5), k
-    assert a.curves["train_loss"].tolist() == pytest.approx(b.curves["train_loss"].tolist(), rel=1e-4)
+    _cached_and_recomputed(cells, tmp_path, objective=objective)
 
 
 def test_cache_refuses_colour_jitter():
