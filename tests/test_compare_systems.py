@@ -18,7 +18,6 @@ from deepfeat.errors import DeepfeatError
 from deepfeat.evaluation import infold
 from deepfeat.evaluation.systems import compare_systems, system_table
 from deepfeat.experiments import Experiment, load_system, run_experiment
-from deepfeat.workflows import compare_report
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore:an epoch is only")]
 

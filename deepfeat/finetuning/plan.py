@@ -7,11 +7,15 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from deepfeat.errors import DeepfeatError
 from deepfeat.finetuning import training as T
+
+if TYPE_CHECKING:  # the annotations only
+    from deepfeat.finetuning.config import FinetuneConfig
 
 FEW_STEPS = 10  # fewer optimizer steps per epoch than this and the run says so
 
