@@ -380,3 +380,12 @@ def test_finetune_report_md_renders_without_a_curves_figure():
     md = render("finetune_report.md.j2", title="t", intro="i", sentences=["s."], tables=[], errors=None,
                 figure_files={"curves": "run.curves.png"})
     assert "![Loss and accuracy per epoch](run.curves.png)" in md
+
+
+def test_fold_cache_none_means_no_cache_in_python_as_on_the_command_line(tmp_path, monkeypatch):
+    from deepfeat.evaluation.fold_cache import FoldCache, resolve_fold_cache
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_fold_cache("none") is None and resolve_fold_cache(None) is None
+    assert isinstance(resolve_fold_cache("./none"), FoldCache)  # a folder named none, said so
+    assert not (tmp_path / "none").exists()

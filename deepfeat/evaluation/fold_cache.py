@@ -106,8 +106,9 @@ class FoldCache:
 
 
 def resolve_fold_cache(fold_cache) -> FoldCache | None:
-    """``"auto"``: ``<deepfeat cache root>/cv-folds``; a path: that folder; None / False: no caching."""
-    if fold_cache is None or fold_cache is False:
+    """``"auto"``: ``<deepfeat cache root>/cv-folds``; a path: that folder; None / False / ``"none"`` (as the CLI's
+    ``--fold-cache none``): no caching. A folder named none is ``"./none"``."""
+    if fold_cache is None or fold_cache is False or (isinstance(fold_cache, str) and fold_cache == "none"):
         return None
     if isinstance(fold_cache, FoldCache):
         return fold_cache
