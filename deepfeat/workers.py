@@ -27,8 +27,8 @@ from deepfeat.errors import DeepfeatError
 __all__ = ["PRELOAD", "available", "imap_unordered", "warm_up"]
 
 #: Modules the server imports once, so that a worker starts with them (what fold work and figures need).
-PRELOAD = ("numpy", "scipy.optimize", "sklearn.svm", "sklearn.neighbors", "sklearn.naive_bayes",
-           "deepfeat.evaluation.cross_validation", "deepfeat.reporting.plots", "matplotlib.pyplot")
+PRELOAD = ("numpy", "sklearn.svm", "sklearn.neighbors", "sklearn.naive_bayes", "deepfeat.evaluation.cross_validation",
+           "deepfeat.evaluation.nested", "deepfeat.reporting.plots", "matplotlib.pyplot")
 
 _worker_state: dict = {}
 _server = {"started": False}
